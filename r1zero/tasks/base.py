@@ -1,0 +1,117 @@
+"""The Task interface: a task knows its data, how to render a prompt, and how to score a completion.
+
+A task is the only place that knows what an example looks like. The trainer and the evaluator see
+three calls:
+
+- ``task.load_split(split, ...)`` -> list of example dicts (the dataset's fields),
+- ``task.render_prompt(example, tokenizer)`` -> the exact text fed to the model,
+- ``task.score(completion, example)`` -> :class:`Score`.
+
+``completion`` is the model's output text only (decoded without special tokens); a scorer must never
+raise, hang or run code whatever that text is: a malformed completion scores 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+
+@dataclass
+class Score:
+    """The verdict on one completion.
+
+    ``reward`` is the sum of ``parts`` (one entry per reward function of the scheme, named as in
+    SPEC.md), ``correct`` says the final answer is right, ``formatted`` says the answer could be
+    found where the prompt asked for it.
+    """
+
+    reward: float
+    correct: bool
+    formatted: bool
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+class TaskError(ValueError):
+    """A bad task option or data file; the message is one line naming the problem and the fix."""
+
+
+class Task:
+    """Base class. Subclasses set ``name``, ``templates``, ``reward_schemes``, ``required_fields``
+    and the defaults, and implement the hooks below."""
+
+    name: str = ""
+    templates: tuple[str, ...] = ()
+    reward_schemes: tuple[str, ...] = ()
+    default_template: str = ""
+    default_reward: str = ""
+    required_fields: tuple[str, ...] = ()
+
+    def __init__(self, reward: str | None = None, template: str | None = None, **options: Any):
+        self.reward_scheme = reward or self.default_reward
+        self.template = template or self.default_template
+        if self.reward_scheme not in self.reward_schemes:
+            raise TaskError(
+                f"reward: '{self.reward_scheme}' is not a reward scheme of task '{self.name}'; "
+                f"use one of {', '.join(self.reward_schemes)}"
+            )
+        if self.template not in self.templates:
+            raise TaskError(
+                f"template: '{self.template}' is not a template of task '{self.name}'; "
+                f"use one of {', '.join(self.templates)}"
+            )
+        if options:
+            raise TaskError(
+                f"task_args: unknown option(s) {sorted(options)} for task '{self.name}'; remove them"
+            )
+
+    # ---- data -------------------------------------------------------------------------------
+    def load_split(self, split: str, source: str | None = None, config: str | None = None) -> list[dict]:
+        raise NotImplementedError
+
+    def check_example(self, example: Mapping[str, Any], where: str = "") -> None:
+        """Raise TaskError naming the first missing field, so bad data is refused before training."""
+        for key in self.required_fields:
+            if key not in example:
+                raise TaskError(
+                    f"{where or 'dataset'}: row is missing field '{key}'; task '{self.name}' needs "
+                    f"fields {', '.join(self.required_fields)}"
+                )
+
+    # ---- prompt -----------------------------------------------------------------------------
+    @property
+    def prompt_is_chat(self) -> bool:
+        """True when render_prompt applies the tokenizer's chat template (the text then already
+        holds every special token, so it is tokenized without adding any)."""
+        return False
+
+    def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
+        raise NotImplementedError
+
+    # ---- reward -----------------------------------------------------------------------------
+    def score(self, completion: str, example: Mapping[str, Any]) -> Score:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, Callable[..., Task]] = {}
+
+
+def register_task(name: str):
+    """Class decorator: make a Task available to ``get_task(name)`` and to configs."""
+
+    def wrap(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def task_names() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def get_task(name: str, reward: str | None = None, template: str | None = None, **options: Any) -> Task:
+    """Build a task by name: ``get_task("countdown", reward="tinyzero", template="base")``."""
+    if name not in _REGISTRY:
+        raise TaskError(f"task: unknown task '{name}'; use one of {', '.join(task_names())}")
+    return _REGISTRY[name](reward=reward, template=template, **options)
