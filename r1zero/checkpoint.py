@@ -1,0 +1,94 @@
+"""Checkpoints: Hugging Face weights plus the trainer state, written atomically, bounded on disk.
+
+A checkpoint is ``output_dir/checkpoint-<step>/`` holding the model (safetensors, loadable by
+``AutoModelForCausalLM`` and vLLM), the tokenizer, ``trainer_state.json`` (step, data position,
+readable) and ``trainer_state.pt`` (optimizer, scheduler and RNG states). It is written into a
+hidden temporary folder and renamed into place only when complete, so a crash never leaves a
+half-written checkpoint that resume would pick up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+STATE_JSON = "trainer_state.json"
+STATE_PT = "trainer_state.pt"
+
+
+def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """Complete checkpoints in ``output_dir``, oldest first."""
+    out = []
+    root = Path(output_dir)
+    if not root.is_dir():
+        return out
+    for p in root.iterdir():
+        m = _NAME.match(p.name)
+        if m and p.is_dir() and (p / STATE_JSON).is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(output_dir)
+    return found[-1][1] if found else None
+
+
+def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
+                    *, heavy_state: dict[str, Any] | None = None, total_limit: int | None = None) -> Path:
+    """Write ``checkpoint-<step>`` atomically and prune old ones down to ``total_limit``.
+
+    ``state`` is JSON-serialisable (step, data position); ``heavy_state`` holds tensors
+    (optimizer, scheduler, RNG) and is skipped when None (optimizer state is optional).
+    """
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"checkpoint-{step}"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-checkpoint-{step}-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        if heavy_state is not None:
+            torch.save(heavy_state, tmp / STATE_PT)
+        # The JSON is written last: its presence marks the folder as complete.
+        (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
+        if final.exists():  # saving the same step again (after a resume): replace it
+            trash = root / f".old-{final.name}-{os.getpid()}"
+            os.replace(final, trash)
+            os.replace(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if total_limit is not None:
+        prune_checkpoints(root, total_limit)
+    return final
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
+    found = list_checkpoints(output_dir)
+    for _, path in found[:-keep] if keep > 0 else found:
+        shutil.rmtree(path, ignore_errors=True)
+    # Leftovers of writes that crashed midway.
+    for p in Path(output_dir).glob(".tmp-checkpoint-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """(json state, tensor state or None) of a checkpoint folder."""
+    checkpoint = Path(checkpoint)
+    state = json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8"))
+    heavy = None
+    if (checkpoint / STATE_PT).is_file():
+        heavy = torch.load(checkpoint / STATE_PT, map_location="cpu", weights_only=False)
+    return state, heavy

