@@ -134,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("transformers", "httpx", "urllib3", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:  # transformers' per-file loading bars drown the training bar
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except Exception:
+        pass
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -98,14 +98,20 @@ def write_jsonl(rows: list[dict], path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
-def has_split(source: str, split: str) -> bool:
-    """Whether a local folder holds files of ``split`` (hub datasets answer in load_rows)."""
-    p = Path(source)
+def has_split(source: str, split: str, config: str | None = None) -> bool:
+    """Whether ``source`` has its own ``split``: a single file has none, a folder has files named
+    after it, a hub dataset lists it (Countdown-Tasks-3to4 has only ``train``)."""
+    p = Path(os.path.expanduser(source))
     if p.is_file():
         return False
     if p.is_dir():
         return bool(_split_files(p, split))
-    return True
+    try:
+        import datasets
+
+        return split in datasets.get_dataset_split_names(source, config)
+    except Exception:
+        return False
 
 
 def load_rows(source: str, split: str = "train", config: str | None = None) -> list[dict]:

@@ -81,7 +81,7 @@ def load_data(task: Task, cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     src = cfg.dataset_name
     rows = task.load_split(cfg.dataset_train_split, source=src, config=cfg.dataset_config)
     test: list[dict] | None = None
-    if src is None or has_split(src, cfg.dataset_test_split):
+    if src is None or has_split(src, cfg.dataset_test_split, cfg.dataset_config):
         try:
             test = task.load_split(cfg.dataset_test_split, source=src, config=cfg.dataset_config)
         except DataError:
