@@ -644,3 +644,16 @@ def test_bad_rows_are_refused(tmp_path, row, match):
     with pytest.raises(TaskError, match=re.escape(match)) as info:
         task().load_split("train", str(path))
     assert "\n" not in str(info.value)
+
+
+def test_chat_answer_template_prefills_the_tag_and_scores_it(smollm2_tokenizer):
+    from r1zero.tasks import get_task
+
+    task = get_task("countdown", reward="shaped", template="chat-answer")
+    ex = {"nums": [3, 5], "target": 8}
+    text = task.render_prompt(ex, smollm2_tokenizer)
+    assert text.endswith("<|im_start|>assistant\n<answer>") and task.prompt_is_chat
+    assert task.score(" 3 + 5 </answer>", ex).reward == 1.5
+    assert task.score(" 3 * 5 </answer>", ex).reward == 0.5
+    assert task.score(" 1 + 2 </answer>", ex).reward == 0.25
+    assert task.score(" 3 + 5", ex).reward == 0.0

@@ -69,6 +69,9 @@ ASSISTANT_PREFIX = {
     "qwen-instruct": "\nLet me solve this step by step.\n<think>",
     "datawhale": DATAWHALE_ASSISTANT_PREFIX,
     "chat": "",
+    # For very weak models (the embedded CPU default): the assistant turn is prefilled with the
+    # opening tag, so the model only has to write the equation and close the tag.
+    "chat-answer": "<answer>",
 }
 
 # Allowed totals of each scheme (used by tests and handy for sanity checks).
@@ -224,7 +227,7 @@ class CountdownTask(Task):
     given: ``min_numbers`` 3, ``max_numbers`` 4, ``max_number`` 99, ``operators`` "+-*/",
     ``min_target`` 1, ``max_target`` 100, ``train_size`` 10000, ``test_size`` 256."""
 
-    templates = ("base", "qwen-instruct", "datawhale", "chat")
+    templates = ("base", "qwen-instruct", "datawhale", "chat", "chat-answer")
     reward_schemes = ("tinyzero", "datawhale", "shaped")
     default_template = "base"
     default_reward = "tinyzero"
@@ -312,7 +315,7 @@ class CountdownTask(Task):
     # ---- prompt ---------------------------------------------------------------------------------
     @property
     def prompt_is_chat(self) -> bool:
-        return self.template in ("datawhale", "chat")
+        return self.template in ("datawhale", "chat", "chat-answer")
 
     def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
         numbers = str(as_int_list(example["nums"]))  # Python list repr: "[44, 19, 35]"
@@ -347,7 +350,9 @@ class CountdownTask(Task):
             )
         if self.reward_scheme == "datawhale":
             return score_datawhale(completion, nums, target)
-        return score_shaped(completion, nums, target)
+        # The prefilled part of the answer (chat-answer's "<answer>") is the model's answer too.
+        prefilled = ASSISTANT_PREFIX[self.template] if self.template == "chat-answer" else ""
+        return score_shaped(prefilled + completion, nums, target)
 
 
 _PART_NAMES = {
