@@ -92,8 +92,7 @@ def load_data(task: Task, cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     if cfg.data_max_rows is not None:
         rows = rows[:cfg.data_max_rows]
     if test is None:
-        n_test = 1024 if cfg.test_size is None else (
-            int(len(rows) * cfg.test_size) if cfg.test_size < 1 else int(cfg.test_size))
+        n_test = 1024 if cfg.test_size is None else _count(cfg.test_size, len(rows))
         n_train = cfg.train_size or len(rows) - n_test
         if n_train < 1:
             raise DataError(f"dataset_name: {len(rows)} rows leave no train rows after {n_test} test rows; lower test_size")
@@ -103,10 +102,15 @@ def load_data(task: Task, cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
         if cfg.train_size is not None:
             rows = rows[:cfg.train_size]
         if cfg.test_size is not None:
-            test = test[:int(len(test) * cfg.test_size) if cfg.test_size < 1 else int(cfg.test_size)]
+            test = test[:_count(cfg.test_size, len(test))]
     if not rows:
         raise DataError(f"dataset_name: no train rows in {src or 'the generated data'}; check the file and dataset_train_split")
     return rows, test
+
+
+def _count(size: float, n: int) -> int:
+    """A row count from ``test_size``: a fraction (< 1) of ``n`` rows, or a number of rows."""
+    return int(n * size) if size < 1 else int(size)
 
 
 @dataclass
