@@ -42,11 +42,13 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
-                    *, heavy_state: dict[str, Any] | None = None, total_limit: int | None = None) -> Path:
+                    *, heavy_state: dict[str, Any] | None = None, total_limit: int | None = None,
+                    extra_models: dict[str, Any] | None = None) -> Path:
     """Write ``checkpoint-<step>`` atomically and prune old ones down to ``total_limit``.
 
     ``state`` is JSON-serialisable (step, data position); ``heavy_state`` holds tensors
     (optimizer, scheduler, RNG) and is skipped when None (optimizer state is optional).
+    ``extra_models`` (name -> model, e.g. PPO's critic) are saved in sub-folders of that name.
     """
     root = Path(output_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -56,8 +58,13 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
         model.save_pretrained(tmp, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
+        for name, extra in (extra_models or {}).items():
+            extra.save_pretrained(tmp / name, safe_serialization=True)
         if heavy_state is not None:
             torch.save(heavy_state, tmp / STATE_PT)
+        from r1zero import faults
+
+        faults.reached("checkpoint", step)  # crash tests kill here: files written, folder not yet complete
         # The JSON is written last: its presence marks the folder as complete.
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
         if final.exists():  # saving the same step again (after a resume): replace it

@@ -1,4 +1,4 @@
-"""The ``r1zero`` command: ``train``, ``eval`` and ``data``.
+"""The ``r1zero`` command: ``train``, ``eval``, ``report``, ``compare`` and ``data``.
 
 Every refusal (bad config, bad data, missing model) is one line on stderr and exit status 2, before
 any model is loaded or any file written.
@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from r1zero.config import ConfigError, config_reference, load_config, recipe_names
+from r1zero.guards import RunStopped
 
 log = logging.getLogger("r1zero")
 
@@ -22,9 +23,10 @@ def _user_errors():
     from r1zero.rewards import RewardError
     from r1zero.rollout import PromptTooLong
     from r1zero.tasks import TaskError
+    from r1zero.report import ReportError
     from r1zero.tracking import TrackerError
 
-    return (ConfigError, DataError, ModelError, RewardError, PromptTooLong, TaskError, TrackerError)
+    return (ConfigError, DataError, ModelError, RewardError, PromptTooLong, TaskError, TrackerError, ReportError)
 
 
 def cmd_train(args) -> int:
@@ -45,6 +47,30 @@ def cmd_train(args) -> int:
               f"mean reward {start['mean_reward']:.3f} -> {end['mean_reward']:.3f}")
     print(f"model: {result['checkpoint']}")
     print(f"metrics: {Path(cfg.output_dir) / 'metrics.jsonl'}")
+    print(f"report: {result['report']}" if result.get("report") else "report: not written (see the warning above)")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from r1zero.report import build_report
+
+    rep = build_report(args.run_dir, words=args.words, threshold=args.threshold)
+    for p in rep.plots.values():
+        print(f"plot: {p.path}")
+    if rep.first_reflection_step is not None:
+        print(f"reflection first reaches {rep.threshold:g} at step {rep.first_reflection_step}")
+    print(f"report: {rep.html}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from r1zero.compare import compare, format_terminal, write_html
+
+    result = compare(args.before, args.after, args.task, args.limit, split=args.split, dataset=args.dataset,
+                     reward=args.reward, template=args.template, max_new_tokens=args.max_new_tokens,
+                     device=args.device, batch_size=args.batch_size)
+    print(format_terminal(result))
+    print(f"written: {write_html(result, args.out)}")
     return 0
 
 
@@ -116,6 +142,28 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval-TASK-SPLIT.json)")
     e.set_defaults(func=cmd_eval)
 
+    r = sub.add_parser("report", help="write RUN_DIR/report.html: plots, samples, reflection tracking")
+    r.add_argument("run_dir", help="a training run's output_dir")
+    r.add_argument("--words", nargs="+", default=None,
+                   help="reflection phrases (default: the run's reflection_words, else the built-in English/Chinese list)")
+    r.add_argument("--threshold", type=float, default=None, help="reflection share marked on the plot (default: the run's, else 0.1)")
+    r.set_defaults(func=cmd_report)
+
+    m = sub.add_parser("compare", help="the same prompts answered by two models, side by side, with scores")
+    m.add_argument("--before", default="embedded", help="model before training (default: the embedded model)")
+    m.add_argument("--after", required=True, help="checkpoint (or any model) after training")
+    m.add_argument("--task", default=None, help="task name (default: the run's, when --after is a checkpoint of a run)")
+    m.add_argument("--limit", type=int, default=8)
+    m.add_argument("--split", default="test")
+    m.add_argument("--dataset", default=None)
+    m.add_argument("--reward", default=None)
+    m.add_argument("--template", default=None)
+    m.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's generation length, else 256")
+    m.add_argument("--batch-size", type=int, default=64)
+    m.add_argument("--device", default="auto")
+    m.add_argument("--out", default="compare.html")
+    m.set_defaults(func=cmd_compare)
+
     d = sub.add_parser("data", help="generate task data")
     dsub = d.add_subparsers(dest="dataset", required=True)
     c = dsub.add_parser("countdown", help="seeded Countdown tasks, each proven solvable")
@@ -146,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         print(f"r1zero: error: {e}", file=sys.stderr)
         return 2
+    except RunStopped as e:  # a run that started but cannot usefully go on (r1zero.guards)
+        print(f"r1zero: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -65,6 +65,15 @@ class TrainConfig:
         "as fn(completion=..., prompt=..., **example_fields) and returns a float; added to the scheme's."
     )
     reward_weights: Optional[list] = _f(None, "Weights of reward_funcs (default 1.0 each).")
+    reward_timeout: float = _f(
+        10.0, "Seconds a reward_funcs function may take per completion; it runs in a worker process that "
+        "is killed when a call overruns (that sample scores 0, counted in reward_errors/<fn>). 0 = call "
+        "it in the training process, without a limit."
+    )
+    max_failed_reward_steps: int = _f(
+        5, "Stop the run when a reward fails (raises, times out, returns None/NaN/not one number) on "
+        "every sample of this many consecutive steps."
+    )
     dataset_name: Optional[str] = _f(
         None, "Hub id, local file (.jsonl/.json/.parquet) or folder. Default: the task's own "
         "(countdown: generated; gsm8k: openai/gsm8k)."
@@ -102,6 +111,7 @@ class TrainConfig:
     epsilon_high: Optional[float] = _f(None, "Upper clip range (DAPO's clip-higher, e.g. 0.28).")
     beta: float = _f(0.0, "KL coefficient to the frozen reference model; 0 loads no reference model.")
     kl_estimator: Literal["k1", "k2", "k3"] = _f("k3", "KL estimator: k1 (log ratio), k2 (squared / 2), k3 (low-variance, veRL's low_var_kl).")
+    ref_model_offload: bool = _f(False, "Keep the reference model's weights in CPU memory and move them to the device only for its log-prob pass (frees device memory when beta > 0).")
     num_iterations: int = _f(1, "Passes over each step's rollouts (PPO epochs, TRL's num_iterations).")
     mini_batch_prompts: Optional[int] = _f(
         None, "Prompts per optimizer update within a step (TinyZero: 64 of 128). Default: all (one update per pass)."
@@ -109,6 +119,26 @@ class TrainConfig:
     per_device_train_batch_size: int = _f(8, "Sequences per forward/backward micro-batch (gradient accumulation splits the rest).")
     logprob_chunk_size: int = _f(1024, "Tokens per chunk when computing log-probs, so full-vocabulary logits never exist for the whole batch.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit max_completion_length from the loss (DAPO).")
+
+    # ---- algorithm (r1zero.ppo): PPO epochs and mini-batches are num_iterations and mini_batch_prompts
+    algorithm: Literal["grpo", "ppo", "rloo", "reinforce_pp"] = _f(
+        "grpo", "Advantage estimator: grpo (group-relative), ppo (critic + GAE, TinyZero's default), rloo "
+        "(leave-one-out baseline), reinforce_pp (REINFORCE++: whitened returns with a per-token KL penalty)."
+    )
+    gamma: float = _f(1.0, "Discount of per-token rewards (ppo GAE, reinforce_pp returns).")
+    lam: float = _f(1.0, "GAE lambda (ppo).")
+    kl_coef: float = _f(
+        0.0, "KL penalty folded into the reward (k1, logp - logp_ref on every token) for ppo, rloo and "
+        "reinforce_pp (TinyZero PPO: 0.001); > 0 loads the reference model. grpo uses beta instead."
+    )
+    kl_ctl: Literal["fixed", "adaptive"] = _f("fixed", "kl_coef stays fixed, or adapts toward kl_target (ppo, rloo, reinforce_pp).")
+    kl_target: float = _f(0.1, "Per-token KL the adaptive controller aims at.")
+    kl_horizon: int = _f(10000, "Samples over which the adaptive controller corrects kl_coef by at most 20%.")
+    critic_model_name_or_path: Optional[str] = _f(None, "Model the ppo critic starts from (backbone + fresh value head). Default: model_name_or_path.")
+    critic_learning_rate: float = _f(1e-5, "AdamW learning rate of the ppo critic (TinyZero: 1e-5).")
+    critic_warmup_steps: int = _f(0, "First steps in which only the ppo critic is updated (the policy waits).")
+    cliprange_value: float = _f(0.5, "Clip of the ppo critic's value change around the rollout's values.")
+    entropy_coeff: float = _f(0.0, "Entropy bonus subtracted from the policy loss (ppo, rloo, reinforce_pp; TinyZero PPO: 0.001).")
 
     # ---- optimisation ---------------------------------------------------------------------------
     learning_rate: float = _f(1e-6, "AdamW learning rate.")
@@ -119,6 +149,10 @@ class TrainConfig:
     adam_beta2: float = _f(0.999, "AdamW beta2.")
     adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _f(1.0, "Clip the global gradient norm (0 = off).")
+    max_skipped_updates: int = _f(
+        5, "An update with a non-finite loss or gradient norm is skipped (weights and optimizer untouched); "
+        "the run stops after this many consecutive skips."
+    )
     max_steps: int = _f(-1, "Training steps; -1 means num_train_epochs over the train rows.")
     num_train_epochs: float = _f(1.0, "Epochs over the train rows when max_steps is -1.")
     seed: int = _f(42, "Seed for data order, sampling and initialisation.")
@@ -144,6 +178,12 @@ class TrainConfig:
         "that checkpoint, none starts fresh (refused if output_dir already holds checkpoints)."
     )
     disable_tqdm: bool = _f(False, "Hide the progress bar.")
+    report_steps: int = _f(10, "Rewrite output_dir/report.html (plots, samples, reflection tracking) every N steps; 0 = only at the end.")
+    reflection_words: Optional[list] = _f(
+        None, "Phrases counted as self-checking in the report's reflection tracking (English: from the start of a word, case-insensitive; "
+        "Chinese substrings). Default: wait, let me check, verify, re-evaluate, try another, however, recheck, 等等, 检查, 验证, 重新, 再试."
+    )
+    reflection_threshold: float = _f(0.1, "Share of a step's completions with a reflection phrase that the report marks as the first 'aha' step.")
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
@@ -272,17 +312,26 @@ def validate(c: TrainConfig) -> None:
     _need(c.weight_decay >= 0, "weight_decay", "must be >= 0")
     _need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1/adam_beta2", "must be in [0, 1)")
     _need(c.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
+    _need(c.max_skipped_updates >= 1, "max_skipped_updates", "must be >= 1, e.g. 5")
+    _need(c.max_failed_reward_steps >= 1, "max_failed_reward_steps", "must be >= 1, e.g. 5")
+    _need(0 <= c.reward_timeout < math.inf, "reward_timeout", "must be a number of seconds >= 0 (0 = no limit), e.g. 10")
     _need(c.max_steps == -1 or c.max_steps >= 1, "max_steps", "must be -1 (use num_train_epochs) or >= 1")
     _need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
     _need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")
+    _need(c.report_steps >= 0, "report_steps", "must be 0 (report only at the end) or a positive number of steps")
+    _need(0 < c.reflection_threshold <= 1, "reflection_threshold", "must be in (0, 1], e.g. 0.1")
+    if c.reflection_words is not None:
+        _need(len(c.reflection_words) > 0 and all(isinstance(w, str) and w.strip() for w in c.reflection_words),
+              "reflection_words", "must be a non-empty list of non-empty phrases, or null for the built-in list")
     _need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit", "must be >= 1 or null (keep all)")
     _need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "must be >= 1 or null (all test rows)")
     _need(c.train_size is None or c.train_size >= 1, "train_size", "must be >= 1 or null (all rows)")
     _need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
     _need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
           "test_size", "must be a row count (>= 1) or a fraction in (0, 1)")
-    _need(not (c.scale == "group" and c.num_generations < 2), "num_generations",
+    _need(not (c.algorithm == "grpo" and c.scale == "group" and c.num_generations < 2), "num_generations",
           "must be >= 2 when scale_rewards is 'group' (one sample has no group std); raise it or set scale_rewards=none")
+    _validate_algorithm(c)
     if c.mini_batch_prompts is not None:
         _need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
               f"must divide prompts_per_step ({c.prompts_per_step})")
@@ -298,6 +347,28 @@ def validate(c: TrainConfig) -> None:
     if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
         raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
                           "give a checkpoint-N folder, 'auto' or null")
+
+
+def _validate_algorithm(c: TrainConfig) -> None:
+    """The PPO-family keys (r1zero.ppo)."""
+    _need(0 <= c.gamma <= 1, "gamma", "must be in [0, 1] (TinyZero PPO: 1.0)")
+    _need(0 <= c.lam <= 1, "lam", "must be in [0, 1] (TinyZero PPO: 1.0)")
+    _need(c.kl_coef >= 0, "kl_coef", "must be >= 0 (0 = no KL penalty in the reward)")
+    _need(c.kl_target > 0, "kl_target", "must be > 0, e.g. 0.1")
+    _need(c.kl_horizon >= 1, "kl_horizon", "must be >= 1, e.g. 10000")
+    _need(c.critic_learning_rate > 0 and math.isfinite(c.critic_learning_rate), "critic_learning_rate",
+          "must be a positive number, e.g. 1e-5")
+    _need(c.critic_warmup_steps >= 0, "critic_warmup_steps", "must be >= 0")
+    _need(c.cliprange_value > 0, "cliprange_value", "must be > 0, e.g. 0.5")
+    _need(c.entropy_coeff >= 0, "entropy_coeff", "must be >= 0 (0 = no entropy bonus)")
+    if c.algorithm == "grpo":
+        _need(c.kl_coef == 0, "kl_coef", "is the reward KL of ppo/rloo/reinforce_pp; with algorithm=grpo use beta (KL in the loss)")
+        _need(c.entropy_coeff == 0, "entropy_coeff", "applies to ppo/rloo/reinforce_pp; set algorithm or remove it")
+    if c.algorithm != "ppo":
+        _need(c.critic_model_name_or_path is None, "critic_model_name_or_path", "needs algorithm=ppo (only ppo has a critic)")
+        _need(c.critic_warmup_steps == 0, "critic_warmup_steps", "needs algorithm=ppo (only ppo has a critic)")
+    if c.algorithm == "rloo":
+        _need(c.num_generations >= 2, "num_generations", "must be >= 2 for rloo (the baseline is the other samples' mean)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def policy_loss(
     Args:
         logprobs: (B, T) log-probs of the completion tokens under the current policy (with grad).
         old_logprobs: (B, T) log-probs under the policy that sampled them (constant).
-        advantages: (B,) one advantage per sequence (constant).
+        advantages: (B,) one advantage per sequence, or (B, T) one per token (constant).
         mask: (B, T) 1 for completion tokens, 0 for padding (bool or float).
         loss_type: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"`` or ``"dapo"`` (see the module docstring).
         epsilon: lower clip, ratio >= 1 - epsilon. epsilon_high: upper clip (default ``epsilon``).
@@ -246,9 +246,13 @@ def policy_loss(
     eps_low = epsilon
     eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.detach().to(logprobs.dtype)
-    adv = torch.as_tensor(advantages).detach().to(device=logprobs.device, dtype=logprobs.dtype).reshape(-1, 1)
-    if adv.shape[0] != logprobs.shape[0]:
-        raise ValueError(f"advantages must have one value per sequence ({logprobs.shape[0]}), got {adv.shape[0]}")
+    adv = torch.as_tensor(advantages).detach().to(device=logprobs.device, dtype=logprobs.dtype)
+    if adv.dim() == 2 and adv.shape == logprobs.shape:
+        pass  # per-token advantages (ppo, reinforce_pp)
+    else:
+        adv = adv.reshape(-1, 1)
+        if adv.shape[0] != logprobs.shape[0]:
+            raise ValueError(f"advantages must have one value per sequence ({logprobs.shape[0]}), got {adv.shape[0]}")
 
     ratio = torch.exp(logprobs - old_logprobs.detach())
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)

@@ -6,6 +6,13 @@ positions that predict completion tokens, and push those through the LM head a c
 gradients on, each chunk is checkpointed: its logits are recomputed in the backward pass instead of
 being kept, so peak memory holds one chunk of logits, not all of them.
 
+GRPO's G completions of a prompt share that prompt. Consecutive rows with the same prompt are run
+as one: the prompt goes through the model once (with gradients when they are on) to build its KV
+cache, the cache is repeated to the group's rows (``repeat_interleave`` keeps the autograd graph,
+so the prompt's gradient sums over the group), and only the completion tokens are run on top of
+it. The prompt's tokens thus cost one forward and one backward per group instead of G; values and
+gradients equal the unshared computation (tests/test_lean_update.py).
+
 Logits are divided by the sampling temperature before the softmax (a known trap: the samples came
 from the tempered distribution, so their log-probs must too).
 """
@@ -14,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+from transformers import DynamicCache
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -22,27 +30,69 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
-                    bias: torch.Tensor | None, temperature: float, softcap: float | None):
+                    bias: torch.Tensor | None, temperature: float, softcap: float | None,
+                    entropy_grad: bool = False):
     logits = F.linear(hidden, weight, bias).float()
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     logits = logits / temperature
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
-    with torch.no_grad():
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         probs = torch.softmax(logits, dim=-1)
         entropy = logz - (probs * logits).sum(-1)
     return logp, entropy
 
 
+def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first row of each run of identical consecutive prompts, run lengths)."""
+    same = torch.zeros(prompt_ids.shape[0], dtype=torch.bool, device=prompt_ids.device)
+    if prompt_ids.shape[0] > 1:
+        same[1:] = (prompt_ids[1:] == prompt_ids[:-1]).all(-1) & (prompt_mask[1:] == prompt_mask[:-1]).all(-1)
+    first = (~same).nonzero().squeeze(-1)
+    ends = torch.cat([first[1:], first.new_tensor([prompt_ids.shape[0]])])
+    return first, ends - first
+
+
+def _recomputes_activations(model) -> bool:
+    # transformers 5 renamed is_gradient_checkpointing (deprecated) to is_activation_checkpointing.
+    name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(model, name, False))
+
+
+def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts):
+    """Hidden states (B, C, H) at the positions predicting completion tokens, each prompt run once."""
+    P = prompt_width
+    p_ids, p_mask = input_ids[first, :P], attention_mask[first, :P]
+    cache = DynamicCache()
+    out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids_from_mask(p_mask),
+                  past_key_values=cache, use_cache=True)
+    h_last = out.last_hidden_state[:, -1:].repeat_interleave(counts, 0)  # predicts each first completion token
+    for layer in cache.layers:  # the prompt's K/V, once per group, now one copy per row (graph kept)
+        layer.keys = layer.keys.repeat_interleave(counts, 0)
+        layer.values = layer.values.repeat_interleave(counts, 0)
+    C = input_ids.shape[1] - P
+    if C == 1:
+        return h_last
+    prompt_len = attention_mask[:, :P].sum(-1, keepdim=True)
+    pos = prompt_len + torch.arange(C - 1, device=input_ids.device).unsqueeze(0)
+    h = decoder(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=pos,
+                past_key_values=cache, use_cache=True).last_hidden_state
+    return torch.cat([h_last, h], dim=1)
+
+
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                         completion_mask: torch.Tensor, *, temperature: float = 1.0,
-                        chunk_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+                        chunk_size: int = 1024, entropy_grad: bool = False,
+                        share_prompts: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (B, C) and entropies (B, C) of the completion tokens.
 
     ``input_ids`` is ``[left-padded prompt (width P) | completion (width C)]``; ``attention_mask``
     covers both; ``completion_mask`` (B, C) marks the tokens that count (up to and including EOS).
-    Masked-out positions get 0. Gradients flow when grad mode is on.
+    Masked-out positions get 0. Gradients flow when grad mode is on; to the entropies only with
+    ``entropy_grad`` (an entropy bonus in the loss), otherwise they are detached. ``share_prompts``:
+    run each run of identical consecutive prompts once (module docstring); off, or when the model
+    recomputes activations (gradient checkpointing keeps no cache), every row runs in full.
     """
     B, L = input_ids.shape
     C = L - prompt_width
@@ -54,17 +104,24 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     targets = input_ids[:, prompt_width:][sel]  # (N,)
 
     if decoder is not None and decoder is not model and isinstance(head, torch.nn.Linear):
-        # Only the states that predict completion tokens: positions P-1 .. L-2.
-        hidden = decoder(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
-                         position_ids=position_ids[:, :-1], use_cache=False).last_hidden_state
-        hidden = hidden[:, prompt_width - 1:][sel]  # (N, H)
+        first, counts = (prompt_groups(input_ids[:, :prompt_width], attention_mask[:, :prompt_width])
+                         if share_prompts and prompt_width > 0 else (None, None))
+        if (first is not None and len(first) < B
+                and not _recomputes_activations(model)):
+            hidden = _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts)[sel]
+        else:
+            # Only the states that predict completion tokens: positions P-1 .. L-2.
+            hidden = decoder(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+                             position_ids=position_ids[:, :-1], use_cache=False).last_hidden_state
+            hidden = hidden[:, prompt_width - 1:][sel]  # (N, H)
         weight, bias = head.weight, head.bias
         pieces_lp, pieces_ent = [], []
         for start in range(0, hidden.shape[0], chunk_size):
             h = hidden[start:start + chunk_size]
             t = targets[start:start + chunk_size]
             if torch.is_grad_enabled():
-                lp, ent = checkpoint(_chunk_logprobs, h, t, weight, bias, temperature, softcap, use_reentrant=False)
+                lp, ent = checkpoint(_chunk_logprobs, h, t, weight, bias, temperature, softcap, entropy_grad,
+                                     use_reentrant=False)
             else:
                 lp, ent = _chunk_logprobs(h, t, weight, bias, temperature, softcap)
             pieces_lp.append(lp)
@@ -77,12 +134,12 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
                        use_cache=False).logits[:, prompt_width - 1:-1].float() / temperature
         logz = torch.logsumexp(logits, dim=-1)
         lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
-        with torch.no_grad():
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             ent_all = logz - (torch.softmax(logits, -1) * logits).sum(-1)
         flat_lp, flat_ent = lp_all[sel], ent_all[sel]
 
     logprobs = torch.zeros(B, C, dtype=torch.float32, device=input_ids.device)
     entropy = torch.zeros(B, C, dtype=torch.float32, device=input_ids.device)
     logprobs = logprobs.masked_scatter(sel, flat_lp)
-    entropy = entropy.masked_scatter(sel, flat_ent.detach())
+    entropy = entropy.masked_scatter(sel, flat_ent if entropy_grad else flat_ent.detach())
     return logprobs, entropy

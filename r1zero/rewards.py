@@ -4,7 +4,8 @@ A user's reward is a plain callable named ``module:function`` (or ``path/to/file
 called once per completion as ``fn(completion=..., prompt=..., **example_fields)`` and returning a
 float, like TRL's reward functions but one sample at a time. A reward that raises, returns None,
 NaN or something that is not a number scores 0 for that sample and is counted in
-``reward_errors/<name>``; the run goes on.
+``reward_errors/<name>``; the run goes on. Each call has a time limit (``reward_timeout``): the
+function runs in a worker process that is killed when a call overruns (r1zero.reward_worker).
 """
 from __future__ import annotations
 
@@ -63,15 +64,39 @@ class BatchScores:
     formatted: list[bool]
     parts: dict[str, list[float]]
     errors: dict[str, int] = field(default_factory=dict)
+    # One example of why each failing scorer failed (for the message when a run stops on it).
+    error_reasons: dict[str, str] = field(default_factory=dict)
 
 
 class RewardModel:
-    """The task's scheme (unless ``reward == 'none'``) plus weighted user functions."""
+    """The task's scheme (unless ``reward == 'none'``) plus weighted user functions.
 
-    def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None):
+    With ``timeout > 0`` each user function runs in its own worker process (r1zero.reward_worker)
+    and gets at most ``timeout`` seconds per completion; with 0 it is called in-process, unbounded.
+    """
+
+    def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None,
+                 timeout: float = 0.0):
+        from r1zero.reward_worker import RewardWorker
+
         self.task = task
+        # Loaded here too, so a bad spec is refused before any model is loaded.
         self.funcs = [(reward_name(s), load_reward_func(s)) for s in funcs]
         self.weights = list(weights) if weights is not None else [1.0] * len(self.funcs)
+        self.workers = [RewardWorker(s, timeout) for s in funcs] if timeout > 0 else None
+
+    def close(self) -> None:
+        for w in self.workers or ():
+            w.close()
+
+    def _user_values(self, j: int, completions, examples, prompts) -> list[tuple[float | None, str | None]]:
+        from r1zero.reward_worker import score_one
+
+        prompts = list(prompts) if prompts else [None] * len(completions)
+        if self.workers is not None:
+            return self.workers[j](completions, examples, prompts)
+        fn = self.funcs[j][1]
+        return [score_one(fn, c, e, p) for c, e, p in zip(completions, examples, prompts)]
 
     def _task_score(self, completion: str, example: Mapping[str, Any]) -> tuple[Score, bool]:
         try:
@@ -86,6 +111,7 @@ class RewardModel:
                  prompts: Sequence[str] | None = None) -> BatchScores:
         n = len(completions)
         out = BatchScores([0.0] * n, [False] * n, [False] * n, {}, {})
+        user = [self._user_values(j, completions, examples, prompts) for j in range(len(self.funcs))]
         for i, (comp, ex) in enumerate(zip(completions, examples)):
             total = 0.0
             if self.task is not None:
@@ -96,10 +122,11 @@ class RewardModel:
                 out.correct[i], out.formatted[i] = bool(s.correct), bool(s.formatted)
                 for k, v in s.parts.items():
                     out.parts.setdefault(k, [0.0] * n)[i] = float(v)
-            for (name, fn), w in zip(self.funcs, self.weights):
-                value = call_reward(fn, comp, ex, prompts[i] if prompts else None)
+            for j, ((name, fn), w) in enumerate(zip(self.funcs, self.weights)):
+                value, why = user[j][i]
                 if value is None:
                     out.errors[name] = out.errors.get(name, 0) + 1
+                    out.error_reasons.setdefault(name, why or "failed")
                     value = 0.0
                 out.parts.setdefault(name, [0.0] * n)[i] = value
                 total += w * value
@@ -109,10 +136,6 @@ class RewardModel:
 
 def call_reward(fn: Callable[..., Any], completion: str, example: Mapping[str, Any], prompt: str | None) -> float | None:
     """One call of a user reward; None when it failed (raised, or returned no finite number)."""
-    try:
-        kwargs = {k: v for k, v in example.items() if k not in ("completion", "prompt")}
-        value = fn(completion=completion, prompt=prompt, **kwargs)
-        value = float(value)
-    except Exception:
-        return None
-    return value if math.isfinite(value) else None
+    from r1zero.reward_worker import score_one
+
+    return score_one(fn, completion, example, prompt)[0]

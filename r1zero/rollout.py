@@ -1,4 +1,5 @@
-"""Sampling completions: G per prompt, in batches, with transformers' ``generate``.
+"""Sampling completions: G per prompt, in batches, with r1zero's rollout engine
+(r1zero.rollout_engine) or, for comparison, transformers' ``generate``.
 
 Prompts are left-padded so every completion starts at the same column; generate builds position
 ids from the attention mask, and so does our log-prob pass (r1zero.logprobs), so padding never
@@ -10,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from r1zero.rollout_engine import generate_ids
 
 
 @dataclass
@@ -70,18 +73,35 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -
 @torch.no_grad()
 def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
              eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-             batch_size: int | None = None, seed: int | None = None, autocast_dtype=None) -> Rollout:
+             batch_size: int | None = None, seed: int | None = None, autocast_dtype=None,
+             engine: str = "r1zero", cache: str = "auto") -> Rollout:
     """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
     touching the global random state (the trainer seeds each step, so a resumed run draws the same
-    samples as an uninterrupted one).
+    samples as an uninterrupted one). ``engine="r1zero"`` is r1zero.rollout_engine (shared prompt
+    prefill, finished rows leave the batch, counter-based sampling keyed by (seed, prompt index,
+    sample index), so samples do not depend on ``batch_size``); ``engine="hf"`` is transformers'
+    ``generate`` (the baseline the benchmarks compare with; greedy output is identical).
+    ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     """
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
     rows = [ids for ids in prompt_ids for _ in range(num_generations)]
     ids, mask = left_pad(rows, pad_id)
     n = len(rows)
+    if engine == "r1zero":
+        if seed is None:  # unseeded: draw the key from the global RNG, as generate would
+            seed = int(torch.randint(0, 2**62, (1,)))
+        if cache == "auto":
+            cache = "static" if device.type == "cuda" else "dynamic"
+        completion_ids = generate_ids(
+            model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+            pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
+            autocast_dtype=autocast_dtype, cache=cache)
+        return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
+    if engine != "hf":
+        raise ValueError(f"engine: {engine!r} is not 'r1zero' or 'hf'")
     batch_size = batch_size or n
     was_training = model.training
     model.eval()
@@ -108,6 +128,11 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     completion_ids = torch.full((n, width), pad_id, dtype=torch.long)
     for start, o in zip(range(0, n, batch_size), outs):
         completion_ids[start:start + o.shape[0], :o.shape[1]] = o
+    return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
+
+
+def _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id) -> Rollout:
+    n = completion_ids.shape[0]
     cmask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
     completion_ids = completion_ids.masked_fill(cmask == 0, pad_id)
     # Text for the scorers: everything before EOS, special tokens dropped.

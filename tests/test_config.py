@@ -4,6 +4,7 @@ import sys
 
 import pytest
 import yaml
+from conftest import REPO
 
 from r1zero.config import ConfigError, TrainConfig, config_reference, load_config, parse_override, recipe_names
 
@@ -78,6 +79,12 @@ def test_reference_mentions_every_key():
         assert f"`{key}`" in ref
     for f in TrainConfig.__dataclass_fields__.values():
         assert f.metadata["help"], f.name
+
+
+def test_docs_config_reference_is_current():
+    # docs/CONFIG.md is generated: `r1zero train --help-config > docs/CONFIG.md` after changing a key.
+    doc = (REPO / "docs" / "CONFIG.md").read_text(encoding="utf-8")
+    assert doc.rstrip("\n") == config_reference().rstrip("\n")
 
 
 def test_cli_refuses_before_any_work(tmp_path):

@@ -11,6 +11,7 @@ from r1zero.trainer import Trainer
 
 FAMILY = {
     "countdown-tinyzero-grpo": "qwen2",
+    "countdown-tinyzero-ppo": "qwen2",
     "countdown-datawhale": "qwen2",
     "gsm8k-qwen0.5b-instruct": "qwen2",
     "countdown-smollm2-cpu": "llama",

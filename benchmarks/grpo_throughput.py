@@ -1,0 +1,316 @@
+"""GRPO throughput: r1zero vs TRL's GRPOTrainer on the same work, in one process, one after the other.
+
+Same model weights, prompts (Countdown, rendered by r1zero's task), reward (r1zero's scorer),
+generations per prompt, completion length, micro-batch size, loss (``grpo``, beta 0, one update
+per step) and number of steps; fp32 on CPU, bf16 autocast on GPU; gradient checkpointing off on
+both sides (TRL 1.x turns it on by default, which trades speed for memory). Prints a table
+(samples/s, generated tokens/s, update tokens/s, s/step, peak memory) and, on its last line,
+``speedup_vs_trl=<r1zero samples/s / TRL's> memory_ratio=<r1zero peak / TRL's>``.
+
+    python benchmarks/grpo_throughput.py --preset cpu      # SmolLM2-135M, 4 x 4 x 64 tokens
+    python benchmarks/grpo_throughput.py --preset gpu      # random Qwen2.5-0.5B / 3B shapes
+
+Update tokens are the real (unpadded) prompt + completion tokens of a step's sequences, so both
+sides are credited for the same work however they compute it. The ``gpu`` preset fixes the
+completion length (EOS is never sampled: min_new_tokens on TRL's side, no stop ids on ours) and
+prints the fraction of the hardware floor reached: decode (weight + KV-cache bytes read per step
+over the measured copy bandwidth) and update (6 x parameters FLOPs per token over the measured
+bf16 matmul rate).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import PeakMemory, Timer, host_description, print_table, sync  # noqa: E402
+
+from r1zero.config import TrainConfig  # noqa: E402
+from r1zero.trainer import Trainer, build_task, load_data  # noqa: E402
+
+QWEN_SHAPES = {
+    # The published configs of Qwen2.5-0.5B and -3B (random weights: no download needed).
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+}
+
+PRESETS = {
+    "cpu": [dict(name="SmolLM2-135M-Instruct", model="embedded", prompts=4, generations=4, length=64,
+                 micro=8, fixed_length=False)],
+    # Micro-batches sized so TRL's full-vocabulary logits (micro x length x 151,936) fit in 80 GB.
+    "gpu": [dict(name="Qwen2.5-0.5B shape", model="qwen2.5-0.5b", prompts=64, generations=8, length=512,
+                 micro=16, fixed_length=True),
+            dict(name="Qwen2.5-3B shape", model="qwen2.5-3b", prompts=16, generations=8, length=1024,
+                 micro=8, fixed_length=True)],
+}
+
+
+@dataclass
+class SideResult:
+    side: str
+    step_s: list = field(default_factory=list)
+    gen_s: list = field(default_factory=list)
+    gen_tokens: list = field(default_factory=list)
+    update_tokens: list = field(default_factory=list)
+    samples: int = 0
+    peak: int = 0
+    prompt_len: float = 0.0
+
+    def row(self) -> dict:
+        t = sum(self.step_s)
+        upd = sum(s - g for s, g in zip(self.step_s, self.gen_s))
+        return {"samples/s": self.samples * len(self.step_s) / t, "gen tok/s": sum(self.gen_tokens) / sum(self.gen_s),
+                "update tok/s": sum(self.update_tokens) / max(upd, 1e-9), "s/step": t / len(self.step_s),
+                "gen s/step": sum(self.gen_s) / len(self.gen_s), "peak GiB": self.peak / 2**30}
+
+
+def make_random_model(shape: str, tokenizer_src: str, out: Path) -> str:
+    """A random-initialised model with a Qwen2.5 shape, saved with a (smaller-vocabulary) tokenizer."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from r1zero.models import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_src)
+    cfg = Qwen2Config(**QWEN_SHAPES[shape], max_position_embeddings=32768, rope_theta=1e6,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = Qwen2ForCausalLM(cfg)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    del model
+    return str(out)
+
+
+def r1zero_config(spec: dict, model: str, out: str, steps: int) -> TrainConfig:
+    return TrainConfig(
+        model_name_or_path=model, task="countdown", template=spec.get("template", "chat-answer"), reward="shaped",
+        task_args={"min_numbers": 2, "max_numbers": 2, "max_number": 20, "operators": "+",
+                   "train_size": spec["prompts"], "test_size": 1},
+        prompts_per_step=spec["prompts"], num_generations=spec["generations"],
+        max_completion_length=spec["length"], per_device_train_batch_size=spec["micro"], max_prompt_length=512,
+        temperature=1.0, learning_rate=1e-6, beta=0.0, loss_type="grpo", max_steps=steps, output_dir=out,
+        report_to=["none"], eval_on_end=False, disable_tqdm=True, log_completions_rate=0.0, seed=0,
+        ref_model_offload=False)
+
+
+def run_r1zero(spec: dict, model: str, warmup: int, steps: int, tmp: str) -> SideResult:
+    res = SideResult("r1zero")
+    cfg = r1zero_config(spec, model, os.path.join(tmp, "r1zero"), warmup + steps)
+    with PeakMemory() as mem:
+        trainer = Trainer(cfg)
+        if spec["fixed_length"]:
+            trainer.eos_ids = []  # never stop: every completion has the full length (same work as TRL)
+        G = cfg.num_generations
+        from r1zero.rollout import encode_prompts
+
+        for i in range(warmup + steps):
+            with Timer() as t:
+                m, _ = trainer.train_step()
+            print(f"r1zero step {i + 1}: {t.s:.1f} s (generate {m['time/generate']:.1f} s, "
+                  f"mean length {m['completions/mean_length']:.1f})", flush=True)
+            if i < warmup:
+                continue
+            n = cfg.prompts_per_step * G
+            gen_tokens = m["completions/mean_length"] * n
+            # Prompt tokens of this step's rows (the same prompts every step: prompts_per_step = all rows).
+            _, ids = encode_prompts(trainer.task, trainer.tokenizer, trainer.train_rows)
+            res.step_s.append(t.s)
+            res.gen_s.append(m["time/generate"])
+            res.gen_tokens.append(gen_tokens)
+            res.update_tokens.append(gen_tokens + G * sum(len(x) for x in ids))
+            res.samples = n
+            res.prompt_len = sum(len(x) for x in ids) / len(ids)
+        del trainer
+    res.peak = mem.peak
+    return res
+
+
+def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str) -> SideResult:
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from r1zero.models import load_model, load_tokenizer
+    from r1zero.rollout import encode_prompts
+
+    res = SideResult("TRL")
+    cfg = r1zero_config(spec, model_path, os.path.join(tmp, "trl"), warmup + steps)
+    task = build_task(cfg)
+    rows, _ = load_data(task, cfg)
+    with PeakMemory() as mem:
+        tok = load_tokenizer(model_path)
+        texts, ids = encode_prompts(task, tok, rows)
+        prompt_tokens = sum(len(x) for x in ids)
+        data = Dataset.from_list([{"prompt": t, "nums": r["nums"], "target": r["target"]} for t, r in zip(texts, rows)])
+
+        def countdown_reward(prompts, completions, nums, target, **kw):
+            return [task.score(c, {"nums": n, "target": t}).reward for c, n, t in zip(completions, nums, target)]
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model = load_model(model_path, device)
+        G, n = spec["generations"], spec["prompts"] * spec["generations"]
+        gen_kwargs = {"min_new_tokens": spec["length"]} if spec["fixed_length"] else None
+        args = GRPOConfig(
+            output_dir=os.path.join(tmp, "trl"), per_device_train_batch_size=spec["micro"],
+            gradient_accumulation_steps=n // spec["micro"], num_generations=G, max_completion_length=spec["length"],
+            temperature=1.0, learning_rate=1e-6, beta=0.0, loss_type="grpo", max_steps=warmup + steps,
+            logging_steps=1, report_to="none", save_strategy="no", use_cpu=device.type == "cpu",
+            bf16=device.type == "cuda", gradient_checkpointing=False, disable_dropout=True, seed=0,
+            remove_unused_columns=False, dataloader_pin_memory=False, generation_kwargs=gen_kwargs,
+            disable_tqdm=True)
+        trainer = GRPOTrainer(model=model, reward_funcs=[countdown_reward], args=args, train_dataset=data,
+                              processing_class=tok)
+        gen_clock = {"s": 0.0, "tokens": 0}
+        inner = trainer._generate_single_turn
+
+        def timed_generate(*a, **kw):
+            sync()
+            t0 = time.perf_counter()
+            out = inner(*a, **kw)
+            sync()
+            gen_clock["s"] += time.perf_counter() - t0
+            gen_clock["tokens"] += sum(len(c) for c in out[0])
+            return out
+
+        trainer._generate_single_turn = timed_generate
+
+        class Clock(TrainerCallback):
+            def on_step_begin(self, args, state, control, **kw):
+                sync()
+                self.t0 = time.perf_counter()
+                gen_clock["s"], gen_clock["tokens"] = 0.0, 0
+
+            def on_step_end(self, args, state, control, **kw):
+                sync()
+                print(f"TRL step {state.global_step}: {time.perf_counter() - self.t0:.1f} s (generate "
+                      f"{gen_clock['s']:.1f} s, mean length {gen_clock['tokens'] / n:.1f})", flush=True)
+                if state.global_step > warmup:
+                    res.step_s.append(time.perf_counter() - self.t0)
+                    res.gen_s.append(gen_clock["s"])
+                    res.gen_tokens.append(gen_clock["tokens"])
+                    res.update_tokens.append(gen_clock["tokens"] + G * prompt_tokens)
+
+        trainer.add_callback(Clock())
+        trainer.train()
+        res.samples = n
+        del trainer, model
+    res.peak = mem.peak
+    return res
+
+
+def measured_floor(spec: dict, model_path: str, r1: SideResult) -> dict:
+    """Fractions of the bandwidth (decode) and FLOP (update) floors reached by r1zero."""
+    from transformers import AutoConfig
+
+    gpu = torch.cuda.is_available()
+    dev = "cuda" if gpu else "cpu"
+    dtype = torch.bfloat16 if gpu else torch.float32
+    # Copy bandwidth: read + write of a 1 GiB (GPU) / 256 MiB (CPU) buffer.
+    x = torch.empty((256 if gpu else 64) * 2**20, dtype=torch.float32, device=dev)
+    y = torch.empty_like(x)
+    y.copy_(x)
+    with Timer() as t:
+        for _ in range(5):
+            y.copy_(x)
+    bandwidth = 2 * x.numel() * 4 * 5 / t.s
+    n = 8192 if gpu else 1024
+    a = torch.randn(n, n, device=dev, dtype=dtype)
+    a @ a
+    with Timer() as t:
+        for _ in range(5):
+            a @ a
+    flops = 2 * n ** 3 * 5 / t.s
+    del x, y, a
+    cfg = AutoConfig.from_pretrained(model_path)
+    params = sum(p.numel() for p in _param_shapes(cfg))
+    # Decode reads every weight once per step (fp32 master weights; autocast casts them) plus the KV cache.
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    n_rows = spec["prompts"] * spec["generations"]
+    mean_ctx = r1.prompt_len + sum(r1.gen_tokens) / len(r1.gen_tokens) / n_rows / 2
+    kv_bytes = n_rows * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * mean_ctx * (2 if gpu else 4)
+    decode_floor = (params * 4 + kv_bytes) / bandwidth  # seconds per decode step
+    decode_measured = sum(r1.gen_s) / len(r1.gen_s) / spec["length"]  # prefill included: a lower bound
+    tokens = sum(r1.update_tokens) / len(r1.update_tokens)
+    upd_measured = sum(s - g for s, g in zip(r1.step_s, r1.gen_s)) / len(r1.step_s)
+    update_floor = 6 * params * tokens / flops
+    return {"bandwidth GB/s": bandwidth / 1e9, "matmul TFLOP/s": flops / 1e12, "params M": params / 1e6,
+            "decode floor fraction": decode_floor / decode_measured, "update floor fraction": update_floor / upd_measured}
+
+
+def _param_shapes(cfg):
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return list(AutoModelForCausalLM.from_config(cfg).parameters())
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    ap.add_argument("--model", help="override the preset's model (a local folder; used by the smoke test)")
+    ap.add_argument("--prompts", type=int)
+    ap.add_argument("--generations", type=int)
+    ap.add_argument("--length", type=int, help="max completion length")
+    ap.add_argument("--micro", type=int, help="micro-batch size (sequences) on both sides")
+    ap.add_argument("--steps", type=int, default=2, help="measured steps")
+    ap.add_argument("--warmup", type=int, default=1, help="warm-up steps (not measured)")
+    ap.add_argument("--only", choices=["0.5b", "3b"], help="gpu preset: run one of the two shapes")
+    ap.add_argument("--json", help="also write the results here")
+    a = ap.parse_args(argv)
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    specs = [dict(s) for s in PRESETS[a.preset]]
+    if a.only:
+        specs = [s for s in specs if a.only in s["model"]]
+    for s in specs:
+        for k in ("prompts", "generations", "length", "micro", "model"):
+            if getattr(a, k) is not None:
+                s[k] = getattr(a, k)
+    print(f"host: {host_description()}; preset {a.preset}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
+          f"load {os.getloadavg()[0]:.2f}", flush=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="r1zero-bench-") as tmp:
+        for spec in specs:
+            model = spec["model"]
+            if model in QWEN_SHAPES:
+                model = make_random_model(model, "embedded", Path(tmp) / model)
+            elif model == "embedded":
+                from r1zero.models import resolve_model_path
+
+                model = resolve_model_path("embedded")
+            r1 = run_r1zero(spec, model, a.warmup, a.steps, tmp)
+            trl = run_trl(spec, model, a.warmup, a.steps, tmp)
+            rr, tr = r1.row(), trl.row()
+            header = ["side"] + list(rr)
+            ratio = [rr[k] / tr[k] if tr[k] else float("nan") for k in rr]
+            name = spec["name"] if spec["model"] in (PRESETS[a.preset][0]["model"], "qwen2.5-3b") else Path(model).name
+            print_table(f"{name}: {spec['prompts']} prompts x {spec['generations']} generations x "
+                        f"{spec['length']} tokens, micro-batch {spec['micro']}, {a.steps} steps after {a.warmup} warm-up",
+                        header, [["r1zero"] + list(rr.values()), ["TRL"] + list(tr.values()),
+                                 ["r1zero/TRL"] + ratio])
+            floor = measured_floor(spec, model, r1)
+            print("floor: " + ", ".join(f"{k}={v:.3g}" for k, v in floor.items()))
+            results.append({"spec": spec, "r1zero": rr, "trl": tr, "floor": floor})
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=1))
+    first = results[0]
+    print(f"speedup_vs_trl={first['r1zero']['samples/s'] / first['trl']['samples/s']:.3f} "
+          f"memory_ratio={first['r1zero']['peak GiB'] / first['trl']['peak GiB']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""``r1zero compare``: the same prompts answered greedily by two models, side by side, with scores.
+
+Typical use: the starting model against a checkpoint of a run. When ``--after`` is a checkpoint
+inside a run folder (or a run folder), the run's config.yaml supplies what the user did not give:
+task, reward scheme, template, task options and generation length, so both models are asked
+exactly what training asked. Scoring is r1zero.evaluate's (the same as ``r1zero eval``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from r1zero.config import ConfigError
+
+
+def run_config_of(model: str) -> dict:
+    """config.yaml of the run a checkpoint belongs to ({} for a hub id or a bare model folder)."""
+    p = Path(model)
+    for cand in (p / "config.yaml", p.parent / "config.yaml"):
+        if p.exists() and cand.is_file():
+            return yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
+    return {}
+
+
+def _example_text(ex: dict, limit: int = 300) -> str:
+    """The fields that define a problem (not the answer key), short: 'nums=[3, 5] target=8'."""
+    hidden = {"answer", "solution", "label"}
+    parts = [f"{k}={v}" for k, v in ex.items() if k not in hidden and isinstance(v, (int, float, str, list))]
+    text = " ".join(parts)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _verdict(rec: dict) -> str:
+    return "correct" if rec["correct"] else ("formatted, wrong" if rec["formatted"] else "bad format")
+
+
+def _score_line(rec: dict) -> str:
+    parts = ", ".join(f"{k} {v:g}" for k, v in rec["parts"].items())
+    return f"reward {rec['reward']:.3g} ({parts}) {_verdict(rec)}" if parts else f"reward {rec['reward']:.3g} {_verdict(rec)}"
+
+
+def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: int, device: str = "auto",
+                  batch_size: int = 64, max_prompt_length: int | None = None) -> list[tuple[dict, list[dict]]]:
+    """(summary, records) of r1zero.evaluate for each model in turn (one model in memory at a time)."""
+    import torch
+
+    from r1zero.evaluate import evaluate
+    from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
+
+    dev = choose_device(device)
+    bf16 = use_bf16(None, dev)
+    out = []
+    for name in models:
+        tokenizer = load_tokenizer(name)
+        model = load_model(name, dev, trainable=False)
+        out.append(evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
+                            max_new_tokens=max_new_tokens, batch_size=batch_size, max_prompt_length=max_prompt_length,
+                            autocast_dtype=torch.bfloat16 if bf16 else None))
+        del model
+    return out
+
+
+def compare(before: str, after: str, task_name: str | None = None, limit: int | None = 8, *, split: str = "test",
+            dataset: str | None = None, reward: str | None = None, template: str | None = None,
+            max_new_tokens: int | None = None, device: str = "auto", batch_size: int = 64) -> dict[str, Any]:
+    """Both models' greedy answers and scores on the first ``limit`` rows of ``split``."""
+    from r1zero.tasks import get_task
+
+    cfg = run_config_of(after) or run_config_of(before)
+    task_name = task_name or cfg.get("task")
+    if not task_name:
+        raise ConfigError("--task: not given and --after is not inside a run folder with a config.yaml; add --task countdown (or gsm8k)")
+    same_task = cfg.get("task") == task_name
+    if reward is None and same_task:
+        reward = None if cfg.get("reward") in (None, "none") else cfg["reward"]
+    if template is None and same_task:
+        template = cfg.get("template")
+    task_args = (cfg.get("task_args") or {}) if same_task else {}
+    if dataset is None and same_task:
+        dataset = cfg.get("dataset_name")
+    if max_new_tokens is None:
+        max_new_tokens = (cfg.get("eval_max_completion_length") or cfg.get("max_completion_length") or 256) if same_task else 256
+    task = get_task(task_name, reward=reward, template=template, **task_args)
+    rows = task.load_split(split, source=dataset)
+    if limit:
+        rows = rows[:limit]
+    (s_before, r_before), (s_after, r_after) = answer_models(
+        [before, after], task, rows, max_new_tokens=max_new_tokens, device=device, batch_size=batch_size,
+        max_prompt_length=cfg.get("max_prompt_length") if same_task else None)
+    return {"before": {"model": before, "summary": s_before}, "after": {"model": after, "summary": s_after},
+            "task": task_name, "template": task.template, "reward": task.reward_scheme, "split": split,
+            "max_new_tokens": max_new_tokens,
+            "rows": [{"example": _example_text(ex), "prompt": b["prompt"], "before": b, "after": a}
+                     for ex, b, a in zip(rows, r_before, r_after)]}
+
+
+def format_terminal(result: dict, width: int | None = None) -> str:
+    """Both answers in two columns per prompt, then both summaries."""
+    width = width or shutil.get_terminal_size((120, 24)).columns
+    col = max(30, (width - 3) // 2)
+    lines = [f"{result['task']} ({result['split']}, template {result['template']}, reward {result['reward']}), "
+             f"{len(result['rows'])} prompts, greedy, up to {result['max_new_tokens']} new tokens"]
+
+    def cell(rec: dict) -> list[str]:
+        body = []
+        for para in (rec["completion"] or "(empty)").splitlines() or [""]:
+            body.extend(textwrap.wrap(para, col, replace_whitespace=False, drop_whitespace=True) or [""])
+        return textwrap.wrap(_score_line(rec), col) + ["-" * min(col, 20)] + body
+
+    head = [f"BEFORE {result['before']['model']}", f"AFTER {result['after']['model']}"]
+    for i, row in enumerate(result["rows"], 1):
+        lines.append("")
+        lines.append(f"[{i}] {row['example']}")
+        left, right = [head[0][:col]] + cell(row["before"]), [head[1][:col]] + cell(row["after"])
+        for k in range(max(len(left), len(right))):
+            a = left[k] if k < len(left) else ""
+            b = right[k] if k < len(right) else ""
+            lines.append(f"{a:<{col}} | {b}")
+    lines.append("")
+    for side in ("before", "after"):
+        s = result[side]["summary"]
+        lines.append(f"{side:<6} accuracy {s['accuracy']:.3f}  format rate {s['format_rate']:.3f}  "
+                     f"mean reward {s['mean_reward']:.3f}  mean length {s['mean_length']:.1f}  ({result[side]['model']})")
+    return "\n".join(lines)
+
+
+def write_html(result: dict, path: str | Path) -> Path:
+    from r1zero.report import get_template, split_completion, write_atomic
+
+    def segs(rec):
+        return [(k, [(t, False)]) for k, t in split_completion(rec["completion"])]
+
+    page = get_template("compare.html.j2").render(
+        r=result, segs=segs, verdict=_verdict,
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, page.encode("utf-8"))
+    return path

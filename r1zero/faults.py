@@ -1,0 +1,44 @@
+"""A test hook that holds the trainer at a chosen moment, so a crash test can SIGKILL it exactly there.
+
+Off (one dictionary lookup per call) unless ``R1ZERO_PAUSE_AT`` is set to ``phase@step#n``. Phases:
+``generate`` (a forward pass of the policy without gradients: sampling), ``update`` (a forward pass
+with gradients) and ``checkpoint`` (a checkpoint's files are in its temporary folder, not yet
+renamed into place). The n-th time the phase is reached during training step ``step``, the process
+writes ``R1ZERO_PAUSE_FILE`` and sleeps until it is killed. Nothing else changes, so the process
+that is killed is an ordinary training run (tests/test_crash_resume.py).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+PAUSE_AT = "R1ZERO_PAUSE_AT"
+PAUSE_FILE = "R1ZERO_PAUSE_FILE"
+_counts: dict[tuple[str, int], int] = {}
+
+
+def reached(phase: str, step: int) -> None:
+    spec = os.environ.get(PAUSE_AT)
+    if not spec:
+        return
+    key = (phase, int(step))
+    _counts[key] = _counts.get(key, 0) + 1
+    if spec == f"{phase}@{step}#{_counts[key]}":
+        Path(os.environ[PAUSE_FILE]).write_text(f"{spec} pid={os.getpid()}\n", encoding="utf-8")
+        while True:  # wait for the SIGKILL
+            time.sleep(60)
+
+
+def watch(trainer) -> None:
+    """Report every forward pass of the policy as 'generate' or 'update' of the current step."""
+    if not os.environ.get(PAUSE_AT):
+        return
+    import torch
+
+    def hook(module, args):
+        reached("update" if torch.is_grad_enabled() else "generate", trainer.step + 1)
+
+    # On the input embeddings: every forward pass goes through them, also the update's, which
+    # calls the decoder directly rather than the whole model (r1zero.logprobs).
+    trainer.model.get_input_embeddings().register_forward_pre_hook(hook)

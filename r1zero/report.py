@@ -1,0 +1,472 @@
+"""The run report: ``RUN_DIR/report.html``, one self-contained page built from the run folder alone.
+
+Everything comes from the files the trainer writes (metrics.jsonl, samples.jsonl,
+eval_results.jsonl, config.yaml, run_info.json), so ``r1zero report RUN_DIR`` works on a finished
+run, on a run still going, and on a copy of the folder on another machine. Plots are drawn with
+matplotlib (Agg: no display needed), written as PNG files under ``RUN_DIR/report/`` and embedded in
+the page as base64 data URIs, so the page needs no network and no sibling files. The page is a
+jinja2 template (``r1zero/templates/report.html.j2``) with autoescaping: completions are shown as
+text, never as markup.
+
+Any numeric metric is plotted: the known ones in their own panels, every other key (new losses,
+PPO metrics, reward errors) in "other metrics", so new keys never break the report.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import io
+import json
+import math
+import os
+import platform
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from r1zero.reflection import DEFAULT_THRESHOLD, DEFAULT_WORDS, first_step_over, reflection_by_step, reflection_pattern
+from r1zero.tracking import EVALS, METRICS, SAMPLES, read_jsonl
+
+REPORT_HTML = "report.html"
+PLOT_DIR = "report"
+RUN_INFO = "run_info.json"
+
+OUTCOMES = (("outcome/bad_format", "badly formatted", "#d62728"),
+            ("outcome/wrong", "formatted but wrong", "#ff7f0e"),
+            ("outcome/correct", "correct", "#2ca02c"))
+LENGTH_KEYS = ("completions/mean_length", "completions/p90_length", "completions/max_length")
+# The optimisation panel, in this order; clip_ratio* and kl* keys are matched by prefix.
+TRAINING_KEYS = ("loss", "kl", "entropy", "clip_ratio", "grad_norm", "learning_rate", "frac_reward_zero_std",
+                 "tokens_per_second")
+SAMPLES_PER_STEP = 4
+
+
+class ReportError(ValueError):
+    """A run folder the report cannot be built from; one line naming it and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the run folder.
+
+def _number(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+@dataclass
+class Run:
+    dir: Path
+    config: dict
+    config_text: str
+    train: list[dict]        # metrics.jsonl rows of training steps
+    evals: list[dict]        # eval_results.jsonl rows
+    samples: list[dict]
+    info: dict
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        steps, vals = [], []
+        for row in self.train:
+            v = _number(row.get(key))
+            if v is not None:
+                steps.append(int(row["step"]))
+                vals.append(v)
+        return steps, vals
+
+    def numeric_keys(self) -> list[str]:
+        keys: dict[str, None] = {}
+        for row in self.train:
+            for k, v in row.items():
+                if k != "step" and _number(v) is not None:
+                    keys[k] = None
+        return list(keys)
+
+
+def load_run(run_dir: str | os.PathLike) -> Run:
+    d = Path(run_dir)
+    if not (d / METRICS).is_file():
+        raise ReportError(f"{d}: no {METRICS} here; give the output_dir of a training run")
+    config_text = (d / "config.yaml").read_text(encoding="utf-8") if (d / "config.yaml").is_file() else ""
+    config = (yaml.safe_load(config_text) or {}) if config_text else {}
+    # metrics.jsonl also holds the eval/* lines of evaluations: a training row has a non-eval key.
+    train = [r for r in read_jsonl(d / METRICS) if any(k != "step" and not k.startswith("eval/") for k in r)]
+    info = json.loads((d / RUN_INFO).read_text(encoding="utf-8")) if (d / RUN_INFO).is_file() else {}
+    return Run(d, config, config_text, train, read_jsonl(d / EVALS), read_jsonl(d / SAMPLES), info)
+
+
+def run_info(device: Any) -> dict:
+    """The machine a run trains on (written by the trainer as run_info.json when it starts)."""
+    import torch
+    import transformers
+
+    info = {"started_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            "device": str(device), "python": platform.python_version(), "platform": platform.platform(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "cpu_threads": torch.get_num_threads()}
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        idx = torch.device(device).index or 0
+        props = torch.cuda.get_device_properties(idx)
+        info["gpu"] = props.name
+        info["gpu_memory_gib"] = round(props.total_memory / 2**30, 1)
+        info["gpu_count"] = torch.cuda.device_count()
+    return info
+
+
+def write_run_info(run_dir: str | os.PathLike, device: Any) -> None:
+    Path(run_dir, RUN_INFO).write_text(json.dumps(run_info(device), indent=2), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Plots.
+
+@dataclass
+class Plot:
+    name: str
+    title: str
+    png: bytes
+    path: Path
+    note: str = ""
+
+    @property
+    def data_uri(self) -> str:
+        return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)  # no display: a server or a CI box has none
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)  # tight_layout already ran; "tight" bbox would draw twice
+    _pyplot().close(fig)
+    return buf.getvalue()
+
+
+def _line(ax, steps, vals, label=None, **kw):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
+    # Markers make a run of one or two steps visible at all.
+    kw.setdefault("marker", "o" if len(steps) <= 30 else None)
+    kw.setdefault("markersize", 3)
+    ax.plot(steps, vals, label=label, **kw)
+
+
+def _small_multiples(run: Run, keys: Sequence[str], title: str):
+    plt = _pyplot()
+    ncols = min(4, len(keys))
+    nrows = math.ceil(len(keys) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        _line(ax, *run.series(key))
+        ax.set_title(key, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    fig.suptitle(title)
+    fig.supxlabel("step", fontsize=9)
+    # Fixed spacing: tight_layout would lay out every panel's ticks once more (seconds on a busy CPU).
+    height = 2.4 * nrows  # inches: room for the title and the x label in absolute terms
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.45 / height, top=1 - 0.6 / height, hspace=0.5, wspace=0.3)
+    return fig
+
+
+def _rewards_plot(run: Run):
+    plt = _pyplot()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    keys = [k for k in run.numeric_keys() if k == "reward" or k.startswith("reward/")]
+    for k in keys:
+        _line(a, *run.series(k), label=k, linewidth=2.2 if k == "reward" else 1.2)
+    a.set_title("reward per reward function")
+    for k, label in (("accuracy", "train accuracy"), ("format_rate", "train format rate")):
+        s, v = run.series(k)
+        if s:
+            _line(b, s, v, label=label)
+    ev = [(int(r["step"]), _number(r.get("accuracy"))) for r in run.evals if _number(r.get("accuracy")) is not None]
+    if ev:
+        b.plot([s for s, _ in ev], [v for _, v in ev], "s--", color="black", label="eval accuracy (greedy)")
+    b.set_ylim(-0.03, 1.03)
+    b.set_title("accuracy")
+    for ax in (a, b):
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, keys + ["accuracy", "format_rate"]
+
+
+def _length_plot(run: Run):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    styles = {"completions/mean_length": dict(linewidth=2.2), "completions/p90_length": dict(linewidth=1.5),
+              "completions/max_length": dict(linewidth=1, linestyle=":", color="grey")}
+    note = ""
+    for k in LENGTH_KEYS:
+        s, v = run.series(k)
+        if s:
+            _line(ax, s, v, label=k.split("/")[1], **styles[k])
+        elif k == "completions/p90_length":
+            note = "This run did not log completions/p90_length (older trainer): mean and max only."
+    ax.set_xlabel("step")
+    ax.set_ylabel("tokens")
+    ax.set_title("completion length")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, note
+
+
+def outcome_table(run: Run) -> list[dict]:
+    """Per training step: share of bad-format / wrong / correct completions (sums to 1)."""
+    rows = []
+    for r in run.train:
+        vals = [_number(r.get(k)) for k, _, _ in OUTCOMES]
+        if all(v is not None for v in vals):
+            rows.append({"step": int(r["step"]), **{k: v for (k, _, _), v in zip(OUTCOMES, vals)}})
+    return rows
+
+
+def _outcome_plot(table: list[dict]):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    steps = [r["step"] for r in table]
+    ax.stackplot(steps, *[[r[k] for r in table] for k, _, _ in OUTCOMES],
+                 labels=[label for _, label, _ in OUTCOMES], colors=[c for _, _, c in OUTCOMES], alpha=0.85)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylim(0, 1)
+    ax.set_xlim(min(steps), max(steps) if len(steps) > 1 else min(steps) + 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of completions")
+    ax.set_title("outcome breakdown")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _reflection_plot(shares: Mapping[int, float], threshold: float, first: int | None):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    _line(ax, list(shares), list(shares.values()), label="completions with a reflection phrase", color="#9467bd")
+    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
+    if first is not None:
+        ax.axvline(first, color="#9467bd", linestyle=":", linewidth=1.5)
+        ax.annotate(f"first at step {first}", (first, threshold), xytext=(5, 8), textcoords="offset points",
+                    fontsize=9, color="#9467bd")
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share")
+    ax.set_title("reflection: self-checking language")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples: the <think> part and the answer set apart.
+
+_TAG = re.compile(r"</?(think|answer)>")
+
+
+def split_completion(text: str) -> list[tuple[str, str]]:
+    """[(kind, text)] with kind 'think', 'answer' or 'text'. A closing tag with no opening one means
+    the prompt opened it (templates prefill "<think>" or "<answer>"), so the text before it is inside."""
+    parts: list[tuple[str, str]] = []
+    inside, pos = "text", 0
+    for m in _TAG.finditer(text):
+        closing, kind = m.group(0).startswith("</"), m.group(1)
+        if closing and (inside == kind or (inside == "text" and not parts)):
+            parts.append((kind, text[pos:m.start()]))
+            inside, pos = "text", m.end()
+        elif not closing and inside == "text":
+            parts.append(("text", text[pos:m.start()]))
+            inside, pos = kind, m.end()
+    parts.append((inside, text[pos:]))
+    return [(k, t) for k, t in parts if t.strip()]
+
+
+def _highlight(text: str, pattern: re.Pattern) -> list[tuple[str, bool]]:
+    out, pos = [], 0
+    for m in pattern.finditer(text):
+        out.append((text[pos:m.start()], False))
+        out.append((m.group(0), True))
+        pos = m.end()
+    out.append((text[pos:], False))
+    return [(t, hit) for t, hit in out if t]
+
+
+def pick_sample_steps(samples: Sequence[Mapping]) -> list[int]:
+    """The first, middle and last steps that have logged samples (fewer if the run is shorter)."""
+    steps = sorted({int(s["step"]) for s in samples})
+    if not steps:
+        return []
+    return sorted({steps[0], steps[len(steps) // 2], steps[-1]})
+
+
+def _sample_views(samples: Sequence[Mapping], pattern: re.Pattern) -> list[dict]:
+    views = []
+    for step in pick_sample_steps(samples):
+        rows = [s for s in samples if int(s["step"]) == step][:SAMPLES_PER_STEP]
+        views.append({"step": step, "samples": [{
+            "prompt": s.get("prompt", ""), "reward": _number(s.get("reward")), "advantage": _number(s.get("advantage")),
+            "correct": s.get("correct"), "formatted": s.get("formatted"), "truncated": s.get("truncated"),
+            "length": s.get("length"), "parts": s.get("parts") or {}, "reflects": bool(pattern.search(s.get("completion", ""))),
+            "segments": [(kind, _highlight(t, pattern)) for kind, t in split_completion(s.get("completion", ""))],
+        } for s in rows]})
+    return views
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries and the page.
+
+def timing_summary(run: Run) -> list[tuple[str, str]]:
+    out = []
+    steps = [int(r["step"]) for r in run.train]
+    if steps:
+        max_steps = run.config.get("max_steps")
+        out.append(("steps logged", f"{len(steps)} (last step {max(steps)}"
+                    + (f" of {max_steps})" if isinstance(max_steps, int) and max_steps > 0 else ")")))
+    for key, label in (("time/step", "time per step"), ("time/generate", "generation per step"),
+                       ("time/update", "update per step")):
+        _, v = run.series(key)
+        if v:
+            out.append((label, f"{sum(v) / len(v):.2f} s mean, {sum(v):.1f} s total over logged steps"))
+    _, v = run.series("tokens_per_second")
+    if v:
+        out.append(("generation speed", f"{sum(v) / len(v):.1f} tokens/s mean"))
+    return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def get_template(name: str):
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["fmt"] = _fmt
+    return env.get_template(name)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    # A browser reloading the page mid-write must see the old file or the new one, never half.
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass
+class Report:
+    html: Path
+    plots: dict[str, Plot]
+    outcomes: list[dict]
+    reflection: dict[int, float]
+    reflection_counts: dict[int, int]
+    first_reflection_step: int | None
+    threshold: float
+    notes: list[str] = field(default_factory=list)
+
+
+def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = None, threshold: float | None = None,
+                 live: bool = False) -> Report:
+    """Write RUN_DIR/report.html and RUN_DIR/report/*.png. ``words``/``threshold`` default to the run's
+    config (reflection_words / reflection_threshold), then to the built-in list and 0.1. ``live`` adds
+    a reload every 30 s (the trainer sets it while the run is going)."""
+    run = load_run(run_dir)
+    words = list(words or run.config.get("reflection_words") or DEFAULT_WORDS)
+    if threshold is None:
+        threshold = run.config.get("reflection_threshold")
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    pattern = reflection_pattern(words)
+    plot_dir = run.dir / PLOT_DIR
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, Plot] = {}
+    notes: list[str] = []
+
+    def add(name: str, title: str, fig, note: str = "") -> None:
+        png = _png(fig)
+        path = plot_dir / f"{name}.png"
+        write_atomic(path, png)
+        plots[name] = Plot(name, title, png, path, note)
+
+    shown: set[str] = {"epoch"}
+    if run.train:
+        fig, keys = _rewards_plot(run)
+        shown.update(keys)
+        add("rewards", "Reward and accuracy", fig)
+        fig, note = _length_plot(run)
+        shown.update(LENGTH_KEYS)
+        add("length", "Completion length", fig, note)
+    outcomes = outcome_table(run)
+    if outcomes:
+        add("outcomes", "Outcome breakdown", _outcome_plot(outcomes),
+            "Share of each step's completions: badly formatted, formatted but wrong, correct.")
+        shown.update(k for k, _, _ in OUTCOMES)
+    numeric = run.numeric_keys()
+    train_keys = [k for k in numeric if k in TRAINING_KEYS or k.startswith(("clip_ratio", "kl"))]
+    train_keys.sort(key=lambda k: next(i for i, p in enumerate(TRAINING_KEYS) if k.startswith(p))
+                    if any(k.startswith(p) for p in TRAINING_KEYS) else len(TRAINING_KEYS))
+    if train_keys:
+        add("training", "Optimisation", _small_multiples(run, train_keys, "optimisation"))
+        shown.update(train_keys)
+    other = [k for k in numeric if k not in shown]
+    if other:
+        add("other", "Other metrics", _small_multiples(run, other, "other metrics"),
+            "Every other numeric key of metrics.jsonl.")
+    by_step = reflection_by_step(run.samples, words)
+    shares = {s: v[0] for s, v in by_step.items()}
+    first = first_step_over(shares, threshold)
+    if shares:
+        n = sum(c for _, c in by_step.values()) / len(by_step)
+        add("reflection", "Reflection tracking", _reflection_plot(shares, threshold, first),
+            f"Share of the logged completions of each step (about {n:.0f} per step, log_completions_rate) "
+            f"containing one of: {', '.join(words)}. "
+            + (f"It first reaches {threshold:g} at step {first}." if first is not None
+               else f"It never reaches {threshold:g}."))
+    else:
+        notes.append("No samples.jsonl rows (log_completions_rate=0): no reflection tracking or sample completions.")
+
+    step_rows = []
+    cols = ["reward", "accuracy", "format_rate", *(k for k, _, _ in OUTCOMES), "completions/mean_length"]
+    cols = [c for c in cols if any(c in r for r in run.train)]
+    for r in run.train:
+        step = int(r["step"])
+        step_rows.append({"step": step, "values": [(c, _number(r.get(c))) for c in cols],
+                          "reflection": shares.get(step)})
+    eval_cols = [k for k in ("accuracy", "format_rate", "mean_reward", "mean_length", "truncated_rate", "n")
+                 if any(k in e for e in run.evals)]
+    eval_cols += sorted({k for e in run.evals for k in e if "@" in k})
+
+    page = get_template("report.html.j2").render(
+        title=run.config.get("run_name") or run.dir.resolve().name, run_dir=str(run.dir.resolve()),
+        generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), live=live,
+        config=run.config, config_text=run.config_text, info=run.info, timing=timing_summary(run),
+        plots=list(plots.values()), notes=notes, sample_steps=_sample_views(run.samples, pattern),
+        step_cols=cols, step_rows=step_rows, evals=run.evals, eval_cols=eval_cols,
+        first_reflection=first, threshold=threshold)
+    html = run.dir / REPORT_HTML
+    write_atomic(html, page.encode("utf-8"))
+    return Report(html, plots, outcomes, shares, {s: v[1] for s, v in by_step.items()}, first, threshold, notes)
+
+
+__all__ = ["build_report", "load_run", "Report", "ReportError", "split_completion", "outcome_table",
+           "pick_sample_steps", "write_run_info", "run_info", "DEFAULT_WORDS"]

@@ -1,0 +1,207 @@
+"""Users' reward functions under a time limit, in a worker process that can be killed.
+
+A user's reward is arbitrary Python. A signal cannot stop one stuck in C code (``2 ** (10 ** 10)``
+holds the interpreter until the number is built), so each reward function runs in its own worker
+process: the trainer sends a whole step's completions at once (one message, so the per-call cost
+is one small pickle each way), the worker answers one value per completion, and the trainer waits
+at most ``timeout`` seconds for each answer. A worker that misses the limit, or dies (segfault,
+``os._exit``), is killed with SIGKILL; that completion scores 0 and is counted, and a fresh worker
+takes the rest of the batch.
+
+A worker exits when the trainer's end of its pipe closes, and on Linux the kernel kills it when
+the trainer dies (PR_SET_PDEATHSIG), so a trainer killed with SIGKILL leaves no worker behind.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from typing import Any, Callable, Mapping, Sequence
+
+log = logging.getLogger("r1zero")
+
+# How long a fresh worker may take to import the user's module (not part of any completion's limit).
+START_TIMEOUT_S = 120.0
+
+
+def score_one(fn: Callable[..., Any], completion: str, example: Mapping[str, Any],
+              prompt: str | None) -> tuple[float | None, str | None]:
+    """(value, None) or (None, why): one call of a user reward.
+
+    A failure is an exception, or a return value that is not one finite number (None, NaN, inf, a
+    list or tuple of values, a string...).
+    """
+    try:
+        kwargs = {k: v for k, v in example.items() if k not in ("completion", "prompt")}
+        raw = fn(completion=completion, prompt=prompt, **kwargs)
+    except Exception as e:  # the user's code: anything can come out
+        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
+    if raw is None:
+        return None, "returned None"
+    if isinstance(raw, (list, tuple, dict, str, bytes)):
+        return None, f"returned a {type(raw).__name__}, not one number"
+    try:
+        value = float(raw)
+    except Exception:
+        return None, f"returned {type(raw).__name__}, not a number"
+    if not math.isfinite(value):
+        return None, f"returned {value}"
+    return value, None
+
+
+def _serve(spec: str, conn) -> None:
+    """Worker loop: load the function, then answer batches one value at a time."""
+    from r1zero.rewards import load_reward_func
+
+    try:
+        fn = load_reward_func(spec)
+    except Exception as e:
+        conn.send(("failed", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
+    while True:
+        try:
+            completions, examples, prompts = conn.recv()
+        except (EOFError, OSError):  # the trainer is gone
+            return
+        for comp, ex, prompt in zip(completions, examples, prompts):
+            conn.send(score_one(fn, comp, ex, prompt))
+
+
+def _die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this worker when the trainer dies, even mid-computation."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except Exception:
+        pass  # elsewhere the worker still exits at its next read (EOF)
+
+
+class _Duplex:
+    """Two one-way pipes seen as one connection."""
+
+    def __init__(self, r: Connection, w: Connection):
+        self.recv, self.send = r.recv, w.send
+
+
+class RewardWorker:
+    """One user reward function (``module:function``) in a killable worker process.
+
+    The worker is a fresh ``python -m r1zero.reward_worker`` process (not a fork of the trainer,
+    whose torch thread pools make forking unsafe, and not multiprocessing's spawn, which would
+    re-run the user's main script). It talks over two private pipes, so a reward that prints
+    cannot corrupt the protocol; it gets the trainer's ``sys.path`` so ``module:function`` resolves
+    the same way.
+    """
+
+    def __init__(self, spec: str, timeout: float):
+        self.spec = spec
+        self.timeout = float(timeout)
+        self.proc: subprocess.Popen | None = None
+        self.conn: Connection | None = None
+        self.out: Connection | None = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        to_child_r, to_child_w = os.pipe()
+        from_child_r, from_child_w = os.pipe()
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "r1zero.reward_worker", self.spec, str(to_child_r), str(from_child_w)],
+                pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
+        finally:
+            os.close(to_child_r)
+            os.close(from_child_w)
+        self.out = Connection(to_child_w, readable=False)
+        self.conn = Connection(from_child_r, writable=False)
+        if not self.conn.poll(START_TIMEOUT_S):
+            self._kill()
+            raise RuntimeError(f"reward_funcs: '{self.spec}' did not load within {START_TIMEOUT_S:.0f} s")
+        try:
+            status, why = self.conn.recv()
+        except EOFError:
+            status, why = "failed", "the worker exited"
+        if status != "ready":
+            self._kill()
+            raise RuntimeError(f"reward_funcs: '{self.spec}' failed to load in its worker ({why})")
+
+    def _kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()  # SIGKILL: nothing the function does can delay it
+            self.proc.wait()
+            self.restarts += 1
+        for c in (self.conn, self.out):
+            if c is not None:
+                c.close()
+        self.proc = self.conn = self.out = None
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.out.close()  # the worker reads EOF and returns
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.conn.close()
+        self.proc = self.conn = self.out = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
+                 prompts: Sequence[str | None]) -> list[tuple[float | None, str | None]]:
+        """(value or None, why) per completion; each completion gets at most ``timeout`` seconds."""
+        n = len(completions)
+        out: list[tuple[float | None, str | None]] = [(None, "not scored")] * n
+        i = 0
+        while i < n:
+            if self.proc is None:
+                self._start()
+            try:
+                self.out.send((list(completions[i:]), [dict(e) for e in examples[i:]], list(prompts[i:])))
+            except Exception as e:  # an example field that cannot be pickled: these samples fail, counted
+                self._kill()
+                for j in range(i, n):
+                    out[j] = (None, f"cannot send to the worker ({type(e).__name__})")
+                return out
+            while i < n:
+                if not self.conn.poll(self.timeout):
+                    out[i] = (None, f"timed out after {self.timeout:g} s")
+                    self._kill()
+                    i += 1
+                    break
+                try:
+                    out[i] = self.conn.recv()
+                except (EOFError, OSError):
+                    code = self.proc.poll() if self.proc is not None else None
+                    out[i] = (None, f"worker died (exit code {code})")
+                    self._kill()
+                    i += 1
+                    break
+                i += 1
+        return out
+
+
+def worker_pid(worker: RewardWorker) -> int | None:
+    """The worker's process id (tests use it to check that a stuck worker was replaced)."""
+    return worker.proc.pid if worker.proc is not None else None
+
+
+__all__ = ["RewardWorker", "score_one", "worker_pid", "START_TIMEOUT_S"]
+
+
+if __name__ == "__main__":  # the worker process: python -m r1zero.reward_worker SPEC READ_FD WRITE_FD
+    _die_with_parent()
+    _serve(sys.argv[1], _Duplex(Connection(int(sys.argv[2]), writable=False),
+                                Connection(int(sys.argv[3]), readable=False)))

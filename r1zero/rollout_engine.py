@@ -1,0 +1,236 @@
+"""The rollout engine: sampling G completions per prompt, shaped for GRPO.
+
+What it does differently from transformers' ``generate`` (the models stay transformers' models):
+
+- Each prompt is prefilled once; its KV cache is then repeated to its G sample rows, so the prompt
+  costs one forward pass per group instead of G.
+- A row that produced an EOS id leaves the decode batch (its cache rows are dropped), so finished
+  completions stop costing compute. Stopping honours every EOS id.
+- Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
+  on the model's device, and its randomness is counter-based: the uniform number that picks row
+  r's token at step t is a hash of (seed, prompt index, sample index, t). What a row draws
+  therefore depends neither on ``batch_size`` nor on which other rows are still running (issue 6,
+  distributed rollouts, needs exactly this), and the global RNG is never touched.
+- Greedy decoding (temperature 0) is the plain argmax, token-identical to ``generate``.
+- ``cache="static"``: a preallocated KV cache (transformers' StaticCache) so every decode step has
+  the same shapes; on CUDA the decode step is compiled with ``torch.compile(mode="reduce-overhead")``
+  (CUDA graphs). In that mode rows are not dropped (fixed shapes are the point); finished rows are
+  fed padding and the loop ends when every row has finished. On CPU it runs eagerly (that is
+  how the tests exercise it).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from transformers import DynamicCache, StaticCache
+
+log = logging.getLogger("r1zero")
+
+_M32 = 0xFFFFFFFF
+
+
+def _mix32(x):
+    """A 32-bit integer hash (two multiply-xorshift rounds); works on ints and int64 tensors.
+
+    Values stay below 2**32 and the multiplier below 2**27, so int64 products never overflow.
+    """
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    x = (((x >> 16) ^ x) * 0x45D9F3B) & _M32
+    return (x >> 16) ^ x
+
+
+def row_keys(seed: int, prompt_index: list[int], sample_index: list[int]) -> torch.Tensor:
+    """One 32-bit key per row from (seed, prompt index in the step, sample index)."""
+    s = _mix32(_mix32(seed & _M32) ^ ((seed >> 32) & _M32))
+    keys = [_mix32(_mix32(s ^ (p & _M32)) ^ (g & _M32)) for p, g in zip(prompt_index, sample_index)]
+    return torch.tensor(keys, dtype=torch.long)
+
+
+def row_uniforms(keys: torch.Tensor, t: int) -> torch.Tensor:
+    """Uniform numbers in (0, 1), float64, one per row, for decode step ``t``."""
+    step_key = _mix32((t * 0x9E3779B1 + 0x7F4A7C15) & _M32)
+    x = _mix32(_mix32(keys ^ step_key) ^ 0x2545F491)
+    return (x.double() + 0.5) / 4294967296.0
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Temperature, then top-k, then top-p, as transformers' logits warpers do (same order, same
+    ties: top-k keeps every token tied with the k-th; top-p keeps the smallest set whose mass
+    exceeds ``top_p``, at least one token)."""
+    logits = logits.float() / temperature
+    if top_k and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=False, dim=-1)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove_sorted = cum <= (1 - top_p)
+        remove_sorted[..., -1] = False
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+def sample_next(logits: torch.Tensor, keys: torch.Tensor | None, t: int, *, temperature: float, top_k: int,
+                top_p: float) -> torch.Tensor:
+    """Next token per row: argmax when greedy, else inverse-CDF sampling with the row's counter-based
+    uniform (exactly the filtered softmax distribution)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
+    cdf = probs.cumsum(-1)
+    u = row_uniforms(keys, t).to(logits.device)
+    target = (u * cdf[:, -1].double()).to(cdf.dtype).unsqueeze(-1)
+    tok = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return tok.clamp_(max=logits.shape[-1] - 1)
+
+
+def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        if s:
+            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
+            mask[i, width - len(s):] = 1
+    return ids.to(device), mask.to(device)
+
+
+_COMPILED_ATTR = "_r1zero_compiled_decode"
+
+
+def _decode_fn(model, device: torch.device):
+    """The decode-step forward; compiled into CUDA graphs on CUDA (once per model), eager elsewhere."""
+    if device.type != "cuda":
+        return model
+    fn = model.__dict__.get(_COMPILED_ATTR)
+    if fn is None:
+        fn = torch.compile(model, mode="reduce-overhead", fullgraph=False, dynamic=False)
+        # Kept on the model itself (not registered as a submodule, so state_dict is unchanged).
+        object.__setattr__(model, _COMPILED_ATTR, fn)
+    return fn
+
+
+@torch.no_grad()
+def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
+                 eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                 batch_size: int | None = None, seed: int = 0, autocast_dtype=None,
+                 cache: str = "dynamic") -> torch.Tensor:
+    """Completion ids (N, C) for N = len(prompt_ids) * num_generations rows (groups contiguous), on
+    CPU, padded with ``pad_id`` after each row's EOS; C is at most ``max_new_tokens``.
+
+    ``batch_size`` bounds the rows decoded together (whole groups: at least one prompt's G rows).
+    """
+    G = num_generations
+    device = next(model.parameters()).device
+    n_prompts = len(prompt_ids)
+    per_chunk = n_prompts if not batch_size else max(1, batch_size // G)
+    out = torch.full((n_prompts * G, max(max_new_tokens, 0)), pad_id, dtype=torch.long)
+    eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
+                else contextlib.nullcontext())
+    was_training = model.training
+    model.eval()
+    width = 0
+    try:
+        with autocast:
+            for p0 in range(0, n_prompts, per_chunk):
+                chunk = list(range(p0, min(n_prompts, p0 + per_chunk)))
+                keys = row_keys(seed, [p for p in chunk for _ in range(G)], [g for _ in chunk for g in range(G)])
+                rows = torch.arange(p0 * G, (p0 + len(chunk)) * G)
+                step = _decode_static if cache == "static" else _decode_dynamic
+                w = step(model, [prompt_ids[p] for p in chunk], G, max_new_tokens, eos, pad_id, temperature,
+                         top_p, top_k, keys, rows, out, device)
+                width = max(width, w)
+    finally:
+        if was_training:
+            model.train()
+    return out[:, :width]
+
+
+def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
+                    device) -> int:
+    ids, mask = _left_pad(prompts, pad_id, device)
+    pkv = DynamicCache(config=model.config)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=pkv, use_cache=True,
+                   logits_to_keep=1).logits[:, -1]
+    # One prefill per prompt, shared by its G samples.
+    pkv.batch_repeat_interleave(G)
+    logits = logits.repeat_interleave(G, 0)
+    mask = mask.repeat_interleave(G, 0)
+    active = torch.arange(len(rows), device=device)  # positions in this chunk still decoding
+    width = 0
+    for t in range(max_new_tokens):
+        tok = sample_next(logits, keys[active.cpu()], t, temperature=temperature, top_k=top_k, top_p=top_p)
+        out[rows[active.cpu()], t] = tok.cpu()
+        width = t + 1
+        done = torch.isin(tok, eos)
+        if t == max_new_tokens - 1:
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            # Finished rows leave the batch: their cache rows are dropped, not computed on.
+            pkv.batch_select_indices(keep)
+            active, mask, tok = active[keep], mask[keep], tok[keep]
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        pos = (mask.sum(-1, keepdim=True) - 1)
+        logits = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=pos, past_key_values=pkv,
+                       use_cache=True).logits[:, -1]
+    return width
+
+
+def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
+                   device) -> int:
+    ids, mask = _left_pad(prompts, pad_id, device)
+    P = ids.shape[1]
+    n = len(rows)
+    # Cache length rounded up to a multiple of 256: the compiled decode step sees one shape per
+    # (rows, bucket), not one per prompt width, so training steps rarely recompile.
+    max_len = -(-(P + max_new_tokens) // 256) * 256
+    # Prefill the unique prompts in a dynamic cache, then copy it, G times repeated, into a static
+    # cache of the full batch: the decode step then always sees the same shapes.
+    pkv_p = DynamicCache(config=model.config)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=pkv_p, use_cache=True,
+                   logits_to_keep=1).logits[:, -1].repeat_interleave(G, 0)
+    pkv = StaticCache(config=model.config, max_cache_len=max_len)
+    for li, layer in enumerate(pkv_p.layers):
+        k = layer.keys.repeat_interleave(G, 0)
+        v = layer.values.repeat_interleave(G, 0)
+        pkv.update(k, v, li, {"cache_position": torch.arange(P, device=device)})
+    full_mask = torch.zeros((n, max_len), dtype=torch.long, device=device)
+    full_mask[:, :P] = mask.repeat_interleave(G, 0)
+    decode = _decode_fn(model, device)
+    finished = torch.zeros(n, dtype=torch.bool, device=device)
+    width = 0
+    for t in range(max_new_tokens):
+        tok = sample_next(logits, keys, t, temperature=temperature, top_k=top_k, top_p=top_p)
+        tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
+        live = (~finished).cpu()
+        out[rows[live], t] = tok.cpu()[live]
+        width = t + 1
+        finished |= torch.isin(tok, eos)
+        if t == max_new_tokens - 1 or bool(finished.all()):
+            break
+        full_mask[:, P + t] = 1
+        pos = full_mask[:, :P + t + 1].sum(-1, keepdim=True) - 1
+        cache_position = torch.tensor([P + t], device=device)
+        step_kw = dict(input_ids=tok.unsqueeze(-1), attention_mask=full_mask, position_ids=pos,
+                       past_key_values=pkv, cache_position=cache_position, use_cache=True)
+        try:
+            logits = decode(**step_kw).logits[:, -1]
+        except Exception as e:  # a compiler failure must not end a training run: decode eagerly
+            if decode is model:
+                raise
+            log.warning("compiled decode step failed (%s); decoding eagerly", str(e).splitlines()[0][:200])
+            decode = model
+            object.__setattr__(model, _COMPILED_ATTR, model)
+            logits = model(**step_kw).logits[:, -1]  # rewrites the same cache slot: idempotent
+        if device.type == "cuda":
+            logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
+    return width

@@ -1,0 +1,31 @@
+"""Smoke test of the benchmarks at toy size (a tiny random model): they run end to end, print
+their tables and the machine-readable last line. Real measurements are in benchmarks/RESULTS.md."""
+import re
+import sys
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def test_grpo_throughput_toy(tiny_qwen2, capsys):
+    import grpo_throughput
+
+    grpo_throughput.main(["--preset", "cpu", "--model", str(tiny_qwen2), "--prompts", "2", "--generations", "2",
+                          "--length", "6", "--micro", "2", "--steps", "1", "--warmup", "1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    m = re.fullmatch(r"speedup_vs_trl=(\d+\.\d+) memory_ratio=(\d+\.\d+)", out[-1])
+    assert m, out[-1]
+    assert float(m.group(1)) > 0 and float(m.group(2)) > 0
+    table = [line for line in out if line.startswith("|")]
+    assert [line.split("|")[1].strip() for line in table[2:5]] == ["r1zero", "TRL", "r1zero/TRL"]
+    assert any(line.startswith("floor: ") for line in out)
+
+
+def test_rollout_benchmark_toy(tiny_qwen2, capsys):
+    import rollout
+
+    rollout.main(["--model", str(tiny_qwen2), "--batches", "4", "--generations", "2", "--length", "6"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"greedy_identical=True speedup_at_4=\d+\.\d+", out[-1]), out[-1]
+    assert "greedy outputs token-identical to transformers' generate: True" in "\n".join(out)

@@ -1,0 +1,64 @@
+"""The lean update: shared-prompt log-probs and gradients equal the row-by-row computation."""
+import torch
+
+from r1zero.logprobs import completion_logprobs, prompt_groups
+from r1zero.models import load_model, load_tokenizer
+from r1zero.rollout import left_pad, tokenize_prompts
+
+
+def _batch(tok):
+    """Two prompts of different lengths x 3 completions of different lengths (right-padded)."""
+    prompts = tokenize_prompts(tok, ["Using the numbers [1, 2, 3], make 6.", "Hi"], False)
+    comps = [" 1 + 2 + 3", " 6", " I think the answer is 3 * 2", " ok", " hello there friend", "!"]
+    comps = [tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id] for c in comps]
+    rows = [prompts[i // 3] for i in range(6)]
+    p_ids, p_mask = left_pad(rows, tok.pad_token_id)
+    C = max(len(c) for c in comps)
+    c_ids = torch.full((6, C), tok.pad_token_id)
+    c_mask = torch.zeros((6, C), dtype=torch.long)
+    for i, c in enumerate(comps):
+        c_ids[i, :len(c)] = torch.tensor(c)
+        c_mask[i, :len(c)] = 1
+    return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), p_ids.shape[1], c_mask
+
+
+def test_prompt_groups_finds_runs():
+    ids = torch.tensor([[0, 5], [0, 5], [7, 5], [7, 5], [7, 5], [0, 5]])
+    mask = torch.tensor([[0, 1], [0, 1], [1, 1], [1, 1], [1, 1], [0, 1]])
+    first, counts = prompt_groups(ids, mask)
+    assert first.tolist() == [0, 2, 5] and counts.tolist() == [2, 3, 1]
+
+
+def test_shared_prompt_logprobs_and_gradients_equal_unshared(tiny_qwen2):
+    tok = load_tokenizer(str(tiny_qwen2))
+    model = load_model(str(tiny_qwen2), torch.device("cpu"))
+    ids, am, P, cm = _batch(tok)
+    adv = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2]).unsqueeze(1)
+    results = {}
+    for share in (True, False):
+        model.zero_grad(set_to_none=True)
+        lp, ent = completion_logprobs(model, ids, am, P, cm, temperature=0.7, chunk_size=5, share_prompts=share)
+        (-(lp * adv * cm).sum()).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+        results[share] = (lp.detach(), ent, grads)
+    lp_s, ent_s, g_s = results[True]
+    lp_u, ent_u, g_u = results[False]
+    torch.testing.assert_close(lp_s, lp_u, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(ent_s, ent_u, atol=2e-5, rtol=1e-5)
+    assert torch.all(lp_s[cm == 0] == 0) and torch.all(lp_s[cm == 1] < 0)
+    # Every parameter, the embedding rows of the prompt tokens included (their gradient sums over the group).
+    for name in g_u:
+        torch.testing.assert_close(g_s[name], g_u[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert g_u["model.embed_tokens.weight"][ids[0, P - 1]].abs().sum() > 0
+
+
+def test_shared_prompt_single_token_completions(tiny_llama):
+    """C == 1: only the prompt's last state predicts; no completion pass."""
+    tok = load_tokenizer(str(tiny_llama))
+    model = load_model(str(tiny_llama), torch.device("cpu"))
+    ids, am, P, cm = _batch(tok)
+    ids, am, cm = ids[:, :P + 1], am[:, :P + 1], cm[:, :1]
+    with torch.no_grad():
+        a, _ = completion_logprobs(model, ids, am, P, cm, share_prompts=True)
+        b, _ = completion_logprobs(model, ids, am, P, cm, share_prompts=False)
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)

@@ -1,0 +1,168 @@
+"""r1zero's GRPO and RLOO maths against TRL's own trainers (trl is part of the `test` extra).
+
+TRL's code is called, not re-implemented: a GRPOTrainer / RLOOTrainer is built on a tiny random
+Qwen2 with an in-memory dataset; advantages come from its ``_generate_and_score_completions``
+(generation, reward, advantage), the loss from its ``_compute_loss``. The models are in eval mode
+so TRL does not divide by a gradient-accumulation count (we compare one whole batch). TRL 1.16
+multiplies the KL term by the ratio by default (DeepSeek-V3.2's ``use_bias_correction_kl``); r1zero
+keeps the classic form (veRL, TRL before 1.x), so the comparison turns that option off.
+"""
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+from r1zero.advantages import rloo_advantages
+from r1zero.grpo import group_advantages, policy_loss
+from r1zero.logprobs import completion_logprobs
+
+G = 4
+# Prompts of equal token length: no left padding, so TRL's forward (positions 0..L-1 whatever the
+# mask) and ours (positions from the mask) see the same positions.
+PROMPTS = ["hello there", "good morning"]
+MAX_COMPLETION = 6
+
+
+class Recorder:
+    """A reward function that remembers what it returned (TRL only hands back advantages)."""
+    __name__ = "recorder"
+
+    def __init__(self):
+        self.rewards: list[float] = []
+
+    def __call__(self, completions, **kw):
+        # Ties within groups and across them, so the stds matter.
+        r = [float(len(c) % 3) for c in completions]
+        self.rewards = r
+        return r
+
+
+def _args(cls, tmp_path, **kw):
+    return cls(output_dir=str(tmp_path / "trl"), per_device_train_batch_size=len(PROMPTS) * G, num_generations=G,
+               max_completion_length=MAX_COMPLETION, report_to="none", use_cpu=True, logging_steps=1, seed=0,
+               temperature=0.9, bf16=False, model_init_kwargs={"dtype": "float32"}, **kw)  # TRL's default is bf16
+
+
+def _trainer(cls, cfg_cls, model_dir, tmp_path, **kw):
+    rec = Recorder()
+    tr = cls(model=str(model_dir), reward_funcs=rec, args=_args(cfg_cls, tmp_path, **kw),
+             train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+    tr.model.eval()
+    return tr, rec
+
+
+def _batch(tr):
+    torch.manual_seed(0)
+    return tr._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(G)])
+
+
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_grpo_advantages_equal_trl(scale, tiny_qwen2, tmp_path):
+    tr, rec = _trainer(GRPOTrainer, GRPOConfig, tiny_qwen2, tmp_path, scale_rewards=scale)
+    out = _batch(tr)
+    rewards = torch.tensor(rec.rewards)
+    assert len(set(rec.rewards)) > 1  # not a degenerate batch
+    ours = group_advantages(rewards, G, scale=scale)
+    torch.testing.assert_close(ours, out["advantages"].float(), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_rloo_advantages_equal_trl(normalize, tiny_qwen2, tmp_path):
+    tr, rec = _trainer(RLOOTrainer, RLOOConfig, tiny_qwen2, tmp_path, normalize_advantages=normalize, beta=0.0)
+    out = _batch(tr)
+    ours = rloo_advantages(torch.tensor(rec.rewards), G, normalize=normalize)
+    torch.testing.assert_close(ours, out["advantages"].float(), atol=1e-6, rtol=0)
+
+
+CASES = [(lt, beta) for lt in ("grpo", "bnpo", "dr_grpo", "dapo") for beta in (0.0, 0.04)]
+
+
+@pytest.fixture(scope="module")
+def trainers(tiny_qwen2, tmp_path_factory):
+    """One TRL GRPOTrainer per (loss_type, beta), built once for both loss tests."""
+    made = {}
+
+    def get(loss_type, beta):
+        if (loss_type, beta) not in made:
+            made[(loss_type, beta)] = _trainer(GRPOTrainer, GRPOConfig, tiny_qwen2, tmp_path_factory.mktemp("trl"),
+                                               loss_type=loss_type, beta=beta, epsilon=0.2, epsilon_high=0.28,
+                                               use_bias_correction_kl=False)[0]
+        return made[(loss_type, beta)]
+    return get
+
+
+@pytest.mark.parametrize("loss_type,beta", CASES)
+def test_policy_loss_equals_trl_on_random_tensors(loss_type, beta, trainers, monkeypatch):
+    """float64 tensors with ratios inside and outside the clip range and ragged masks."""
+    tr = trainers(loss_type, beta)
+    g = torch.Generator().manual_seed(7)
+    B, T = 6, MAX_COMPLETION
+    lengths = torch.tensor([6, 1, 4, 6, 3, 2])
+    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    logps = (-torch.rand(B, T, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    old = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.3
+    ref = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    entropies = torch.zeros(B, T, dtype=torch.float64)
+    # TRL's loss code on our tensors: its log-prob forward is replaced by the tensor under test.
+    monkeypatch.setattr(tr, "_get_per_token_logps_and_entropies", lambda *a, **k: (logps, entropies, None))
+    inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
+              "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask, "advantages": adv,
+              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
+    if beta > 0:
+        inputs["ref_per_token_logps"] = ref
+    theirs = tr._compute_loss(tr.model, inputs)
+    (g_theirs,) = torch.autograd.grad(theirs, logps)
+    ours, _ = policy_loss(logps, old, adv, mask, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
+                          ref_logprobs=ref if beta > 0 else None, beta=beta, kl_estimator="k3",
+                          max_completion_length=MAX_COMPLETION)
+    (g_ours,) = torch.autograd.grad(ours, logps)
+    assert abs(float(ours) - float(theirs)) < 1e-6
+    torch.testing.assert_close(g_ours, g_theirs, atol=1e-6, rtol=0)
+    assert g_ours.abs().sum() > 0
+
+
+@pytest.mark.parametrize("loss_type,beta", CASES)
+def test_policy_loss_equals_trl_on_a_real_batch(loss_type, beta, trainers):
+    """A batch TRL sampled from the tiny model; the policy is then nudged away from the sampler and
+    the reference, so ratios and the KL are not trivially 1 and 0. Values and every weight's gradient."""
+    tr = trainers(loss_type, beta)
+    inputs = _batch(tr)
+    assert bool(inputs["prompt_mask"].all())  # see PROMPTS
+    assert inputs["advantages"].abs().sum() > 0
+    model = tr.model
+    with torch.no_grad():
+        old_state = {k: v.clone() for k, v in model.state_dict().items()}
+        P = inputs["prompt_ids"].shape[1]
+        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+        am = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+        cm = inputs["completion_mask"]
+        old, _ = completion_logprobs(model, ids, am, P, cm, temperature=0.9)
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    inputs = dict(inputs, old_per_token_logps=old)
+    try:
+        mine = copy.deepcopy(model)
+        model.zero_grad()
+        theirs = tr._compute_loss(model, inputs)
+        theirs.backward()
+        lp, _ = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
+        ref = inputs.get("ref_per_token_logps")
+        ours, _ = policy_loss(lp, old, inputs["advantages"], cm, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
+                              ref_logprobs=ref, beta=beta, kl_estimator="k3", max_completion_length=MAX_COMPLETION)
+        ours.backward()
+        assert abs(float(ours) - float(theirs)) < 1e-4
+        n = 0
+        for (name, a), (_, b) in zip(mine.named_parameters(), model.named_parameters()):
+            if b.grad is None:
+                assert a.grad is None or a.grad.abs().max() == 0, name
+                continue
+            torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=0, msg=lambda m, name=name: f"{name}: {m}")
+            n += 1
+        assert n > 10
+    finally:
+        model.load_state_dict(old_state)
+        model.zero_grad()
