@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from r1zero.rollout_engine import generate_ids
+from r1zero.rollout_engine import generate_ids, left_pad
 
 
 @dataclass
@@ -45,17 +45,6 @@ class Rollout:
 
 def tokenize_prompts(tokenizer, prompts: list[str], add_special_tokens: bool) -> list[list[int]]:
     return [tokenizer(p, add_special_tokens=add_special_tokens).input_ids for p in prompts]
-
-
-def left_pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return ids, mask
 
 
 def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

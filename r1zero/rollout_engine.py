@@ -87,7 +87,8 @@ def sample_next(logits: torch.Tensor, keys: torch.Tensor | None, t: int, *, temp
     return tok.clamp_(max=logits.shape[-1] - 1)
 
 
-def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) with every row right-aligned, so all completions start at one column."""
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
@@ -95,7 +96,7 @@ def _left_pad(seqs: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor,
         if s:
             ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
             mask[i, width - len(s):] = 1
-    return ids.to(device), mask.to(device)
+    return (ids, mask) if device is None else (ids.to(device), mask.to(device))
 
 
 _COMPILED_ATTR = "_r1zero_compiled_decode"
@@ -152,7 +153,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
 
 def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
                     device) -> int:
-    ids, mask = _left_pad(prompts, pad_id, device)
+    ids, mask = left_pad(prompts, pad_id, device)
     pkv = DynamicCache(config=model.config)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=pkv, use_cache=True,
@@ -186,7 +187,7 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature,
 
 def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
                    device) -> int:
-    ids, mask = _left_pad(prompts, pad_id, device)
+    ids, mask = left_pad(prompts, pad_id, device)
     P = ids.shape[1]
     n = len(rows)
     # Cache length rounded up to a multiple of 256: the compiled decode step sees one shape per
