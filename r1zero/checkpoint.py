@@ -2,7 +2,8 @@
 
 A checkpoint is ``output_dir/checkpoint-<step>/`` holding the model (safetensors, loadable by
 ``AutoModelForCausalLM`` and vLLM), the tokenizer, ``trainer_state.json`` (step, data position,
-readable) and ``trainer_state.pt`` (optimizer, scheduler and RNG states). It is written into a
+readable) and ``trainer_state.pt`` (optimizer, scheduler and RNG states; under torchrun the optimizer
+state is in ``optimizer/`` instead, each rank's shards in torch.distributed.checkpoint format). It is written into a
 hidden temporary folder and renamed into place only when complete, so a crash never leaves a
 half-written checkpoint that resume would pick up.
 """
@@ -21,6 +22,7 @@ import torch
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_JSON = "trainer_state.json"
 STATE_PT = "trainer_state.pt"
+OPTIMIZER_DIR = "optimizer"  # under torchrun: every rank's optimizer state (torch.distributed.checkpoint)
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
@@ -43,19 +45,21 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
                     *, heavy_state: dict[str, Any] | None = None, total_limit: int | None = None,
-                    extra_models: dict[str, Any] | None = None) -> Path:
+                    extra_models: dict[str, Any] | None = None, model_state_dict: dict | None = None,
+                    tmp: Path | None = None) -> Path:
     """Write ``checkpoint-<step>`` atomically and prune old ones down to ``total_limit``.
 
     ``state`` is JSON-serialisable (step, data position); ``heavy_state`` holds tensors
     (optimizer, scheduler, RNG) and is skipped when None (optimizer state is optional).
     ``extra_models`` (name -> model, e.g. PPO's critic) are saved in sub-folders of that name.
+    ``model_state_dict`` replaces the model's own weights (a sharded model's gathered ones);
+    ``tmp`` is a folder from ``new_tmp`` that other processes already wrote parts into.
     """
     root = Path(output_dir)
-    root.mkdir(parents=True, exist_ok=True)
+    tmp = tmp or new_tmp(root, step)
     final = root / f"checkpoint-{step}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-checkpoint-{step}-"))
     try:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         for name, extra in (extra_models or {}).items():
@@ -80,6 +84,13 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
     if total_limit is not None:
         prune_checkpoints(root, total_limit)
     return final
+
+
+def new_tmp(output_dir: str | os.PathLike, step: int) -> Path:
+    """A fresh hidden folder in ``output_dir`` to write checkpoint ``step`` into before the rename."""
+    root = Path(output_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-checkpoint-{step}-"))
 
 
 def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:

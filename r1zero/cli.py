@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -34,12 +35,22 @@ def cmd_train(args) -> int:
         print(config_reference())
         return 0
     cfg = load_config(args.config, args.overrides)
+    from r1zero import distributed
     from r1zero.trainer import Trainer
 
-    trainer = Trainer(cfg)
-    log.info("training %s on %s (%s) for %d steps; output: %s", cfg.model_name_or_path, cfg.task,
-             trainer.device, trainer.max_steps, cfg.output_dir)
-    result = trainer.train()
+    env = distributed.init(cfg.device)  # under torchrun: join the process group; else one process
+    try:
+        if not env.is_main:  # rank 0 speaks for the run
+            logging.getLogger("r1zero").setLevel(logging.WARNING)
+        trainer = Trainer(cfg, env)
+        log.info("training %s on %s (%s%s) for %d steps; output: %s", cfg.model_name_or_path, cfg.task,
+                 trainer.device, f", {env.world_size} processes, {cfg.distributed}" if env.enabled else "",
+                 trainer.max_steps, cfg.output_dir)
+        result = trainer.train()
+    finally:
+        distributed.cleanup(env)
+    if not env.is_main:
+        return 0
     start, end = result.get("eval_start"), result.get("eval_end")
     if start and end:
         print(f"eval accuracy {start['accuracy']:.3f} -> {end['accuracy']:.3f}, "
@@ -192,11 +203,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except _user_errors() as e:
-        print(f"r1zero: error: {e}", file=sys.stderr)
+        _say_once(f"r1zero: error: {e}")
         return 2
     except RunStopped as e:  # a run that started but cannot usefully go on (r1zero.guards)
-        print(f"r1zero: error: {e}", file=sys.stderr)
+        _say_once(f"r1zero: error: {e}")
         return 1
+
+
+def _say_once(message: str) -> None:
+    """Print to stderr; under torchrun every rank hits the same error, and rank 0 says it."""
+    if os.environ.get("RANK", "0") == "0":
+        print(message, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -47,6 +47,11 @@ class TrainConfig:
     )
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     device: str = _f("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
+    distributed: Literal["ddp", "fsdp"] = _f(
+        "ddp", "Under torchrun: 'ddp' replicates the model on every process, 'fsdp' shards weights, gradients and "
+        "optimizer state (FSDP2). Ignored in one process. See docs/DISTRIBUTED.md."
+    )
+    fsdp_cpu_offload: bool = _f(False, "With distributed=fsdp, keep the shards and their optimizer state in CPU memory.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
 
     # ---- task and data --------------------------------------------------------------------------

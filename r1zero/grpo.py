@@ -247,9 +247,7 @@ def policy_loss(
     eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.detach().to(logprobs.dtype)
     adv = torch.as_tensor(advantages).detach().to(device=logprobs.device, dtype=logprobs.dtype)
-    if adv.dim() == 2 and adv.shape == logprobs.shape:
-        pass  # per-token advantages (ppo, reinforce_pp)
-    else:
+    if not (adv.dim() == 2 and adv.shape == logprobs.shape):  # else per-token already (ppo, reinforce_pp)
         adv = adv.reshape(-1, 1)
         if adv.shape[0] != logprobs.shape[0]:
             raise ValueError(f"advantages must have one value per sequence ({logprobs.shape[0]}), got {adv.shape[0]}")

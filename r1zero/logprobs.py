@@ -143,3 +143,22 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     logprobs = logprobs.masked_scatter(sel, flat_lp)
     entropy = entropy.masked_scatter(sel, flat_ent if entropy_grad else flat_ent.detach())
     return logprobs, entropy
+
+
+class CompletionLogprobs(torch.nn.Module):
+    """``completion_logprobs`` of the model it holds, as a module's forward.
+
+    One forward per micro-batch is what DDP and FSDP2 wrap: DDP expects one forward per backward,
+    and FSDP2 gathers the root's weights (embeddings, final norm, LM head) around its root module's
+    forward; the shared-prompt path calls the decoder twice and the head directly, so the root must
+    be this module, not the Hugging Face model (r1zero.distributed).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, prompt_width: int, completion_mask, *, temperature: float = 1.0,
+                chunk_size: int = 1024, entropy_grad: bool = False):
+        return completion_logprobs(self.model, input_ids, attention_mask, prompt_width, completion_mask,
+                                   temperature=temperature, chunk_size=chunk_size, entropy_grad=entropy_grad)

@@ -139,11 +139,15 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
         model.requires_grad_(False)
     else:
         model.train()
-    # Dropout off: RL rollouts and log-probs must come from the same function.
+    disable_dropout(model)
+    return model
+
+
+def disable_dropout(model) -> None:
+    """Dropout off: RL rollouts, log-probs and values must come from the same function."""
     for m in model.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = 0.0
-    return model
 
 
 def eos_token_ids(tokenizer, model=None) -> list[int]:

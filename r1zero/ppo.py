@@ -38,7 +38,7 @@ import torch
 
 from r1zero.advantages import masked_mean, masked_whiten, reinforce_pp_advantages, rloo_advantages, token_rewards
 from r1zero.grpo import _reduce, policy_loss
-from r1zero.logprobs import completion_logprobs, position_ids_from_mask
+from r1zero.logprobs import position_ids_from_mask
 
 log = logging.getLogger("r1zero")
 
@@ -116,7 +116,7 @@ def load_critic(name_or_path: str, device: torch.device, *, trust_remote_code: b
     """A causal LM's backbone with a fresh scalar head (``*ForTokenClassification``, 1 label)."""
     from transformers import AutoModelForTokenClassification
 
-    from r1zero.models import ModelError, resolve_model_path
+    from r1zero.models import ModelError, disable_dropout, resolve_model_path
 
     path = resolve_model_path(name_or_path)
     try:
@@ -127,9 +127,7 @@ def load_critic(name_or_path: str, device: torch.device, *, trust_remote_code: b
                          f"({str(e).splitlines()[0]}); give a causal LM folder or hub id") from None
     model.to(device)
     model.train()
-    for m in model.modules():  # deterministic values, as for the policy
-        if isinstance(m, torch.nn.Dropout):
-            m.p = 0.0
+    disable_dropout(model)  # deterministic values, as for the policy
     return model
 
 
@@ -140,7 +138,7 @@ class PPOFamily:
     """Owns the critic (ppo), its optimizer and schedule, and the KL controller of a Trainer."""
 
     def __init__(self, trainer):
-        from r1zero.trainer import make_scheduler
+        from r1zero.trainer import make_optimizer
 
         self.tr = trainer
         cfg = trainer.cfg
@@ -155,11 +153,8 @@ class PPOFamily:
             self.critic = load_critic(src, trainer.device, trust_remote_code=cfg.trust_remote_code)
             if cfg.gradient_checkpointing:
                 self.critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            self.critic_optimizer = torch.optim.AdamW(
-                [p for p in self.critic.parameters() if p.requires_grad], lr=cfg.critic_learning_rate,
-                betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
-            warmup = int(round(cfg.warmup_ratio * trainer.max_steps))
-            self.critic_scheduler = make_scheduler(self.critic_optimizer, cfg.lr_scheduler_type, trainer.max_steps, warmup)
+            self.critic_optimizer, self.critic_scheduler = make_optimizer(
+                self.critic, cfg, cfg.critic_learning_rate, trainer.max_steps)
 
     # ---- checkpoint state ------------------------------------------------------------------------
     def light_state(self) -> dict:
@@ -212,18 +207,7 @@ class PPOFamily:
 
     def _policy(self, ids, am, cm, P):
         """Log-probs and entropies; the entropies keep their gradient when entropy_coeff > 0."""
-        if self.cfg.entropy_coeff <= 0:
-            return self.tr._logprobs(self.tr.model, ids, am, cm, P)
-        from r1zero.trainer import _trim
-
-        tr = self.tr
-        ids_t, am_t, cm_t, pw = _trim(ids, am, cm, P)
-        with tr._autocast():
-            lp, ent = completion_logprobs(tr.model, ids_t.to(tr.device), am_t.to(tr.device), pw, cm_t.to(tr.device),
-                                          temperature=self.cfg.temperature, chunk_size=self.cfg.logprob_chunk_size,
-                                          entropy_grad=True)
-        pad = cm.shape[1] - lp.shape[1]
-        return torch.nn.functional.pad(lp, (0, pad)), torch.nn.functional.pad(ent, (0, pad))
+        return self.tr._logprobs(self.tr.policy, ids, am, cm, P, entropy_grad=self.cfg.entropy_coeff > 0)
 
     # ---- advantages --------------------------------------------------------------------------------
     def advantages(self, roll, rewards: torch.Tensor, loss_mask: torch.Tensor, old: torch.Tensor,
@@ -260,8 +244,10 @@ class PPOFamily:
     # ---- the update ----------------------------------------------------------------------------------
     def update(self, roll, rewards: torch.Tensor, loss_mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """Run one step's epochs; returns (one advantage per completion for the samples log, metrics)."""
+        from r1zero.trainer import clip_and_step  # the trainer imports this module
+
         tr, cfg = self.tr, self.cfg
-        old_all = tr._frozen_logprobs(tr.model, roll)  # pi_old for the ratio and the reward KL
+        old_all = tr._frozen_logprobs(tr.policy, roll)  # pi_old for the ratio and the reward KL
         ref_all = tr._ref_logprobs(roll) if tr.ref_model is not None else None
         adv_all, returns_all, values_all, metrics = self.advantages(roll, rewards, loss_mask, old_all, ref_all)
         update_policy = tr.step >= cfg.critic_warmup_steps
@@ -319,11 +305,11 @@ class PPOFamily:
                         counts["critic/value_clip_frac"] = counts.get("critic/value_clip_frac", 0.0) + tok
                 if update_policy:
                     # A non-finite loss or gradient skips the update (r1zero.guards), as in GRPO.
-                    grad_norms.append(_clip_and_step(tr.model, tr.optimizer, cfg.max_grad_norm,
-                                                     lambda gn: tr.health.update_ok(gn, tr.step + 1)))
+                    grad_norms.append(_nan_if_inf(clip_and_step(
+                        tr.model, tr.optimizer, cfg.max_grad_norm, lambda gn: tr.health.update_ok(gn, tr.step + 1))))
                 if self.critic is not None:
-                    critic_norms.append(_clip_and_step(self.critic, self.critic_optimizer, cfg.max_grad_norm,
-                                                       lambda gn: math.isfinite(float(gn))))
+                    critic_norms.append(_nan_if_inf(clip_and_step(
+                        self.critic, self.critic_optimizer, cfg.max_grad_norm, lambda gn: math.isfinite(float(gn)))))
                 updates += 1
         tr.optimizer.zero_grad(set_to_none=True)
         if self.critic is not None:
@@ -343,13 +329,5 @@ class PPOFamily:
         return seq_adv, metrics
 
 
-def _clip_and_step(model, optimizer, max_grad_norm: float, allow) -> float:
-    """Clip, then step only if ``allow(grad_norm)`` says the update is finite."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    if max_grad_norm > 0:
-        gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    else:
-        gn = torch.sqrt(sum((p.grad.detach().float() ** 2).sum() for p in params))
-    if allow(gn):
-        optimizer.step()
-    return float(gn) if math.isfinite(float(gn)) else float("nan")
+def _nan_if_inf(grad_norm: float) -> float:
+    return grad_norm if math.isfinite(grad_norm) else float("nan")

@@ -132,10 +132,3 @@ class RewardModel:
                 total += w * value
             out.rewards[i] = total
         return out
-
-
-def call_reward(fn: Callable[..., Any], completion: str, example: Mapping[str, Any], prompt: str | None) -> float | None:
-    """One call of a user reward; None when it failed (raised, or returned no finite number)."""
-    from r1zero.reward_worker import score_one
-
-    return score_one(fn, completion, example, prompt)[0]

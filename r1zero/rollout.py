@@ -63,7 +63,7 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -
 def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
              eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              batch_size: int | None = None, seed: int | None = None, autocast_dtype=None,
-             engine: str = "r1zero", cache: str = "auto") -> Rollout:
+             engine: str = "r1zero", cache: str = "auto", prompt_index: list[int] | None = None) -> Rollout:
     """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
@@ -73,6 +73,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     sample index), so samples do not depend on ``batch_size``); ``engine="hf"`` is transformers'
     ``generate`` (the baseline the benchmarks compare with; greedy output is identical).
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
+    ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout_engine.generate_ids).
     """
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
@@ -87,7 +88,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
         completion_ids = generate_ids(
             model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
-            autocast_dtype=autocast_dtype, cache=cache)
+            autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index)
         return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
     if engine != "hf":
         raise ValueError(f"engine: {engine!r} is not 'r1zero' or 'hf'")

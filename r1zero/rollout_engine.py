@@ -118,15 +118,19 @@ def _decode_fn(model, device: torch.device):
 def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                  batch_size: int | None = None, seed: int = 0, autocast_dtype=None,
-                 cache: str = "dynamic") -> torch.Tensor:
+                 cache: str = "dynamic", prompt_index: list[int] | None = None) -> torch.Tensor:
     """Completion ids (N, C) for N = len(prompt_ids) * num_generations rows (groups contiguous), on
     CPU, padded with ``pad_id`` after each row's EOS; C is at most ``max_new_tokens``.
 
     ``batch_size`` bounds the rows decoded together (whole groups: at least one prompt's G rows).
+    ``prompt_index``: each prompt's index in the sampling key (default its position here); under
+    torchrun a rank passes the prompts' positions in the global batch, so every process count
+    draws the same samples.
     """
     G = num_generations
     device = next(model.parameters()).device
     n_prompts = len(prompt_ids)
+    key_index = list(range(n_prompts)) if prompt_index is None else list(prompt_index)
     per_chunk = n_prompts if not batch_size else max(1, batch_size // G)
     out = torch.full((n_prompts * G, max(max_new_tokens, 0)), pad_id, dtype=torch.long)
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
@@ -139,7 +143,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
         with autocast:
             for p0 in range(0, n_prompts, per_chunk):
                 chunk = list(range(p0, min(n_prompts, p0 + per_chunk)))
-                keys = row_keys(seed, [p for p in chunk for _ in range(G)], [g for _ in chunk for g in range(G)])
+                keys = row_keys(seed, [key_index[p] for p in chunk for _ in range(G)], [g for _ in chunk for g in range(G)])
                 rows = torch.arange(p0 * G, (p0 + len(chunk)) * G)
                 step = _decode_static if cache == "static" else _decode_dynamic
                 w = step(model, [prompt_ids[p] for p in chunk], G, max_new_tokens, eos, pad_id, temperature,

@@ -43,25 +43,31 @@ def append_jsonl(path: Path, row: dict) -> None:
         f.write(json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
+def read_jsonl(path: str | os.PathLike, skip_broken: bool = False) -> list[dict]:
+    """The rows of a JSONL file ([] if absent); ``skip_broken`` drops lines that do not parse (a line
+    cut short by a crash) instead of raising."""
     path = Path(path)
     if not path.is_file():
         return []
+    rows = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if not skip_broken:
+                    raise
+    return rows
 
 
 def truncate_jsonl(path: Path, max_step: int) -> None:
     """Keep rows with step <= max_step (a resumed run rewrites what came after its checkpoint)."""
     if not path.is_file():
         return
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut short by a crash: the resumed run writes it again
-            continue
-    rows = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= max_step]
+    # A line cut short by a crash is dropped: the resumed run writes it again.
+    rows = [r for r in read_jsonl(path, skip_broken=True) if isinstance(r, dict) and r.get("step", 0) <= max_step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         for r in rows:

@@ -1,0 +1,250 @@
+"""torchrun on CPU: 2 processes (gloo) with DDP and with FSDP2 train exactly what 1 process trains.
+
+The runs are real ``r1zero train`` commands (torchrun --standalone --nproc_per_node 2) on a tiny
+random Qwen2 whose EOS rows are scaled up so that completions stop at different lengths: with
+equal lengths every rank would hold the same token count and a loss normalised per rank could not
+be told from one normalised over the whole batch (the dapo check below needs unequal counts).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, make_tiny_model
+from safetensors.torch import load_file
+
+from r1zero import distributed as dist
+from r1zero.config import ConfigError, TrainConfig
+from r1zero.trainer import StepSamples, check_distributed, merge_summaries
+
+TIMING = ("time/", "tokens_per_second")
+TOL = 1e-5
+
+# GRPO with a KL term (a sharded / replicated reference model), two mini-batches and two passes
+# per step (old log-probs computed); dapo with one update per step, two micro-batches per rank.
+CASES = {
+    "grpo": dict(loss_type="grpo", beta=0.04, mini_batch_prompts=2, num_iterations=2),
+    "dapo": dict(loss_type="dapo", beta=0.0, epsilon_high=0.28),
+}
+
+
+@pytest.fixture(scope="module")
+def stopping_model(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny random Qwen2 whose EOS rows are long vectors: the EOS logit swings with the context,
+    so completions end anywhere between 1 and max_completion_length tokens."""
+    from transformers import AutoModelForCausalLM
+
+    out = make_tiny_model("qwen2", tokenizer_dir, tmp_path_factory.mktemp("stopping-qwen2"))
+    model = AutoModelForCausalLM.from_pretrained(out)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for e in model.generation_config.eos_token_id:
+            w = torch.randn(model.config.hidden_size, generator=g)
+            model.lm_head.weight[e] = w / w.norm() * 1.5
+    model.save_pretrained(out)
+    return out
+
+
+def recipe(model_dir: Path, out: Path, **extra) -> dict:
+    r = dict(model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
+             task_args={"train_size": 32, "test_size": 3}, prompts_per_step=4, num_generations=4,
+             per_device_train_batch_size=4, max_prompt_length=256, max_completion_length=12,
+             learning_rate=1e-3, max_steps=2, save_steps=1, save_total_limit=None, eval_limit=3,
+             eval_on_start=False, eval_on_end=True, output_dir=str(out), report_to=["none"],
+             log_completions_rate=1.0, disable_tqdm=True, seed=3, device="cpu", report_steps=0,
+             # Sampling over the random model's ~49k nearly equal probabilities flips a token when
+             # the weights differ in the last bits (1 in ~200 tokens); top_k keeps the draws apart.
+             top_k=20,
+             reward_funcs=[f"{REPO / 'tests' / 'toy_rewards.py'}:vowel_share"])
+    r.update(extra)
+    return r
+
+
+def launch(cfg: dict, procs: int, mode: str = "ddp") -> Path:
+    out = Path(cfg["output_dir"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    head = [sys.executable, "-m", "r1zero"] if procs == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "r1zero"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # what torchrun sets per process; the same for the 1-process run
+    r = subprocess.run([*head, "train", "--config", str(path), f"distributed={mode}"], capture_output=True,
+                       text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, stopping_model):
+    """Run (case, processes, mode) once per module and hand back its output folder."""
+    root = tmp_path_factory.mktemp("dist-runs")
+    done: dict[tuple, Path] = {}
+
+    def get(case: str, procs: int, mode: str = "ddp") -> Path:
+        key = (case, procs, mode if procs > 1 else "one")
+        if key not in done:
+            done[key] = launch(recipe(stopping_model, root / "-".join(map(str, key)), **CASES[case]), procs, mode)
+        return done[key]
+
+    return get
+
+
+def weights(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(str(run / f"checkpoint-{step}" / "model.safetensors"))
+
+
+def max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def assert_close_rows(a: list[dict], b: list[dict], tol: float = TOL) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert x.keys() == y.keys()
+        for k, v in x.items():
+            if k.startswith(TIMING):
+                continue
+            if isinstance(v, float):
+                assert y[k] == pytest.approx(v, abs=tol), k
+            else:
+                assert y[k] == v, k
+
+
+# ---- the issue's checks ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("mode", dist.MODES)
+def test_two_processes_train_what_one_process_trains(runs, case, mode, stopping_model):
+    one, two = runs(case, 1), runs(case, 2, mode)
+    start = load_file(str(stopping_model / "model.safetensors"))
+    for step in (1, 2):
+        assert max_diff(weights(one, step), weights(two, step)) < TOL
+    assert max_diff(weights(one, 2), start) > 100 * TOL  # the runs did move the weights
+    # The same samples (keyed by global prompt index), rewards, advantages, metrics and evaluation.
+    assert_close_rows(jsonl(one / "samples.jsonl"), jsonl(two / "samples.jsonl"))
+    assert_close_rows(jsonl(one / "metrics.jsonl"), jsonl(two / "metrics.jsonl"))
+    assert_close_rows(jsonl(one / "eval_results.jsonl"), jsonl(two / "eval_results.jsonl"))
+    lengths = {s["length"] for s in jsonl(two / "samples.jsonl")}
+    assert len(lengths) > 2  # completions of different lengths: the token counts differ per rank
+    # The Hugging Face export is a normal model folder.
+    cfg = json.loads((two / "checkpoint-2" / "config.json").read_text())
+    assert cfg["architectures"] == ["Qwen2ForCausalLM"]
+    assert (two / "checkpoint-2" / "optimizer").is_dir()  # torch.distributed.checkpoint files
+
+
+@pytest.mark.parametrize("mode", dist.MODES)
+def test_two_process_resume_equals_uninterrupted(runs, mode, tmp_path, stopping_model):
+    full = runs("grpo", 2, mode)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
+    launch(recipe(stopping_model, resumed, **CASES["grpo"]), 2, mode)
+    assert max_diff(weights(full, 2), weights(resumed, 2)) <= 1e-6
+    assert_close_rows(jsonl(full / "metrics.jsonl")[1:], jsonl(resumed / "metrics.jsonl"), tol=1e-6)
+
+
+@pytest.mark.parametrize("mode", dist.MODES)
+def test_dapo_normalises_by_the_global_token_count(runs, mode):
+    """At step 1 the ratio is exactly 1 (one update per step) and beta is 0, so every completion
+    token's loss is -A: the dapo loss is -sum_i(A_i * L_i) / sum_i(L_i) over all 16 completions of
+    both ranks. Normalising by each rank's own tokens would give another number."""
+    two = runs("dapo", 2, mode)
+    samples = [s for s in jsonl(two / "samples.jsonl") if s["step"] == 1]
+    assert len(samples) == 16  # log_completions_rate=1: every completion, in global order
+    adv = [s["advantage"] for s in samples]
+    length = [s["length"] for s in samples]
+    by_hand = -sum(a * n for a, n in zip(adv, length)) / sum(length)
+    logged = jsonl(two / "metrics.jsonl")[0]["loss"]
+    assert logged == pytest.approx(by_hand, abs=1e-6)
+    # Rank 0 trains prompts 0-1 (rows 0-7), rank 1 prompts 2-3 (rows 8-15): per-rank normalisation
+    # (each rank's mean, averaged by the gradient all-reduce) differs measurably from the global one.
+    per_rank = sum(-sum(a * n for a, n in zip(adv[r:r + 8], length[r:r + 8])) / sum(length[r:r + 8])
+                   for r in (0, 8)) / 2
+    assert abs(per_rank - by_hand) > 1e-3
+    assert max_diff(weights(two, 2), weights(runs("dapo", 1), 2)) < TOL
+
+
+# ---- the pieces, in one process -----------------------------------------------------------------
+
+def test_each_rank_takes_an_equal_piece_of_every_mini_batch():
+    share = [dist.prompt_share(8, 4, dist.DistEnv(r, 2)) for r in range(2)]
+    assert share == [[0, 1, 4, 5], [2, 3, 6, 7]]
+    assert dist.prompt_share(8, 8, dist.DistEnv(1, 2)) == [4, 5, 6, 7]
+    assert dist.prompt_share(6, 6, dist.DistEnv()) == list(range(6))
+    rows = [dist.row_share(5, dist.DistEnv(r, 2)) for r in range(2)]
+    assert [list(range(5))[s] for s in rows] == [[0, 1, 2], [3, 4]]
+
+
+def test_configs_torchrun_cannot_split_are_refused_with_the_key(tmp_path):
+    two = dist.DistEnv(0, 2)
+    base = dict(output_dir=str(tmp_path / "o"), prompts_per_step=4, num_generations=2)
+    check_distributed(TrainConfig(**base), two)  # fine
+    with pytest.raises(ConfigError, match="'prompts_per_step' \\(3\\) must be divisible by the 2 processes"):
+        check_distributed(TrainConfig(**{**base, "prompts_per_step": 3}), two)
+    with pytest.raises(ConfigError, match="'mini_batch_prompts' \\(1\\) must be divisible"):
+        check_distributed(TrainConfig(**{**base, "mini_batch_prompts": 1}), two)
+    with pytest.raises(ConfigError, match="'algorithm' ppo runs in one process only"):
+        check_distributed(TrainConfig(**{**base, "algorithm": "ppo"}), two)
+    check_distributed(TrainConfig(**{**base, "prompts_per_step": 3}), dist.DistEnv())  # one process: anything
+
+
+def test_evaluation_summaries_merge_as_one_mean():
+    merged = merge_summaries([{"n": 2, "accuracy": 0.5, "mean_length": 10.0}, {"n": 0},
+                              {"n": 1, "accuracy": 1.0, "mean_length": 4.0}])
+    assert merged == {"n": 3, "accuracy": pytest.approx(2 / 3), "mean_length": pytest.approx(8.0)}
+
+
+def test_one_process_step_samples_keep_the_rollout_order():
+    from r1zero.rewards import BatchScores
+    from r1zero.rollout import Rollout
+
+    roll = Rollout(torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1, dtype=torch.long),
+                   torch.zeros(4, 3, dtype=torch.long), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]),
+                   torch.tensor([False, False, True, False]), ["a", "b", "c", "d"])
+    scores = BatchScores([0.1, 0.2, 0.3, 0.4], [True, False, False, True], [True] * 4, {"x": [1.0, 2.0, 3.0, 4.0]},
+                         {"x": 1})
+    batch = StepSamples.gather([0, 1], ["p0", "p1"], [{"i": 0}, {"i": 1}], roll, scores, dist.DistEnv())
+    assert batch.completions == ["a", "b", "c", "d"] and batch.prompts == ["p0", "p1"]
+    assert batch.lengths.tolist() == [1, 2, 3, 1] and batch.truncated.tolist() == [False, False, True, False]
+    assert batch.scores.rewards == [0.1, 0.2, 0.3, 0.4] and batch.scores.parts == {"x": [1.0, 2.0, 3.0, 4.0]}
+    assert batch.scores.errors == {"x": 1}
+
+
+def test_step_samples_from_two_ranks_come_back_in_global_order(monkeypatch):
+    """Rank 0 owns prompts 0 and 2, rank 1 prompts 1 and 3 (two mini-batches of 2); only rank 1's
+    user reward produced a part; both ranks counted reward errors."""
+    from r1zero.rewards import BatchScores
+
+    def share(index, rewards, parts, errors):
+        G = 2
+        return dict(index=index, prompts=[f"p{i}" for i in index], examples=[{"i": i} for i in index],
+                    completions=[f"c{i}.{g}" for i in index for g in range(G)],
+                    lengths=[10 * i + g for i in index for g in range(G)],
+                    truncated=[g == 1 for _ in index for g in range(G)],
+                    scores=BatchScores(rewards, [r > 0.5 for r in rewards], [True] * 4, parts, errors,
+                                       {k: "boom" for k in errors}))
+
+    shares = [share([0, 2], [0.0, 0.1, 0.2, 0.3], {}, {"f": 1}),
+              share([1, 3], [1.0, 1.1, 1.2, 1.3], {"x": [5.0, 6.0, 7.0, 8.0]}, {"f": 2})]
+    monkeypatch.setattr(dist, "gather", lambda obj, env: shares)
+    roll_like = type("R", (), {"completions": ["?"] * 4, "lengths": torch.zeros(4), "truncated": torch.zeros(4)})
+    batch = StepSamples.gather([0, 2], None, None, roll_like, None, dist.DistEnv(0, 2))
+    assert batch.prompts == ["p0", "p1", "p2", "p3"] and [e["i"] for e in batch.examples] == [0, 1, 2, 3]
+    assert batch.completions == ["c0.0", "c0.1", "c1.0", "c1.1", "c2.0", "c2.1", "c3.0", "c3.1"]
+    assert batch.lengths.tolist() == [0, 1, 10, 11, 20, 21, 30, 31]
+    assert batch.scores.rewards == [0.0, 0.1, 1.0, 1.1, 0.2, 0.3, 1.2, 1.3]
+    assert batch.scores.parts == {"x": [0.0, 0.0, 5.0, 6.0, 0.0, 0.0, 7.0, 8.0]}
+    assert batch.scores.errors == {"f": 3} and batch.scores.error_reasons == {"f": "boom"}
+    assert batch.truncated.tolist() == [False, True] * 4
