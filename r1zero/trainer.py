@@ -337,7 +337,7 @@ class Trainer:
         self.ref_model = self.ref_policy = None
         if cfg.beta > 0 or (cfg.algorithm != "grpo" and cfg.kl_coef > 0):  # always the starting model, also after a resume
             # Offloaded: kept on the CPU and moved in per use; sharded: FSDP's CPU offload does it.
-            ref_device = torch.device("cpu") if cfg.ref_model_offload and cfg.distributed != "fsdp" else self.device
+            ref_device = torch.device("cpu") if cfg.ref_model_offload and not self.sharded else self.device
             self.ref_model = load_model(cfg.model_name_or_path, ref_device, trust_remote_code=cfg.trust_remote_code,
                                         trainable=False)
             self.ref_policy = dist.wrap(CompletionLogprobs(self.ref_model), cfg.distributed, self.env, trainable=False,
