@@ -176,6 +176,29 @@ def test_dapo_normalises_by_the_global_token_count(runs, mode):
     assert max_diff(weights(two, 2), weights(runs("dapo", 1), 2)) < TOL
 
 
+def test_two_nodes_meeting_by_rendezvous_train_what_one_process_trains(runs, tmp_path, stopping_model):
+    """The several-nodes command of docs/DISTRIBUTED.md, both 'nodes' on this machine: two torchrun
+    launchers of one process each meet through a c10d rendezvous (each process is LOCAL_RANK 0)."""
+    import socket
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    out = tmp_path / "nodes"
+    cfg_path = tmp_path / "nodes.yaml"
+    cfg_path.write_text(yaml.safe_dump(recipe(stopping_model, out, **CASES["grpo"])))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                               "--node_rank", str(node), "--rdzv_backend", "c10d", "--rdzv_endpoint",
+                               f"127.0.0.1:{port}", "--rdzv_id", "r1zero-test", "-m", "r1zero", "train",
+                               "--config", str(cfg_path), "distributed=fsdp"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for node in (0, 1)]
+    logs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
+    assert max_diff(weights(runs("grpo", 1), 2), weights(out, 2)) < TOL
+
+
 # ---- the pieces, in one process -----------------------------------------------------------------
 
 def test_each_rank_takes_an_equal_piece_of_every_mini_batch():
