@@ -153,11 +153,6 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
-def any_rank(flag: bool, env: DistEnv) -> bool:
-    """True on every rank when ``flag`` is true on at least one (a shared decision, e.g. to stop)."""
-    return bool(all_sum([1.0 if flag else 0.0], env)[0] > 0)
-
-
 # ---- wrapping ----------------------------------------------------------------------------------
 
 def wrap(module: torch.nn.Module, mode: str, env: DistEnv, *, cpu_offload: bool = False,

@@ -484,10 +484,12 @@ class Trainer:
         ent_sum = 0.0
         grad_norms = []
         mb = cfg.per_device_train_batch_size
+        starts = range(0, n, mini_rows)
+        # Each mini-batch's token count over all ranks (the dapo normaliser): one all-reduce per step.
+        mini_tokens_all = dist.all_sum([loss_mask[m0:m0 + mini_rows].sum() for m0 in starts], self.env)
         for _ in range(cfg.num_iterations):
-            for m0 in range(0, n, mini_rows):
+            for m0, mini_tokens in zip(starts, mini_tokens_all):
                 rows = list(range(m0, min(n, m0 + mini_rows)))
-                mini_tokens = dist.all_sum([loss_mask[rows].sum()], self.env)[0]  # the whole mini-batch's
                 self.optimizer.zero_grad(set_to_none=True)
                 for s in range(0, len(rows), mb):
                     r = rows[s:s + mb]
@@ -505,7 +507,7 @@ class Trainer:
                             total_tokens=mini_tokens)
                         if cfg.loss_type != "dapo":
                             loss = loss * (len(r) / (len(rows) * W))  # mean over the mini-batch, not the micro-batch
-                        (loss * W if W > 1 else loss).backward()
+                        (loss * W).backward()
                     self.health.note_loss(loss.detach())
                     tok = float(cm.sum())
                     tokens_total += tok

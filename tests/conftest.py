@@ -69,3 +69,18 @@ def tiny_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, tokenizer_dir) -> Path:
     return make_tiny_model("llama", tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def pack_rows(pad_id: int, prompt_rows: list[list[int]], completions: list[list[int]]):
+    """The trainer's layout for row i = prompt_rows[i] + completions[i]: (input_ids, attention_mask,
+    prompt width, completion mask), prompts left-padded and completions right-padded."""
+    from r1zero.rollout_engine import left_pad
+
+    p_ids, p_mask = left_pad(prompt_rows, pad_id)
+    C = max(len(c) for c in completions)
+    c_ids = torch.full((len(completions), C), pad_id)
+    c_mask = torch.zeros((len(completions), C), dtype=torch.long)
+    for i, c in enumerate(completions):
+        c_ids[i, :len(c)] = torch.tensor(c)
+        c_mask[i, :len(c)] = 1
+    return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), p_ids.shape[1], c_mask

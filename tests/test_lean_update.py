@@ -3,7 +3,8 @@ import torch
 
 from r1zero.logprobs import completion_logprobs, prompt_groups
 from r1zero.models import load_model, load_tokenizer
-from r1zero.rollout import left_pad, tokenize_prompts
+from r1zero.rollout import tokenize_prompts
+from conftest import pack_rows
 
 
 def _batch(tok):
@@ -11,15 +12,7 @@ def _batch(tok):
     prompts = tokenize_prompts(tok, ["Using the numbers [1, 2, 3], make 6.", "Hi"], False)
     comps = [" 1 + 2 + 3", " 6", " I think the answer is 3 * 2", " ok", " hello there friend", "!"]
     comps = [tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id] for c in comps]
-    rows = [prompts[i // 3] for i in range(6)]
-    p_ids, p_mask = left_pad(rows, tok.pad_token_id)
-    C = max(len(c) for c in comps)
-    c_ids = torch.full((6, C), tok.pad_token_id)
-    c_mask = torch.zeros((6, C), dtype=torch.long)
-    for i, c in enumerate(comps):
-        c_ids[i, :len(c)] = torch.tensor(c)
-        c_mask[i, :len(c)] = 1
-    return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), p_ids.shape[1], c_mask
+    return pack_rows(tok.pad_token_id, [prompts[i // 3] for i in range(6)], comps)
 
 
 def test_prompt_groups_finds_runs():

@@ -4,6 +4,7 @@ import torch
 from r1zero.logprobs import completion_logprobs, position_ids_from_mask
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
 from r1zero.rollout import completion_mask_from_ids, generate, left_pad, tokenize_prompts
+from conftest import pack_rows
 
 
 def naive_logprobs(model, ids, temperature):
@@ -41,17 +42,9 @@ def test_chunked_padded_logprobs_equal_unpadded_full_logits(tiny_llama):
     prompt_ids = tokenize_prompts(tok, prompts, add_special_tokens=False)
     completions = [tok("Sure: 1 + 2 + 3", add_special_tokens=False).input_ids + [tok.eos_token_id],
                    tok(" ok", add_special_tokens=False).input_ids + [tok.eos_token_id]]
-    p_ids, p_mask = left_pad(prompt_ids, tok.pad_token_id)
-    C = max(len(c) for c in completions)
-    c_ids = torch.full((2, C), tok.pad_token_id)
-    c_mask = torch.zeros((2, C), dtype=torch.long)
-    for i, c in enumerate(completions):
-        c_ids[i, :len(c)] = torch.tensor(c)
-        c_mask[i, :len(c)] = 1
-    ids = torch.cat([p_ids, c_ids], 1)
-    am = torch.cat([p_mask, c_mask], 1)
+    ids, am, P, c_mask = pack_rows(tok.pad_token_id, prompt_ids, completions)
     for chunk in (1, 3, 1000):
-        lp, ent = completion_logprobs(model, ids, am, p_ids.shape[1], c_mask, temperature=0.7, chunk_size=chunk)
+        lp, ent = completion_logprobs(model, ids, am, P, c_mask, temperature=0.7, chunk_size=chunk)
         for i in range(2):
             full = torch.tensor(prompt_ids[i] + completions[i])
             ref = naive_logprobs(model, full, 0.7)[len(prompt_ids[i]) - 1:]
