@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import PeakMemory, Timer, host_description, print_table, sync  # noqa: E402
 
 from r1zero.config import TrainConfig  # noqa: E402
-from r1zero.trainer import Trainer, build_task, load_data  # noqa: E402
+from r1zero.training.trainer import Trainer, build_task, load_data  # noqa: E402
 
 QWEN_SHAPES = {
     # The published configs of Qwen2.5-0.5B and -3B (random weights: no download needed).
@@ -115,7 +115,7 @@ def run_r1zero(spec: dict, model: str, warmup: int, steps: int, tmp: str) -> Sid
         if spec["fixed_length"]:
             trainer.eos_ids = []  # never stop: every completion has the full length (same work as TRL)
         G = cfg.num_generations
-        from r1zero.rollout import encode_prompts
+        from r1zero.rollout.sampling import encode_prompts
 
         for i in range(warmup + steps):
             with Timer() as t:
@@ -145,7 +145,7 @@ def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str) -> S
     from trl import GRPOConfig, GRPOTrainer
 
     from r1zero.models import load_model, load_tokenizer
-    from r1zero.rollout import encode_prompts
+    from r1zero.rollout.sampling import encode_prompts
 
     res = SideResult("TRL")
     cfg = r1zero_config(spec, model_path, os.path.join(tmp, "trl"), warmup + steps)

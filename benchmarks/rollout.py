@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import Timer, host_description, print_table  # noqa: E402
 
 from r1zero.models import eos_token_ids, load_model, load_tokenizer, resolve_model_path  # noqa: E402
-from r1zero.rollout import encode_prompts, generate  # noqa: E402
+from r1zero.rollout.sampling import encode_prompts, generate  # noqa: E402
 from r1zero.tasks import get_task  # noqa: E402
 
 PRESETS = {

@@ -2,9 +2,9 @@
 
     python3 benchmarks/score_fuzz.py [--n 100000] [--seed 0]
 
-The completions come from r1zero.fuzz.generated_completions: honest countdown and GSM8K answers,
+The completions come from r1zero.testing.fuzz.generated_completions: honest countdown and GSM8K answers,
 mutated adversarial cases, and one in a thousand megabyte-long texts. Each completion is scored by
-every scorer in r1zero.fuzz.SCORERS; one call is one timing. Prints a table per scorer and per kind
+every scorer in r1zero.testing.fuzz.SCORERS; one call is one timing. Prints a table per scorer and per kind
 of completion, then, as its last line, exactly:
 
     p99_ms=<x> max_ms=<y> exceptions=<n>
@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from r1zero.fuzz import generated_completions, scorers  # noqa: E402
+from r1zero.testing.fuzz import generated_completions, scorers  # noqa: E402
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

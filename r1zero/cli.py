@@ -12,20 +12,21 @@ import os
 import sys
 from pathlib import Path
 
-from r1zero.config import ConfigError, config_reference, load_config, recipe_names
-from r1zero.guards import RunStopped
+from r1zero.config import config_reference, load_config, recipe_names
+from r1zero.errors import ConfigError
+from r1zero.training.guards import RunStopped
 
 log = logging.getLogger("r1zero")
 
 
 def _user_errors():
-    from r1zero.data import DataError
+    from r1zero.data.files import DataError
     from r1zero.models import ModelError
-    from r1zero.rewards import RewardError
-    from r1zero.rollout import PromptTooLong
+    from r1zero.rewards.functions import RewardError
+    from r1zero.rollout.sampling import PromptTooLong
     from r1zero.tasks import TaskError
-    from r1zero.report import ReportError
-    from r1zero.tracking import TrackerError
+    from r1zero.observe.report import ReportError
+    from r1zero.observe.tracking import TrackerError
 
     return (ConfigError, DataError, ModelError, RewardError, PromptTooLong, TaskError, TrackerError, ReportError)
 
@@ -35,8 +36,8 @@ def cmd_train(args) -> int:
         print(config_reference())
         return 0
     cfg = load_config(args.config, args.overrides)
-    from r1zero import distributed
-    from r1zero.trainer import Trainer
+    from r1zero.training import distributed
+    from r1zero.training.trainer import Trainer
 
     env = distributed.init(cfg.device)  # under torchrun: join the process group; else one process
     try:
@@ -63,7 +64,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from r1zero.report import build_report
+    from r1zero.observe.report import build_report
 
     rep = build_report(args.run_dir, words=args.words, threshold=args.threshold)
     for p in rep.plots.values():
@@ -75,7 +76,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from r1zero.compare import compare, format_terminal, write_html
+    from r1zero.observe.compare import compare, format_terminal, write_html
 
     result = compare(args.before, args.after, args.task, args.limit, split=args.split, dataset=args.dataset,
                      reward=args.reward, template=args.template, max_new_tokens=args.max_new_tokens,
@@ -88,23 +89,20 @@ def cmd_compare(args) -> int:
 def cmd_eval(args) -> int:
     import torch
 
-    from r1zero.evaluate import evaluate
-    from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
+    from r1zero.models import load_generator
+    from r1zero.observe.evaluate import evaluate
     from r1zero.tasks import get_task
 
     task = get_task(args.task, reward=args.reward, template=args.template)
     rows = task.load_split(args.split, source=args.dataset)
     if args.limit:
         rows = rows[:args.limit]
-    device = choose_device(args.device)
-    tokenizer = load_tokenizer(args.model)
     torch.manual_seed(args.seed)
-    model = load_model(args.model, device, trainable=False)
-    bf16 = use_bf16(None, device)
-    summary, records = evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
+    gen = load_generator(args.model, args.device)
+    summary, records = evaluate(gen.model, gen.tokenizer, task, rows, eos_ids=gen.eos_ids,
                                 max_new_tokens=args.max_new_tokens, samples=args.samples,
                                 temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
-                                autocast_dtype=torch.bfloat16 if bf16 else None)
+                                autocast_dtype=gen.autocast_dtype)
     summary = {"model": args.model, "task": args.task, "split": args.split, **summary}
     for k, v in summary.items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
@@ -205,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         _say_once(f"r1zero: error: {e}")
         return 2
-    except RunStopped as e:  # a run that started but cannot usefully go on (r1zero.guards)
+    except RunStopped as e:  # a run that started but cannot usefully go on (r1zero.training.guards)
         _say_once(f"r1zero: error: {e}")
         return 1
 

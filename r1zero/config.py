@@ -18,12 +18,12 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+from r1zero.errors import ConfigError, need
+from r1zero.models import EMBEDDED_MODEL
+
 DEFAULT_RECIPE = "countdown-smollm2-cpu"
 
 
-class ConfigError(ValueError):
-    """A bad configuration; the message is one line naming the key and the fix."""
 
 
 def _f(default: Any, help: str, **kw: Any):
@@ -125,7 +125,7 @@ class TrainConfig:
     logprob_chunk_size: int = _f(1024, "Tokens per chunk when computing log-probs, so full-vocabulary logits never exist for the whole batch.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit max_completion_length from the loss (DAPO).")
 
-    # ---- algorithm (r1zero.ppo): PPO epochs and mini-batches are num_iterations and mini_batch_prompts
+    # ---- algorithm (r1zero.algorithms.ppo): PPO epochs and mini-batches are num_iterations and mini_batch_prompts
     algorithm: Literal["grpo", "ppo", "rloo", "reinforce_pp"] = _f(
         "grpo", "Advantage estimator: grpo (group-relative), ppo (critic + GAE, TinyZero's default), rloo "
         "(leave-one-out baseline), reinforce_pp (REINFORCE++: whitened returns with a per-token KL penalty)."
@@ -143,7 +143,7 @@ class TrainConfig:
     critic_learning_rate: float = _f(1e-5, "AdamW learning rate of the ppo critic (TinyZero: 1e-5).")
     critic_warmup_steps: int = _f(0, "First steps in which only the ppo critic is updated (the policy waits).")
     cliprange_value: float = _f(0.5, "Clip of the ppo critic's value change around the rollout's values.")
-    entropy_coeff: float = _f(0.0, "Entropy bonus subtracted from the policy loss (ppo, rloo, reinforce_pp; TinyZero PPO: 0.001).")
+    entropy_coeff: float = _f(0.0, "Entropy bonus: this multiple of the mean token entropy (reduced like the loss) is subtracted from the policy loss, for every algorithm (TinyZero PPO: 0.001).")
 
     # ---- optimisation ---------------------------------------------------------------------------
     learning_rate: float = _f(1e-6, "AdamW learning rate.")
@@ -200,11 +200,9 @@ class TrainConfig:
     @property
     def scale(self) -> str:
         """scale_rewards as one of group / batch / none (TRL's booleans mapped)."""
-        if self.scale_rewards is True:
-            return "group"
-        if self.scale_rewards is False:
-            return "none"
-        return self.scale_rewards
+        from r1zero.algorithms.grpo import normalise_scale
+
+        return normalise_scale(self.scale_rewards)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -292,9 +290,7 @@ def _closest(key: str, keys: list[str]) -> str | None:
 # ---------------------------------------------------------------------------------------------
 # Value checks that need more than a type.
 
-def _need(cond: bool, key: str, msg: str) -> None:
-    if not cond:
-        raise ConfigError(f"config: '{key}' {msg}")
+
 
 
 def validate(c: TrainConfig) -> None:
@@ -303,77 +299,60 @@ def validate(c: TrainConfig) -> None:
     _check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config")
     for key in ("prompts_per_step", "num_generations", "max_prompt_length", "max_completion_length",
                 "num_iterations", "per_device_train_batch_size", "logprob_chunk_size", "logging_steps"):
-        _need(getattr(c, key) >= 1, key, "must be at least 1")
+        need(getattr(c, key) >= 1, key, "must be at least 1")
     for key in ("eval_steps", "save_steps"):
-        _need(getattr(c, key) >= 0, key, "must be 0 (off) or a positive number of steps")
-    _need(c.learning_rate > 0 and math.isfinite(c.learning_rate), "learning_rate", "must be a positive number, e.g. 1e-6")
-    _need(c.temperature > 0, "temperature", "must be > 0 (log-probs divide logits by it)")
-    _need(0 < c.top_p <= 1, "top_p", "must be in (0, 1]")
-    _need(c.top_k >= 0, "top_k", "must be >= 0 (0 = off)")
-    _need(c.epsilon > 0, "epsilon", "must be > 0, e.g. 0.2")
-    _need(c.epsilon_high is None or c.epsilon_high > 0, "epsilon_high", "must be > 0, e.g. 0.28")
-    _need(c.beta >= 0, "beta", "must be >= 0 (0 disables the KL term)")
-    _need(0 <= c.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
-    _need(c.weight_decay >= 0, "weight_decay", "must be >= 0")
-    _need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1/adam_beta2", "must be in [0, 1)")
-    _need(c.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
-    _need(c.max_skipped_updates >= 1, "max_skipped_updates", "must be >= 1, e.g. 5")
-    _need(c.max_failed_reward_steps >= 1, "max_failed_reward_steps", "must be >= 1, e.g. 5")
-    _need(0 <= c.reward_timeout < math.inf, "reward_timeout", "must be a number of seconds >= 0 (0 = no limit), e.g. 10")
-    _need(c.max_steps == -1 or c.max_steps >= 1, "max_steps", "must be -1 (use num_train_epochs) or >= 1")
-    _need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
-    _need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")
-    _need(c.report_steps >= 0, "report_steps", "must be 0 (report only at the end) or a positive number of steps")
-    _need(0 < c.reflection_threshold <= 1, "reflection_threshold", "must be in (0, 1], e.g. 0.1")
+        need(getattr(c, key) >= 0, key, "must be 0 (off) or a positive number of steps")
+    need(c.learning_rate > 0 and math.isfinite(c.learning_rate), "learning_rate", "must be a positive number, e.g. 1e-6")
+    need(c.temperature > 0, "temperature", "must be > 0 (log-probs divide logits by it)")
+    need(0 < c.top_p <= 1, "top_p", "must be in (0, 1]")
+    need(c.top_k >= 0, "top_k", "must be >= 0 (0 = off)")
+    need(c.epsilon > 0, "epsilon", "must be > 0, e.g. 0.2")
+    need(c.epsilon_high is None or c.epsilon_high > 0, "epsilon_high", "must be > 0, e.g. 0.28")
+    need(c.beta >= 0, "beta", "must be >= 0 (0 disables the KL term)")
+    need(0 <= c.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+    need(c.weight_decay >= 0, "weight_decay", "must be >= 0")
+    need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1/adam_beta2", "must be in [0, 1)")
+    need(c.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
+    need(c.max_skipped_updates >= 1, "max_skipped_updates", "must be >= 1, e.g. 5")
+    need(c.max_failed_reward_steps >= 1, "max_failed_reward_steps", "must be >= 1, e.g. 5")
+    need(0 <= c.reward_timeout < math.inf, "reward_timeout", "must be a number of seconds >= 0 (0 = no limit), e.g. 10")
+    need(c.max_steps == -1 or c.max_steps >= 1, "max_steps", "must be -1 (use num_train_epochs) or >= 1")
+    need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+    need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")
+    need(c.report_steps >= 0, "report_steps", "must be 0 (report only at the end) or a positive number of steps")
+    need(0 < c.reflection_threshold <= 1, "reflection_threshold", "must be in (0, 1], e.g. 0.1")
     if c.reflection_words is not None:
-        _need(len(c.reflection_words) > 0 and all(isinstance(w, str) and w.strip() for w in c.reflection_words),
+        need(len(c.reflection_words) > 0 and all(isinstance(w, str) and w.strip() for w in c.reflection_words),
               "reflection_words", "must be a non-empty list of non-empty phrases, or null for the built-in list")
-    _need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit", "must be >= 1 or null (keep all)")
-    _need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "must be >= 1 or null (all test rows)")
-    _need(c.train_size is None or c.train_size >= 1, "train_size", "must be >= 1 or null (all rows)")
-    _need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
-    _need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
+    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit", "must be >= 1 or null (keep all)")
+    need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "must be >= 1 or null (all test rows)")
+    need(c.train_size is None or c.train_size >= 1, "train_size", "must be >= 1 or null (all rows)")
+    need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
+    need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
           "test_size", "must be a row count (>= 1) or a fraction in (0, 1)")
-    _need(not (c.algorithm == "grpo" and c.scale == "group" and c.num_generations < 2), "num_generations",
-          "must be >= 2 when scale_rewards is 'group' (one sample has no group std); raise it or set scale_rewards=none")
     _validate_algorithm(c)
     if c.mini_batch_prompts is not None:
-        _need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
+        need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
               f"must divide prompts_per_step ({c.prompts_per_step})")
     if c.reward_weights is not None:
-        _need(len(c.reward_weights) == len(c.reward_funcs), "reward_weights",
+        need(len(c.reward_weights) == len(c.reward_funcs), "reward_weights",
               f"must have one weight per reward_funcs entry ({len(c.reward_funcs)})")
     for fn in c.reward_funcs:
-        _need(isinstance(fn, str) and ":" in fn, "reward_funcs", f"entry {fn!r} must look like 'module:function'")
+        need(isinstance(fn, str) and ":" in fn, "reward_funcs", f"entry {fn!r} must look like 'module:function'")
     for r in c.report_to:
-        _need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
+        need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
               f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")
-    _need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
+    need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
     if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
         raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
                           "give a checkpoint-N folder, 'auto' or null")
 
 
 def _validate_algorithm(c: TrainConfig) -> None:
-    """The PPO-family keys (r1zero.ppo)."""
-    _need(0 <= c.gamma <= 1, "gamma", "must be in [0, 1] (TinyZero PPO: 1.0)")
-    _need(0 <= c.lam <= 1, "lam", "must be in [0, 1] (TinyZero PPO: 1.0)")
-    _need(c.kl_coef >= 0, "kl_coef", "must be >= 0 (0 = no KL penalty in the reward)")
-    _need(c.kl_target > 0, "kl_target", "must be > 0, e.g. 0.1")
-    _need(c.kl_horizon >= 1, "kl_horizon", "must be >= 1, e.g. 10000")
-    _need(c.critic_learning_rate > 0 and math.isfinite(c.critic_learning_rate), "critic_learning_rate",
-          "must be a positive number, e.g. 1e-5")
-    _need(c.critic_warmup_steps >= 0, "critic_warmup_steps", "must be >= 0")
-    _need(c.cliprange_value > 0, "cliprange_value", "must be > 0, e.g. 0.5")
-    _need(c.entropy_coeff >= 0, "entropy_coeff", "must be >= 0 (0 = no entropy bonus)")
-    if c.algorithm == "grpo":
-        _need(c.kl_coef == 0, "kl_coef", "is the reward KL of ppo/rloo/reinforce_pp; with algorithm=grpo use beta (KL in the loss)")
-        _need(c.entropy_coeff == 0, "entropy_coeff", "applies to ppo/rloo/reinforce_pp; set algorithm or remove it")
-    if c.algorithm != "ppo":
-        _need(c.critic_model_name_or_path is None, "critic_model_name_or_path", "needs algorithm=ppo (only ppo has a critic)")
-        _need(c.critic_warmup_steps == 0, "critic_warmup_steps", "needs algorithm=ppo (only ppo has a critic)")
-    if c.algorithm == "rloo":
-        _need(c.num_generations >= 2, "num_generations", "must be >= 2 for rloo (the baseline is the other samples' mean)")
+    """The algorithm's own keys and rules, which it owns (r1zero.algorithms)."""
+    from r1zero.algorithms import get_algorithm
+
+    get_algorithm(c.algorithm).check_config(c)
 
 
 # ---------------------------------------------------------------------------------------------

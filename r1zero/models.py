@@ -12,14 +12,17 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from r1zero.config import EMBEDDED_MODEL
 
 log = logging.getLogger("r1zero")
 
+# What a config names to get the model that ships with the package (also plain "embedded").
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -103,6 +106,31 @@ def use_bf16(bf16: bool | None, device: torch.device) -> bool:
     if bf16 is None:
         return device.type == "cuda" and torch.cuda.is_bf16_supported()
     return bf16
+
+
+def autocast_dtype(bf16: bool | None, device: torch.device) -> torch.dtype | None:
+    """The precision of every pass: bf16 autocast (weights stay float32) or none."""
+    return torch.bfloat16 if use_bf16(bf16, device) else None
+
+
+@dataclass
+class Generator:
+    """A model ready to answer prompts: what ``r1zero eval`` and ``compare`` load, set up as training does."""
+
+    model: Any
+    tokenizer: Any
+    eos_ids: list[int]
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+
+
+def load_generator(name_or_path: str, device: str | torch.device = "auto", *, bf16: bool | None = None,
+                   tokenizer: str | None = None, trust_remote_code: bool = False) -> Generator:
+    """Tokenizer, frozen model, every EOS id and the precision of ``name_or_path``."""
+    dev = choose_device(device) if isinstance(device, str) else device
+    tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code)
+    model = load_model(name_or_path, dev, trust_remote_code=trust_remote_code, trainable=False)
+    return Generator(model, tok, eos_token_ids(tok, model), dev, autocast_dtype(bf16, dev))
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):

@@ -74,7 +74,7 @@ def tiny_llama(tmp_path_factory, tokenizer_dir) -> Path:
 def pack_rows(pad_id: int, prompt_rows: list[list[int]], completions: list[list[int]]):
     """The trainer's layout for row i = prompt_rows[i] + completions[i]: (input_ids, attention_mask,
     prompt width, completion mask), prompts left-padded and completions right-padded."""
-    from r1zero.rollout_engine import left_pad
+    from r1zero.rollout.layout import left_pad
 
     p_ids, p_mask = left_pad(prompt_rows, pad_id)
     C = max(len(c) for c in completions)

@@ -1,4 +1,4 @@
-"""Every built-in scorer against the adversarial corpus (r1zero.fuzz, more than 1,000 cases) and
+"""Every built-in scorer against the adversarial corpus (r1zero.testing.fuzz, more than 1,000 cases) and
 property-based text: never raises, never runs code (no exec/compile/open/import/os/subprocess
 audit event while scoring), each call under 10 ms, always a value of the scheme, hostile answers
 never correct, and the reference verdict on every honest answer (the reference scorers, with
@@ -17,8 +17,9 @@ from hypothesis import strategies as st
 from test_countdown import _ref_numbers_ok, ref_datawhale, ref_tinyzero
 from test_gsm8k import ref_count_xml, ref_extract
 
-from r1zero import fuzz
+from r1zero.testing import fuzz
 from r1zero.tasks import countdown as cd
+from r1zero.tasks import countdown_answers as answers
 from r1zero.tasks.gsm8k import SOFT_FORMAT, STRICT_FORMAT
 
 CORPUS = fuzz.adversarial_corpus()
@@ -222,9 +223,9 @@ def test_first_tag_searches_match_the_reference_regex(text):
     texts with many tags across lines reach."""
     m = re.search(r"<answer>(.*?)</answer>", text)
     want = m.group(1) if m else None
-    assert cd._first_tag_content_one_line(text, "<answer>", "</answer>") == want
-    assert cd._first_match_by_markers(text, "<answer>", "</answer>") == want
-    if cd._POSSESSIVE:
-        assert cd._first_match_possessive(text, "<answer>", "</answer>") == want
+    assert answers.first_tag_content_one_line(text, "<answer>", "</answer>") == want
+    assert answers._first_match_by_markers(text, "<answer>", "</answer>") == want
+    if answers._POSSESSIVE:
+        assert answers._first_match_possessive(text, "<answer>", "</answer>") == want
     m = re.search(r"<think>(.*?)</think>", text)
-    assert cd._first_tag_content_one_line(text, "<think>", "</think>") == (m.group(1) if m else None)
+    assert answers.first_tag_content_one_line(text, "<think>", "</think>") == (m.group(1) if m else None)

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from r1zero.data import load_rows
+from r1zero.data.files import load_rows
 from r1zero.tasks import Score, TaskError, get_task
 from r1zero.tasks import countdown as cd
+from r1zero.tasks import countdown_answers as answers
 from r1zero.tasks.countdown import REWARD_VALUES, generate_tasks, solve, write_generated
 
 EX = {"nums": [44, 19, 35], "target": 98}
@@ -461,14 +462,14 @@ def test_agrees_with_reference_scorers(completion, target):
 def test_extractors_match_the_reference_regexes(fragments):
     text = "<think>" + "".join(fragments)
     matches = list(re.finditer(r"<answer>(.*?)</answer>", text, re.DOTALL))
-    assert cd._last_tag_content(text) == (matches[-1].group(1) if matches else None)
+    assert answers.last_tag_content(text) == (matches[-1].group(1) if matches else None)
     for tag in ("answer", "think"):
         m = re.search(rf"<{tag}>(.*?)</{tag}>", text)
         expected = m.group(1) if m else None
-        assert cd._first_tag_content_one_line(text, f"<{tag}>", f"</{tag}>") == expected
-        assert cd._first_tag_content_one_line_slow(text, f"<{tag}>", f"</{tag}>") == expected
-        assert cd._first_match_by_markers(text, f"<{tag}>", f"</{tag}>") == expected
-    assert cd._datawhale_format_ok(text) == (re.search(DW_FORMAT, text, re.DOTALL) is not None)
+        assert answers.first_tag_content_one_line(text, f"<{tag}>", f"</{tag}>") == expected
+        assert answers._first_tag_content_one_line_slow(text, f"<{tag}>", f"</{tag}>") == expected
+        assert answers._first_match_by_markers(text, f"<{tag}>", f"</{tag}>") == expected
+    assert answers.datawhale_format_ok(text) == (re.search(DW_FORMAT, text, re.DOTALL) is not None)
 
 
 @pytest.mark.parametrize("reward", ["tinyzero", "datawhale", "shaped"])

@@ -5,7 +5,7 @@ starts from the last complete checkpoint, and the final weights, metrics and sam
 an uninterrupted run.
 
 The runs are `r1zero train` (cli.main) in processes forked from tests/train_launcher.py, which has
-the heavy imports done once; the pause points come from r1zero/faults.py (R1ZERO_PAUSE_AT).
+the heavy imports done once; the pause points come from r1zero/testing/faults.py (R1ZERO_PAUSE_AT).
 """
 import json
 import os
@@ -21,7 +21,7 @@ import yaml
 from conftest import REPO
 from safetensors.torch import load_file
 
-from r1zero.checkpoint import list_checkpoints
+from r1zero.training.checkpoint import list_checkpoints
 
 MAX_STEPS = 4
 TIMING = ("time/", "tokens_per_second")

@@ -20,9 +20,11 @@ import yaml
 from conftest import REPO, make_tiny_model
 from safetensors.torch import load_file
 
-from r1zero import distributed as dist
+from r1zero.training import distributed as dist
 from r1zero.config import ConfigError, TrainConfig
-from r1zero.trainer import StepSamples, check_distributed, merge_summaries
+from r1zero.observe.evaluate import merge_summaries
+from r1zero.training.distributed import check_config as check_distributed
+from r1zero.training.samples import StepSamples
 
 TIMING = ("time/", "tokens_per_second")
 TOL = 1e-5
@@ -32,7 +34,15 @@ TOL = 1e-5
 CASES = {
     "grpo": dict(loss_type="grpo", beta=0.04, mini_batch_prompts=2, num_iterations=2),
     "dapo": dict(loss_type="dapo", beta=0.0, epsilon_high=0.28),
+    # The reward-KL family: a reference model, pi_old passes, batch-whitened advantages (global
+    # statistics under torchrun), PPO's critic wrapped and checkpointed like the policy.
+    "ppo": dict(algorithm="ppo", kl_coef=0.05, mini_batch_prompts=2, num_iterations=2, per_device_train_batch_size=2,
+                critic_learning_rate=1e-3, entropy_coeff=0.01, lam=0.95),
+    "rloo": dict(algorithm="rloo", kl_coef=0.05, loss_type="dapo", per_device_train_batch_size=2),
+    "reinforce_pp": dict(algorithm="reinforce_pp", kl_coef=0.05, kl_ctl="adaptive", kl_target=0.01, kl_horizon=50,
+                         gamma=0.9, mini_batch_prompts=2),
 }
+GRPO_CASES = ("dapo", "grpo")
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +134,7 @@ def assert_close_rows(a: list[dict], b: list[dict], tol: float = TOL) -> None:
 
 # ---- the issue's checks ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", GRPO_CASES)
 @pytest.mark.parametrize("mode", dist.MODES)
 def test_two_processes_train_what_one_process_trains(runs, case, mode, stopping_model):
     one, two = runs(case, 1), runs(case, 2, mode)
@@ -199,6 +209,56 @@ def test_two_nodes_meeting_by_rendezvous_train_what_one_process_trains(runs, tmp
     assert max_diff(weights(runs("grpo", 1), 2), weights(out, 2)) < TOL
 
 
+def assert_same_training(one: Path, two: Path, extra_models: tuple[str, ...] = ()) -> None:
+    for step in (1, 2):
+        assert max_diff(weights(one, step), weights(two, step)) < TOL
+        for name in extra_models:
+            a = load_file(str(one / f"checkpoint-{step}" / name / "model.safetensors"))
+            assert max_diff(a, load_file(str(two / f"checkpoint-{step}" / name / "model.safetensors"))) < TOL
+    for name in ("samples.jsonl", "metrics.jsonl", "eval_results.jsonl"):
+        assert_close_rows(jsonl(one / name), jsonl(two / name))
+
+
+def resume_run(runs, case: str, mode: str, root: Path, stopping_model) -> tuple[Path, Path]:
+    """(the uninterrupted 2-process run, the same run resumed from its checkpoint-1 on 2 processes)."""
+    full = runs(case, 2, mode)
+    resumed = root / f"resumed-{case}-{mode}"
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
+    launch(recipe(stopping_model, resumed, **CASES[case]), 2, mode)
+    return full, resumed
+
+
+@pytest.mark.parametrize("mode", dist.MODES)
+def test_distributed_ppo_equals_one_process_and_resumes(runs, mode, tmp_path, stopping_model):
+    one, two = runs("ppo", 1), runs("ppo", 2, mode)
+    assert_same_training(one, two, extra_models=("critic",))
+    start = load_file(str(stopping_model / "model.safetensors"))
+    assert max_diff(weights(one, 2), start) > 100 * TOL
+    m = jsonl(two / "metrics.jsonl")
+    assert all("critic/value_loss" in r and "kl_penalty" in r for r in m if "loss" in r)
+    assert (two / "checkpoint-2" / "critic_optimizer").is_dir()  # the critic's optimizer shards
+    full, resumed = resume_run(runs, "ppo", mode, tmp_path, stopping_model)
+    assert max_diff(weights(full, 2), weights(resumed, 2)) <= 1e-6
+    assert max_diff(load_file(str(full / "checkpoint-2" / "critic" / "model.safetensors")),
+                    load_file(str(resumed / "checkpoint-2" / "critic" / "model.safetensors"))) <= 1e-6
+    assert_close_rows(jsonl(full / "metrics.jsonl")[1:], jsonl(resumed / "metrics.jsonl"), tol=1e-6)
+
+
+@pytest.mark.parametrize("case,mode", [("rloo", "ddp"), ("reinforce_pp", "fsdp")])
+def test_distributed_rloo_and_reinforce_pp_equal_one_process_and_resume(runs, case, mode, tmp_path, stopping_model):
+    """test_distributed_rloo / test_distributed_reinforce_pp: 2 processes train what 1 process
+    trains (REINFORCE++ whitens over both processes' tokens), and a resume equals the full run."""
+    one, two = runs(case, 1), runs(case, 2, mode)
+    assert_same_training(one, two)
+    kl = [r["kl_coef"] for r in jsonl(two / "metrics.jsonl") if "kl_coef" in r]
+    if case == "reinforce_pp":  # the adaptive controller moved, identically on both processes
+        assert kl[0] == 0.05 and kl[1] != 0.05
+    full, resumed = resume_run(runs, case, mode, tmp_path, stopping_model)
+    assert max_diff(weights(full, 2), weights(resumed, 2)) <= 1e-6
+    assert_close_rows(jsonl(full / "metrics.jsonl")[1:], jsonl(resumed / "metrics.jsonl"), tol=1e-6)
+
+
 # ---- the pieces, in one process -----------------------------------------------------------------
 
 def test_each_rank_takes_an_equal_piece_of_every_mini_batch():
@@ -218,8 +278,7 @@ def test_configs_torchrun_cannot_split_are_refused_with_the_key(tmp_path):
         check_distributed(TrainConfig(**{**base, "prompts_per_step": 3}), two)
     with pytest.raises(ConfigError, match="'mini_batch_prompts' \\(1\\) must be divisible"):
         check_distributed(TrainConfig(**{**base, "mini_batch_prompts": 1}), two)
-    with pytest.raises(ConfigError, match="'algorithm' ppo runs in one process only"):
-        check_distributed(TrainConfig(**{**base, "algorithm": "ppo"}), two)
+    check_distributed(TrainConfig(**{**base, "algorithm": "ppo"}), two)  # every algorithm runs under torchrun
     check_distributed(TrainConfig(**{**base, "prompts_per_step": 3}), dist.DistEnv())  # one process: anything
 
 
@@ -230,8 +289,8 @@ def test_evaluation_summaries_merge_as_one_mean():
 
 
 def test_one_process_step_samples_keep_the_rollout_order():
-    from r1zero.rewards import BatchScores
-    from r1zero.rollout import Rollout
+    from r1zero.rewards.scoring import BatchScores
+    from r1zero.rollout.sampling import Rollout
 
     roll = Rollout(torch.zeros(4, 1, dtype=torch.long), torch.ones(4, 1, dtype=torch.long),
                    torch.zeros(4, 3, dtype=torch.long), torch.tensor([[1, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]]),
@@ -248,7 +307,7 @@ def test_one_process_step_samples_keep_the_rollout_order():
 def test_step_samples_from_two_ranks_come_back_in_global_order(monkeypatch):
     """Rank 0 owns prompts 0 and 2, rank 1 prompts 1 and 3 (two mini-batches of 2); only rank 1's
     user reward produced a part; both ranks counted reward errors."""
-    from r1zero.rewards import BatchScores
+    from r1zero.rewards.scoring import BatchScores
 
     def share(index, rewards, parts, errors):
         G = 2

@@ -1,4 +1,4 @@
-"""Tests for r1zero.grpo against hand computations written in plain Python (math, loops)."""
+"""Tests for r1zero.algorithms.grpo against hand computations written in plain Python (math, loops)."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from r1zero.grpo import group_advantages, group_stats, kl_divergence, policy_loss
+from r1zero.algorithms import group_advantages, group_stats, kl_divergence, policy_loss
 
 TOL = 1e-9
 F64 = torch.float64

@@ -1,9 +1,9 @@
 """The lean update: shared-prompt log-probs and gradients equal the row-by-row computation."""
 import torch
 
-from r1zero.logprobs import completion_logprobs, prompt_groups
+from r1zero.training.logprobs import completion_logprobs, prompt_groups
 from r1zero.models import load_model, load_tokenizer
-from r1zero.rollout import tokenize_prompts
+from r1zero.rollout.sampling import tokenize_prompts
 from conftest import pack_rows
 
 

@@ -4,7 +4,7 @@ import json
 
 from conftest import REPO
 from r1zero.config import TrainConfig
-from r1zero.trainer import Trainer
+from r1zero.training.trainer import Trainer
 
 
 def test_mean_reward_rises(tiny_qwen2, tmp_path):

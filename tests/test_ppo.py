@@ -3,9 +3,11 @@ loss, the adaptive KL controller, per-token rewards, and the config refusals."""
 import pytest
 import torch
 
-from r1zero.advantages import reinforce_pp_advantages, rloo_advantages, token_rewards
+from r1zero.algorithms.reinforce_pp import reinforce_pp_advantages
+from r1zero.algorithms.reward_kl import KLController, token_rewards
+from r1zero.algorithms.rloo import rloo_advantages
 from r1zero.config import ConfigError, TrainConfig
-from r1zero.ppo import KLController, explained_variance, gae, value_loss
+from r1zero.algorithms.ppo import explained_variance, gae, value_loss
 
 D = torch.float64
 
@@ -79,7 +81,7 @@ def test_adaptive_kl_controller():
 
 @pytest.mark.parametrize("kw,key", [
     (dict(algorithm="grpo", kl_coef=0.1), "kl_coef"),
-    (dict(algorithm="grpo", entropy_coeff=0.1), "entropy_coeff"),
+    (dict(algorithm="grpo", entropy_coeff=-0.1), "entropy_coeff"),
     (dict(algorithm="rloo", critic_model_name_or_path="x"), "critic_model_name_or_path"),
     (dict(algorithm="rloo", num_generations=1, scale_rewards="none"), "num_generations"),
     (dict(algorithm="ppo", gamma=1.5), "gamma"),

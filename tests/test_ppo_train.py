@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from test_train_integration import base_recipe, run_train, step_metrics
 
 from r1zero.config import TrainConfig
-from r1zero.trainer import Trainer
+from r1zero.training.trainer import Trainer
 
 PPO = dict(algorithm="ppo", num_generations=1, prompts_per_step=2, mini_batch_prompts=1, num_iterations=2,
            kl_coef=0.05, kl_ctl="adaptive", kl_target=0.01, kl_horizon=100, critic_learning_rate=1e-3,
@@ -78,7 +78,7 @@ def _one_step(model_dir, out, **extra):
 
 def test_rloo_and_reinforce_pp_one_step(tiny_llama, tmp_path):
     row, tr = _one_step(tiny_llama, tmp_path / "rloo", algorithm="rloo", kl_coef=0.01)
-    assert tr.ref_model is not None and tr.algo.critic is None
+    assert tr.ref_model is not None and getattr(tr.algo, "critic", None) is None
     assert abs(row["advantages/mean"]) < 1e-6  # leave-one-out advantages sum to 0 per group (no KL yet)
     row, tr = _one_step(tiny_llama, tmp_path / "rpp", algorithm="reinforce_pp", kl_coef=0.01, gamma=0.99)
     assert abs(row["advantages/mean"]) < 1e-5 and abs(row["advantages/std"] - 1) < 0.05

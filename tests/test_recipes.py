@@ -7,7 +7,7 @@ import pytest
 from conftest import GSM8K_DIR
 from r1zero.config import load_config, recipe_names
 from r1zero.tasks.countdown import write_generated
-from r1zero.trainer import Trainer
+from r1zero.training.trainer import Trainer
 
 FAMILY = {
     "countdown-tinyzero-grpo": "qwen2",

@@ -15,10 +15,10 @@ from safetensors.torch import load_file
 
 from r1zero import cli
 from r1zero.config import TrainConfig
-from r1zero.guards import RunHealth, RunStopped
-from r1zero.rewards import RewardModel
-from r1zero.reward_worker import RewardWorker, worker_pid
-from r1zero.trainer import Trainer
+from r1zero.training.guards import RunHealth, RunStopped
+from r1zero.rewards.scoring import RewardModel
+from r1zero.rewards.worker import RewardWorker, worker_pid
+from r1zero.training.trainer import Trainer
 
 HOSTILE = REPO / "tests" / "hostile_rewards.py"
 TOY = REPO / "tests" / "toy_rewards.py"

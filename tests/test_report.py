@@ -1,4 +1,4 @@
-"""The run report (r1zero.report), reflection tracking (r1zero.reflection) and ``r1zero compare``.
+"""The run report (r1zero.observe.report), reflection tracking (r1zero.observe.reflection) and ``r1zero compare``.
 
 The recorded run in tests/data/report-run is the text files of a real 4-step run of the embedded
 default (``r1zero train max_steps=4 eval_limit=8 log_completions_rate=0.25``, see its config.yaml);
@@ -19,9 +19,10 @@ from conftest import REPO
 from markupsafe import escape
 
 from r1zero.cli import main
-from r1zero.reflection import DEFAULT_WORDS, first_step_over, reflection_by_step, uses_reflection
-from r1zero.report import build_report, pick_sample_steps, split_completion
-from r1zero.tracking import read_jsonl
+from r1zero.observe.reflection import DEFAULT_WORDS, first_step_over, reflection_by_step, uses_reflection
+from r1zero.observe import report
+from r1zero.observe.report import build_report, pick_sample_steps, split_completion
+from r1zero.observe.tracking import read_jsonl
 
 RECORDED = REPO / "tests" / "data" / "report-run"
 RUN_FILES = ("config.yaml", "metrics.jsonl", "samples.jsonl", "eval_results.jsonl", "run_info.json")
@@ -190,7 +191,7 @@ def test_report_cli_refuses_a_folder_without_metrics(tmp_path, capsys):
 
 def test_trainer_writes_report_and_p90(tiny_qwen2, tmp_path, caplog):
     from r1zero.config import TrainConfig
-    from r1zero.trainer import Trainer
+    from r1zero.training.trainer import Trainer
 
     def cfg(out, **kw):
         return TrainConfig(**{**dict(
@@ -225,13 +226,13 @@ def test_trainer_writes_report_and_p90(tiny_qwen2, tmp_path, caplog):
     shutil.rmtree(run / "report")
     (run / "report").write_text("in the way")
     with caplog.at_level(logging.WARNING, logger="r1zero"):
-        assert trainer._report() is None
+        assert report.refresh(run) is None
     assert "report not written: FileExistsError" in caplog.text
 
 
 def test_compare_two_tiny_models(tiny_qwen2, tiny_llama, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "200")  # two 98-character columns: score lines are not wrapped
-    from r1zero.evaluate import evaluate
+    from r1zero.observe.evaluate import evaluate
     from r1zero.models import eos_token_ids, load_model, load_tokenizer
     from r1zero.tasks import get_task
 

@@ -7,7 +7,7 @@ import pytest
 from conftest import REPO
 from test_report import RECORDED, copy_run
 
-from r1zero.report import build_report
+from r1zero.observe.report import build_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")

@@ -5,8 +5,8 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
-from r1zero.rollout import generate, tokenize_prompts
-from r1zero.rollout_engine import filter_logits, row_keys, sample_next
+from r1zero.rollout.sampling import generate, tokenize_prompts
+from r1zero.rollout.engine import filter_logits, row_keys, sample_next
 
 PROMPTS = ["What is 2 + 3?", "Hello there, how are you today my friend?", "Using the numbers [1, 2, 3], make 6."]
 

@@ -1,9 +1,10 @@
 """Rollout and log-probs on a real tokenizer: left padding, position ids, EOS handling, chunking."""
 import torch
 
-from r1zero.logprobs import completion_logprobs, position_ids_from_mask
+from r1zero.rollout.layout import left_pad, position_ids_from_mask
+from r1zero.training.logprobs import completion_logprobs
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
-from r1zero.rollout import completion_mask_from_ids, generate, left_pad, tokenize_prompts
+from r1zero.rollout.sampling import completion_mask_from_ids, generate, tokenize_prompts
 from conftest import pack_rows
 
 

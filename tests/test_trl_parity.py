@@ -14,9 +14,9 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-from r1zero.advantages import rloo_advantages
-from r1zero.grpo import group_advantages, policy_loss
-from r1zero.logprobs import completion_logprobs
+from r1zero.algorithms.rloo import rloo_advantages
+from r1zero.algorithms import group_advantages, policy_loss
+from r1zero.training.logprobs import completion_logprobs
 
 G = 4
 # Prompts of equal token length: no left padding, so TRL's forward (positions 0..L-1 whatever the

@@ -15,7 +15,7 @@ import sys
 import traceback
 
 import r1zero.cli  # noqa: E402
-import r1zero.trainer  # noqa: F401,E402
+import r1zero.training.trainer  # noqa: F401,E402
 import transformers.models.llama.modeling_llama  # noqa: F401,E402 - what loading the tiny models imports
 import transformers.models.qwen2.modeling_qwen2  # noqa: F401,E402
 

@@ -37,7 +37,7 @@ import re
 from fractions import Fraction
 from typing import Any, Mapping
 
-from r1zero.data import load_rows
+from r1zero.data.files import load_rows
 from r1zero.tasks.base import Score, Task, TaskError, register_task
 
 HUB_ID = "openai/gsm8k"

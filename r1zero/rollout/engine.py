@@ -26,6 +26,8 @@ import logging
 import torch
 from transformers import DynamicCache, StaticCache
 
+from r1zero.rollout.layout import left_pad
+
 log = logging.getLogger("r1zero")
 
 _M32 = 0xFFFFFFFF
@@ -85,18 +87,6 @@ def sample_next(logits: torch.Tensor, keys: torch.Tensor | None, t: int, *, temp
     target = (u * cdf[:, -1].double()).to(cdf.dtype).unsqueeze(-1)
     tok = torch.searchsorted(cdf, target, right=True).squeeze(-1)
     return tok.clamp_(max=logits.shape[-1] - 1)
-
-
-def left_pad(seqs: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids, attention mask) with every row right-aligned, so all completions start at one column."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        if s:
-            ids[i, width - len(s):] = torch.tensor(s, dtype=torch.long)
-            mask[i, width - len(s):] = 1
-    return (ids, mask) if device is None else (ids.to(device), mask.to(device))
 
 
 _COMPILED_ATTR = "_r1zero_compiled_decode"

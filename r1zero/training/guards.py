@@ -1,7 +1,7 @@
 """Run health: non-finite updates are skipped, rewards that always fail stop the run, and the output
 folder is checked before anything is loaded.
 
-The trainer calls these from a few lines (see r1zero/trainer.py); the rules live here:
+The trainer calls these from a few lines (r1zero.training.trainer and r1zero.training.update); the rules live here:
 
 * An optimizer update whose loss or gradient norm is NaN or infinite is skipped: the gradients are
   dropped and ``optimizer.step()`` is not called, so weights and optimizer state (AdamW moments,

@@ -40,5 +40,5 @@ def watch(trainer) -> None:
         reached("update" if torch.is_grad_enabled() else "generate", trainer.step + 1)
 
     # On the input embeddings: every forward pass goes through them, also the update's, which
-    # calls the decoder directly rather than the whole model (r1zero.logprobs).
+    # calls the decoder directly rather than the whole model (r1zero.training.logprobs).
     trainer.model.get_input_embeddings().register_forward_pre_hook(hook)

@@ -5,54 +5,17 @@ called once per completion as ``fn(completion=..., prompt=..., **example_fields)
 float, like TRL's reward functions but one sample at a time. A reward that raises, returns None,
 NaN or something that is not a number scores 0 for that sample and is counted in
 ``reward_errors/<name>``; the run goes on. Each call has a time limit (``reward_timeout``): the
-function runs in a worker process that is killed when a call overruns (r1zero.reward_worker).
+function runs in a worker process that is killed when a call overruns (r1zero.rewards.worker).
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from r1zero.rewards.functions import RewardError, load_reward_func, reward_name  # noqa: F401  (RewardError: public here)
+from r1zero.rewards.worker import RewardWorker, score_one
 from r1zero.tasks import Score, Task
-
-
-class RewardError(ValueError):
-    """A reward function that cannot be found; one line naming it and the fix."""
-
-
-def load_reward_func(spec: str) -> Callable[..., Any]:
-    """``mypkg.rewards:my_fn`` or ``path/to/file.py:my_fn`` -> the function."""
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
-        raise RewardError(f"reward_funcs: '{spec}' must look like 'module:function' or 'file.py:function'")
-    try:
-        if target.endswith(".py"):
-            path = Path(target).expanduser().resolve()
-            if not path.is_file():
-                raise RewardError(f"reward_funcs: no file {target}; check the path in '{spec}'")
-            mod_name = f"r1zero_user_reward_{path.stem}"
-            module_spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[mod_name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except RewardError:
-        raise
-    except Exception as e:
-        raise RewardError(f"reward_funcs: cannot import '{target}' ({type(e).__name__}: {e}); check '{spec}'") from None
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise RewardError(f"reward_funcs: '{target}' has no function '{name}'; check '{spec}'")
-    return fn
-
-
-def reward_name(spec: str) -> str:
-    return spec.rpartition(":")[2]
 
 
 @dataclass
@@ -71,14 +34,12 @@ class BatchScores:
 class RewardModel:
     """The task's scheme (unless ``reward == 'none'``) plus weighted user functions.
 
-    With ``timeout > 0`` each user function runs in its own worker process (r1zero.reward_worker)
+    With ``timeout > 0`` each user function runs in its own worker process (r1zero.rewards.worker)
     and gets at most ``timeout`` seconds per completion; with 0 it is called in-process, unbounded.
     """
 
     def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None,
                  timeout: float = 0.0):
-        from r1zero.reward_worker import RewardWorker
-
         self.task = task
         # Loaded here too, so a bad spec is refused before any model is loaded.
         self.funcs = [(reward_name(s), load_reward_func(s)) for s in funcs]
@@ -90,8 +51,6 @@ class RewardModel:
             w.close()
 
     def _user_values(self, j: int, completions, examples, prompts) -> list[tuple[float | None, str | None]]:
-        from r1zero.reward_worker import score_one
-
         prompts = list(prompts) if prompts else [None] * len(completions)
         if self.workers is not None:
             return self.workers[j](completions, examples, prompts)

@@ -19,6 +19,9 @@ from typing import Any
 
 import torch
 
+from r1zero.errors import ConfigError
+from r1zero.testing import faults
+
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_JSON = "trainer_state.json"
 STATE_PT = "trainer_state.pt"
@@ -51,7 +54,8 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
 
     ``state`` is JSON-serialisable (step, data position); ``heavy_state`` holds tensors
     (optimizer, scheduler, RNG) and is skipped when None (optimizer state is optional).
-    ``extra_models`` (name -> model, e.g. PPO's critic) are saved in sub-folders of that name.
+    ``extra_models`` (name -> (model, its gathered state dict or None), e.g. PPO's critic) are saved
+    in sub-folders of that name.
     ``model_state_dict`` replaces the model's own weights (a sharded model's gathered ones);
     ``tmp`` is a folder from ``new_tmp`` that other processes already wrote parts into.
     """
@@ -62,12 +66,10 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
         model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        for name, extra in (extra_models or {}).items():
-            extra.save_pretrained(tmp / name, safe_serialization=True)
+        for name, (extra, extra_state) in (extra_models or {}).items():
+            extra.save_pretrained(tmp / name, safe_serialization=True, state_dict=extra_state)
         if heavy_state is not None:
             torch.save(heavy_state, tmp / STATE_PT)
-        from r1zero import faults
-
         faults.reached("checkpoint", step)  # crash tests kill here: files written, folder not yet complete
         # The JSON is written last: its presence marks the folder as complete.
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
@@ -110,3 +112,16 @@ def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     if (checkpoint / STATE_PT).is_file():
         heavy = torch.load(checkpoint / STATE_PT, map_location="cpu", weights_only=False)
     return state, heavy
+
+
+def find_resume(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint a run continues from: none, the newest in ``output_dir`` (``auto``), or the given
+    folder; a fresh run into a folder that already holds checkpoints is refused."""
+    if resume_from_checkpoint is None:
+        if list_checkpoints(output_dir):
+            raise ConfigError(f"output_dir: {output_dir} already holds checkpoints; use resume_from_checkpoint=auto "
+                              "to continue or choose another output_dir")
+        return None
+    if resume_from_checkpoint == "auto":
+        return latest_checkpoint(output_dir)
+    return Path(resume_from_checkpoint)

@@ -18,6 +18,7 @@ import datetime as _dt
 import io
 import json
 import math
+import logging
 import os
 import platform
 import re
@@ -27,20 +28,17 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from r1zero.reflection import DEFAULT_THRESHOLD, DEFAULT_WORDS, first_step_over, reflection_by_step, reflection_pattern
-from r1zero.tracking import EVALS, METRICS, SAMPLES, read_jsonl
+from r1zero.observe.reflection import DEFAULT_THRESHOLD, DEFAULT_WORDS, first_step_over, reflection_by_step, reflection_pattern
+from r1zero.observe import metrics as M
+from r1zero.observe.metrics import LENGTH_KEYS, OUTCOMES
+from r1zero.observe.tracking import EVALS, METRICS, SAMPLES, read_jsonl
 
 REPORT_HTML = "report.html"
 PLOT_DIR = "report"
 RUN_INFO = "run_info.json"
 
-OUTCOMES = (("outcome/bad_format", "badly formatted", "#d62728"),
-            ("outcome/wrong", "formatted but wrong", "#ff7f0e"),
-            ("outcome/correct", "correct", "#2ca02c"))
-LENGTH_KEYS = ("completions/mean_length", "completions/p90_length", "completions/max_length")
 # The optimisation panel, in this order; clip_ratio* and kl* keys are matched by prefix.
-TRAINING_KEYS = ("loss", "kl", "entropy", "clip_ratio", "grad_norm", "learning_rate", "frac_reward_zero_std",
-                 "tokens_per_second")
+TRAINING_KEYS = (M.LOSS, M.KL, M.ENTROPY, M.CLIP_RATIO, M.GRAD_NORM, M.LEARNING_RATE, M.ZERO_STD, M.TOKENS_PER_SECOND)
 SAMPLES_PER_STEP = 4
 
 
@@ -93,7 +91,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     config_text = (d / "config.yaml").read_text(encoding="utf-8") if (d / "config.yaml").is_file() else ""
     config = (yaml.safe_load(config_text) or {}) if config_text else {}
     # metrics.jsonl also holds the eval/* lines of evaluations: a training row has a non-eval key.
-    train = [r for r in read_jsonl(d / METRICS) if any(k != "step" and not k.startswith("eval/") for k in r)]
+    train = [r for r in read_jsonl(d / METRICS) if any(k != "step" and not k.startswith(M.EVAL_PREFIX) for k in r)]
     info = json.loads((d / RUN_INFO).read_text(encoding="utf-8")) if (d / RUN_INFO).is_file() else {}
     return Run(d, config, config_text, train, read_jsonl(d / EVALS), read_jsonl(d / SAMPLES), info)
 
@@ -470,3 +468,16 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
 
 __all__ = ["build_report", "load_run", "Report", "ReportError", "split_completion", "outcome_table",
            "pick_sample_steps", "write_run_info", "run_info", "DEFAULT_WORDS"]
+
+
+def refresh(run_dir: str | os.PathLike, *, device: Any = None, live: bool = False) -> str | None:
+    """What the trainer calls: write run_info.json (``device`` given) or rebuild report.html; a failure
+    only warns, since a plot must never cost a training run. Returns the report's path."""
+    try:
+        if device is not None:
+            write_run_info(run_dir, device)
+            return None
+        return str(build_report(run_dir, live=live).html)
+    except Exception as e:  # noqa: BLE001
+        logging.getLogger("r1zero").warning("report not written: %s: %s", type(e).__name__, e)
+        return None

@@ -1,17 +1,4 @@
-"""GRPO: group advantages, the clipped policy loss, and the KL penalty, as pure tensor functions.
-
-Group Relative Policy Optimisation (Shao et al., 2024, DeepSeekMath; used by DeepSeek-R1-Zero)
-drops PPO's value network. For every prompt we sample a *group* of ``G`` completions, score each
-with a verifiable reward, and use the reward relative to the group as the advantage of every token
-of that completion:
-
-    A_i = (r_i - mean(r_group)) / (std(r_group) + 1e-4)        scale="group" (the paper)
-    A_i = (r_i - mean(r_group)) / (std(r_all) + 1e-4)          scale="batch" (TRL scale_rewards="batch")
-    A_i =  r_i - mean(r_group)                                 scale="none"  (Dr. GRPO)
-
-Standard deviations use Bessel's correction (``torch.std`` default), as TRL does. A group whose
-rewards are all equal carries no signal: its advantages are exactly 0 (``group_stats`` reports the
-share of such groups as ``frac_reward_zero_std``).
+"""Policy losses: the clipped surrogate with an optional KL penalty, and its reductions.
 
 The per-token objective is PPO's clipped surrogate with ``ratio = exp(logp - logp_old)``:
 
@@ -44,111 +31,16 @@ Watch the gradient norm, the reward and the clip ratios, not the loss value.
 """
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Union
 
 import torch
 
-__all__ = [
-    "LOSS_TYPES",
-    "KL_ESTIMATORS",
-    "ADVANTAGE_SCALES",
-    "group_advantages",
-    "group_stats",
-    "kl_divergence",
-    "policy_loss",
-]
+from r1zero.algorithms.tensors import masked_mean
+
+__all__ = ["LOSS_TYPES", "KL_ESTIMATORS", "kl_divergence", "aggregate", "policy_loss"]
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 KL_ESTIMATORS = ("k1", "k2", "k3")
-ADVANTAGE_SCALES = ("group", "batch", "none")
-_STD_EPS = 1e-4
-
-Rewards = Union[torch.Tensor, Sequence[float]]
-
-
-def _as_reward_tensor(rewards: Rewards) -> torch.Tensor:
-    """A 1-D floating tensor: float inputs keep their dtype, anything else becomes float32."""
-    t = rewards if isinstance(rewards, torch.Tensor) else torch.as_tensor(rewards)
-    t = t.detach()
-    if t.dim() != 1:
-        raise ValueError(f"rewards must be 1-D (prompts x group_size), got shape {tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.to(torch.float32)
-    return t
-
-
-def _grouped(rewards: torch.Tensor, group_size: int) -> torch.Tensor:
-    """Reshape N rewards into (N // group_size, group_size), validating the sizes."""
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ValueError(f"group_size must be a positive integer, got {group_size!r}")
-    n = rewards.numel()
-    if n == 0 or n % group_size != 0:
-        raise ValueError(
-            f"number of rewards ({n}) must be a positive multiple of group_size ({group_size}); "
-            "rewards are laid out prompt by prompt, group_size completions each"
-        )
-    return rewards.view(n // group_size, group_size)
-
-
-def _normalise_scale(scale: Union[str, bool, None]) -> str:
-    if scale is True:
-        return "group"
-    if scale is False or scale is None:
-        return "none"
-    if scale not in ADVANTAGE_SCALES:
-        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADVANTAGE_SCALES} or a bool")
-    return scale
-
-
-def group_advantages(rewards: Rewards, group_size: int, scale: Union[str, bool] = "group") -> torch.Tensor:
-    """GRPO advantages: each reward minus its group's mean, optionally divided by a std.
-
-    Args:
-        rewards: 1-D tensor or list of N = prompts x group_size rewards, groups contiguous.
-        group_size: completions per prompt (G).
-        scale: ``"group"`` divide by (group std + 1e-4); ``"batch"`` divide by (std of all N
-            rewards + 1e-4); ``"none"`` no division. ``True``/``False`` mean ``"group"``/``"none"``
-            (TRL's old boolean ``scale_rewards``). Stds use Bessel's correction.
-
-    Returns:
-        (N,) advantages, float32, or the input's dtype if it is a floating tensor (e.g. float64).
-    """
-    scale = _normalise_scale(scale)
-    r = _as_reward_tensor(rewards)
-    out_dtype = r.dtype
-    work = r if r.dtype in (torch.float32, torch.float64) else r.to(torch.float32)
-    grouped = _grouped(work, group_size)
-    if scale == "group" and group_size < 2:
-        raise ValueError("scale='group' needs group_size >= 2 (a std of one sample is undefined)")
-    if scale == "batch" and work.numel() < 2:
-        raise ValueError("scale='batch' needs at least 2 rewards (a std of one sample is undefined)")
-    adv = grouped - grouped.mean(dim=1, keepdim=True)
-    if scale == "group":
-        adv = adv / (grouped.std(dim=1, keepdim=True) + _STD_EPS)
-    elif scale == "batch":
-        adv = adv / (work.std() + _STD_EPS)
-    return adv.reshape(-1).to(out_dtype)
-
-
-def group_stats(rewards: Rewards, group_size: int) -> dict:
-    """Metrics about the reward groups (python floats).
-
-    Returns ``reward_mean`` (mean of all rewards), ``reward_std`` (mean over groups of the group
-    std, Bessel; 0 when group_size == 1, as TRL logs it) and ``frac_reward_zero_std`` (share of
-    groups whose rewards are all equal: they give zero advantage, hence no learning signal).
-    """
-    r = _as_reward_tensor(rewards).to(torch.float64)
-    grouped = _grouped(r, group_size)
-    if group_size >= 2:
-        stds = grouped.std(dim=1)
-    else:
-        stds = torch.zeros(grouped.shape[0], dtype=r.dtype)
-    all_equal = grouped.amax(dim=1) == grouped.amin(dim=1)
-    return {
-        "reward_mean": r.mean().item(),
-        "reward_std": stds.mean().item(),
-        "frac_reward_zero_std": all_equal.to(torch.float64).mean().item(),
-    }
 
 
 def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -171,13 +63,14 @@ def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator:
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
 
 
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    return ((values * mask).sum() / mask.sum().clamp(min=1.0)).item()
+def _mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float(masked_mean(values, mask))
 
 
-def _reduce(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
             max_completion_length, total_tokens) -> torch.Tensor:
-    """Reduce the (B, T) per-token loss over the mask according to ``loss_type``."""
+    """Reduce a (B, T) per-token loss over the mask by ``loss_type`` (the one place that owns the
+    normalisation: per sequence, per micro-batch token, constant, or global token count)."""
     masked_sum = per_token * mask
     if loss_type == "grpo":
         return (masked_sum.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
@@ -260,18 +153,18 @@ def policy_loss(
         kl = kl_divergence(logprobs, ref_logprobs.detach(), kl_estimator)
         if beta > 0:
             per_token = per_token + beta * kl
-    loss = _reduce(per_token, mask, loss_type, max_completion_length, total_tokens)
+    loss = aggregate(per_token, mask, loss_type, max_completion_length, total_tokens)
 
     with torch.no_grad():
         r = ratio.detach()
         low = ((r < 1 - eps_low) & (adv < 0)).to(mask.dtype)
         high = ((r > 1 + eps_high) & (adv > 0)).to(mask.dtype)
         metrics = {
-            "clip_ratio/low_mean": _masked_mean(low, mask),
-            "clip_ratio/high_mean": _masked_mean(high, mask),
-            "clip_ratio/region_mean": _masked_mean(torch.maximum(low, high), mask),
-            "ratio_mean": _masked_mean(r, mask),
+            "clip_ratio/low_mean": _mean(low, mask),
+            "clip_ratio/high_mean": _mean(high, mask),
+            "clip_ratio/region_mean": _mean(torch.maximum(low, high), mask),
+            "ratio_mean": _mean(r, mask),
         }
         if kl is not None:
-            metrics["kl"] = _masked_mean(kl.detach(), mask)
+            metrics["kl"] = _mean(kl.detach(), mask)
     return loss, metrics

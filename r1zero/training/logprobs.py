@@ -18,15 +18,14 @@ from the tempered distribution, so their log-probs must too).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so left padding does not shift them."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+from r1zero.rollout.layout import position_ids_from_mask, trim_padding
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -151,7 +150,7 @@ class CompletionLogprobs(torch.nn.Module):
     One forward per micro-batch is what DDP and FSDP2 wrap: DDP expects one forward per backward,
     and FSDP2 gathers the root's weights (embeddings, final norm, LM head) around its root module's
     forward; the shared-prompt path calls the decoder twice and the head directly, so the root must
-    be this module, not the Hugging Face model (r1zero.distributed).
+    be this module, not the Hugging Face model (r1zero.training.distributed).
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -162,3 +161,52 @@ class CompletionLogprobs(torch.nn.Module):
                 chunk_size: int = 1024, entropy_grad: bool = False):
         return completion_logprobs(self.model, input_ids, attention_mask, prompt_width, completion_mask,
                                    temperature=temperature, chunk_size=chunk_size, entropy_grad=entropy_grad)
+
+
+class ForwardPasses:
+    """The forward passes of an update over rows of a RolloutBatch (r1zero.algorithms.base): trimmed
+    of all-padding columns (r1zero.rollout.layout), on the run's device, under its autocast, and
+    padded back to the batch's completion width so every caller indexes one shape. ``module`` is
+    a CompletionLogprobs (policy, reference) or PPO's CompletionValues, wrapped under torchrun."""
+
+    def __init__(self, device: torch.device, autocast_dtype, temperature: float, chunk_size: int,
+                 micro_batch_size: int):
+        self.device, self.autocast_dtype = device, autocast_dtype
+        self.temperature, self.chunk_size, self.micro_batch_size = temperature, chunk_size, micro_batch_size
+
+    def autocast(self):
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _run(self, module, batch, rows, **kwargs):
+        ids, am, cm, pw = trim_padding(batch.input_ids[rows], batch.attention_mask[rows], batch.completion_mask[rows],
+                                       batch.prompt_width)
+        with self.autocast():
+            out = module(ids.to(self.device), am.to(self.device), pw, cm.to(self.device), **kwargs)
+        C = batch.completion_mask.shape[1]
+
+        def full_width(t):
+            pad = C - t.shape[1]
+            return torch.nn.functional.pad(t, (0, pad)) if pad else t
+
+        return tuple(full_width(t) for t in out) if isinstance(out, tuple) else full_width(out)
+
+    def logprobs(self, module, batch, rows, entropy_grad: bool = False):
+        """(log-probs, entropies), each (len(rows), C)."""
+        return self._run(module, batch, rows, temperature=self.temperature, chunk_size=self.chunk_size,
+                         entropy_grad=entropy_grad)
+
+    def values(self, module, batch, rows):
+        """(len(rows), C) critic values."""
+        return self._run(module, batch, rows)
+
+    @torch.no_grad()
+    def frozen(self, module, batch, values: bool = False) -> torch.Tensor:
+        """(N, C) log-probs (or values) of every row without gradients, on the CPU, a micro-batch at a time."""
+        mb = self.micro_batch_size
+        out = []
+        for s in range(0, len(batch), mb):
+            rows = slice(s, s + mb)
+            out.append((self.values(module, batch, rows) if values else self.logprobs(module, batch, rows)[0]).cpu())
+        return torch.cat(out)

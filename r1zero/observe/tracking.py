@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1zero.observe.metrics import EVAL_PREFIX
+
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
 EVALS = "eval_results.jsonl"
@@ -120,7 +122,7 @@ class Tracker:
 
     def log_eval(self, results: dict[str, Any], step: int) -> None:
         append_jsonl(self.dir / EVALS, {"step": step, **results})
-        self.log({f"eval/{k}": v for k, v in results.items() if isinstance(v, (int, float))}, step)
+        self.log({f"{EVAL_PREFIX}{k}": v for k, v in results.items() if isinstance(v, (int, float))}, step)
 
     def close(self) -> None:
         if self._tb is not None:
@@ -129,3 +131,12 @@ class Tracker:
             self._wandb.finish()
         if self._swan is not None:
             self._swan.finish()
+
+
+class NullTracker:
+    """What processes other than rank 0 log under torchrun: nothing (rank 0 logs the gathered step)."""
+
+    def log(self, *a, **k): pass
+    def log_eval(self, *a, **k): pass
+    def log_samples(self, *a, **k): pass
+    def close(self): pass

@@ -8,13 +8,13 @@ trainer needs.
   mini-batch of ``mini_batch_prompts`` prompts is cut into equal contiguous pieces, one per rank,
   so a prompt's group of completions stays on one rank and every rank's k-th mini-batch is a piece
   of the single-process run's k-th mini-batch;
-* samples are keyed by the prompt's index in the global batch (r1zero.rollout_engine), so they do
+* samples are keyed by the prompt's index in the global batch (r1zero.rollout.engine), so they do
   not depend on the number of processes;
 * rewards and per-sample facts are gathered, so advantages (batch scaling included) and metrics
   see the whole step on every rank;
 * the weights are replicated (``distributed: ddp``) or sharded (``distributed: fsdp``, PyTorch's
   ``fully_shard`` per decoder layer plus the root). The gradient reduction averages over ranks, so
-  each rank back-propagates ``world_size`` x its share of the global loss (r1zero.trainer);
+  each rank back-propagates ``world_size`` x its share of the global loss (r1zero.training.trainer);
 * optimizer state is saved with ``torch.distributed.checkpoint`` (each rank writes its own shards)
   and the model as one Hugging Face folder written by rank 0.
 
@@ -30,6 +30,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from r1zero.errors import ConfigError
 
 MODES = ("ddp", "fsdp")
 
@@ -93,6 +95,17 @@ def device_for(env: DistEnv, device: torch.device) -> torch.device:
     return device
 
 
+def check_config(cfg, env: DistEnv) -> None:
+    """What torchrun needs of a config, refused before any model loads."""
+    if not env.enabled:
+        return
+    mini = cfg.mini_batch_prompts or cfg.prompts_per_step
+    key = "mini_batch_prompts" if cfg.mini_batch_prompts else "prompts_per_step"
+    if mini % env.world_size:
+        raise ConfigError(f"config: '{key}' ({mini}) must be divisible by the {env.world_size} processes; "
+                          f"use a multiple of {env.world_size}")
+
+
 # ---- who does what ---------------------------------------------------------------------------
 
 def prompt_share(n_prompts: int, mini_prompts: int, env: DistEnv) -> list[int]:
@@ -100,7 +113,7 @@ def prompt_share(n_prompts: int, mini_prompts: int, env: DistEnv) -> list[int]:
 
     Each mini-batch of ``mini_prompts`` prompts is split into ``world_size`` equal contiguous
     pieces and rank r takes the r-th piece of every mini-batch (divisibility is checked with the
-    config, r1zero.trainer.check_distributed).
+    config, r1zero.training.trainer.check_distributed).
     """
     k = mini_prompts // env.world_size
     return [m + env.rank * k + j for m in range(0, n_prompts, mini_prompts) for j in range(k)]
@@ -159,7 +172,7 @@ def wrap(module: torch.nn.Module, mode: str, env: DistEnv, *, cpu_offload: bool 
          trainable: bool = True) -> torch.nn.Module:
     """DDP or FSDP2 around ``module`` (returned unchanged for one process).
 
-    ``module`` is r1zero.logprobs.CompletionLogprobs around a Hugging Face model. FSDP2 shards every
+    ``module`` is r1zero.training.logprobs.CompletionLogprobs around a Hugging Face model. FSDP2 shards every
     decoder layer and then the root, the layout PyTorch recommends for transformers;
     ``cpu_offload`` keeps the shards (and their optimizer state) in CPU memory. A frozen model
     (``trainable=False``, the reference model) is left unwrapped under DDP: it has no gradients to

@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from r1zero.rewards import RewardModel
-from r1zero.rollout import encode_prompts, generate
+from r1zero.rewards.scoring import RewardModel
+from r1zero.rollout.sampling import encode_prompts, generate
 
 
 @torch.no_grad()
@@ -49,3 +49,17 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
         summary[f"mean@{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
         summary[f"pass@{samples}"] = sum(any(p) for p in per_problem) / n
     return summary, records
+
+
+def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One evaluation summary from several processes' (each a mean over its ``n`` rows): n-weighted means."""
+    n = sum(s.get("n", 0) for s in summaries)
+    out: dict[str, Any] = {"n": n}
+    for key in (k for s in summaries if s.get("n") for k in s):
+        if key != "n" and key not in out:
+            out[key] = sum(s[key] * s["n"] for s in summaries if s.get("n")) / max(n, 1)
+    return out
+
+
+def format_summary(summary: dict) -> str:
+    return ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items())

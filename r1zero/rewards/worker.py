@@ -21,6 +21,8 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Mapping, Sequence
 
+from r1zero.rewards.functions import load_reward_func
+
 log = logging.getLogger("r1zero")
 
 # How long a fresh worker may take to import the user's module (not part of any completion's limit).
@@ -54,8 +56,6 @@ def score_one(fn: Callable[..., Any], completion: str, example: Mapping[str, Any
 
 def _serve(spec: str, conn) -> None:
     """Worker loop: load the function, then answer batches one value at a time."""
-    from r1zero.rewards import load_reward_func
-
     try:
         fn = load_reward_func(spec)
     except Exception as e:
@@ -92,7 +92,7 @@ class _Duplex:
 class RewardWorker:
     """One user reward function (``module:function``) in a killable worker process.
 
-    The worker is a fresh ``python -m r1zero.reward_worker`` process (not a fork of the trainer,
+    The worker is a fresh ``python -m r1zero.rewards.worker`` process (not a fork of the trainer,
     whose torch thread pools make forking unsafe, and not multiprocessing's spawn, which would
     re-run the user's main script). It talks over two private pipes, so a reward that prints
     cannot corrupt the protocol; it gets the trainer's ``sys.path`` so ``module:function`` resolves
@@ -114,7 +114,7 @@ class RewardWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "r1zero.reward_worker", self.spec, str(to_child_r), str(from_child_w)],
+                [sys.executable, "-m", "r1zero.rewards.worker", self.spec, str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
         finally:
             os.close(to_child_r)
@@ -201,7 +201,7 @@ def worker_pid(worker: RewardWorker) -> int | None:
 __all__ = ["RewardWorker", "score_one", "worker_pid", "START_TIMEOUT_S"]
 
 
-if __name__ == "__main__":  # the worker process: python -m r1zero.reward_worker SPEC READ_FD WRITE_FD
+if __name__ == "__main__":  # the worker process: python -m r1zero.rewards.worker SPEC READ_FD WRITE_FD
     _die_with_parent()
     _serve(sys.argv[1], _Duplex(Connection(int(sys.argv[2]), writable=False),
                                 Connection(int(sys.argv[3]), readable=False)))

@@ -3,7 +3,7 @@
 Typical use: the starting model against a checkpoint of a run. When ``--after`` is a checkpoint
 inside a run folder (or a run folder), the run's config.yaml supplies what the user did not give:
 task, reward scheme, template, task options and generation length, so both models are asked
-exactly what training asked. Scoring is r1zero.evaluate's (the same as ``r1zero eval``).
+exactly what training asked. Scoring is r1zero.observe.evaluate's (the same as ``r1zero eval``).
 """
 from __future__ import annotations
 
@@ -46,22 +46,18 @@ def _score_line(rec: dict) -> str:
 
 def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: int, device: str = "auto",
                   batch_size: int = 64, max_prompt_length: int | None = None) -> list[tuple[dict, list[dict]]]:
-    """(summary, records) of r1zero.evaluate for each model in turn (one model in memory at a time)."""
-    import torch
-
-    from r1zero.evaluate import evaluate
-    from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
+    """(summary, records) of r1zero.observe.evaluate for each model in turn (one model in memory at a time)."""
+    from r1zero.models import choose_device, load_generator
+    from r1zero.observe.evaluate import evaluate
 
     dev = choose_device(device)
-    bf16 = use_bf16(None, dev)
     out = []
     for name in models:
-        tokenizer = load_tokenizer(name)
-        model = load_model(name, dev, trainable=False)
-        out.append(evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
-                            max_new_tokens=max_new_tokens, batch_size=batch_size, max_prompt_length=max_prompt_length,
-                            autocast_dtype=torch.bfloat16 if bf16 else None))
-        del model
+        gen = load_generator(name, dev)
+        out.append(evaluate(gen.model, gen.tokenizer, task, rows, eos_ids=gen.eos_ids, max_new_tokens=max_new_tokens,
+                            batch_size=batch_size, max_prompt_length=max_prompt_length,
+                            autocast_dtype=gen.autocast_dtype))
+        del gen
     return out
 
 
@@ -130,7 +126,7 @@ def format_terminal(result: dict, width: int | None = None) -> str:
 
 
 def write_html(result: dict, path: str | Path) -> Path:
-    from r1zero.report import get_template, split_completion, write_atomic
+    from r1zero.observe.report import get_template, split_completion, write_atomic
 
     def segs(rec):
         return [(k, [(t, False)]) for k, t in split_completion(rec["completion"])]

@@ -1,8 +1,8 @@
 """Sampling completions: G per prompt, in batches, with r1zero's rollout engine
-(r1zero.rollout_engine) or, for comparison, transformers' ``generate``.
+(r1zero.rollout.engine) or, for comparison, transformers' ``generate``.
 
 Prompts are left-padded so every completion starts at the same column; generate builds position
-ids from the attention mask, and so does our log-prob pass (r1zero.logprobs), so padding never
+ids from the attention mask, and so does our log-prob pass (r1zero.training.logprobs), so padding never
 shifts a position. Generation stops on every EOS id of the tokenizer and of the model's generation
 config. A completion keeps its EOS token (the model must learn to stop) and nothing after it.
 """
@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from r1zero.rollout_engine import generate_ids, left_pad
+from r1zero.rollout.engine import generate_ids
+from r1zero.rollout.layout import left_pad
 
 
 @dataclass
@@ -68,12 +69,12 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
     touching the global random state (the trainer seeds each step, so a resumed run draws the same
-    samples as an uninterrupted one). ``engine="r1zero"`` is r1zero.rollout_engine (shared prompt
+    samples as an uninterrupted one). ``engine="r1zero"`` is r1zero.rollout.engine (shared prompt
     prefill, finished rows leave the batch, counter-based sampling keyed by (seed, prompt index,
     sample index), so samples do not depend on ``batch_size``); ``engine="hf"`` is transformers'
     ``generate`` (the baseline the benchmarks compare with; greedy output is identical).
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
-    ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout_engine.generate_ids).
+    ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
     """
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device

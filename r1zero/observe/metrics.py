@@ -1,0 +1,65 @@
+"""The metric vocabulary (TRL's names where TRL has one), defined once: the trainer writes these keys
+and the report reads them. ``step_metrics`` computes one training step's sample metrics."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+REWARD = "reward"
+REWARD_STD = "reward_std"
+REWARD_PART = "reward/"            # + reward function name
+REWARD_ERRORS = "reward_errors/"   # + scorer name
+ACCURACY = "accuracy"
+FORMAT_RATE = "format_rate"
+OUTCOME_BAD_FORMAT = "outcome/bad_format"
+OUTCOME_WRONG = "outcome/wrong"
+OUTCOME_CORRECT = "outcome/correct"
+MEAN_LENGTH = "completions/mean_length"
+MAX_LENGTH = "completions/max_length"
+MIN_LENGTH = "completions/min_length"
+P90_LENGTH = "completions/p90_length"
+CLIPPED_RATIO = "completions/clipped_ratio"
+ZERO_STD = "frac_reward_zero_std"
+LOSS = "loss"
+KL = "kl"
+ENTROPY = "entropy"
+CLIP_RATIO = "clip_ratio"          # prefix of clip_ratio/low_mean, /high_mean, /region_mean
+GRAD_NORM = "grad_norm"
+LEARNING_RATE = "learning_rate"
+EPOCH = "epoch"
+TOKENS_PER_SECOND = "tokens_per_second"
+TIME_STEP, TIME_GENERATE, TIME_UPDATE = "time/step", "time/generate", "time/update"
+EVAL_PREFIX = "eval/"
+
+OUTCOMES = ((OUTCOME_BAD_FORMAT, "badly formatted", "#d62728"),
+            (OUTCOME_WRONG, "formatted but wrong", "#ff7f0e"),
+            (OUTCOME_CORRECT, "correct", "#2ca02c"))
+LENGTH_KEYS = (MEAN_LENGTH, P90_LENGTH, MAX_LENGTH)
+
+
+def step_metrics(scores, lengths: torch.Tensor, truncated: torch.Tensor, group: dict[str, float]) -> dict[str, Any]:
+    """Reward, verdict, outcome and length metrics of one step's completions (every process's).
+
+    ``scores`` is the step's r1zero.rewards.scoring.BatchScores, ``group`` what
+    r1zero.algorithms.grpo.group_stats says of its reward groups."""
+    n = len(scores.rewards)
+    lengths = lengths.float()
+    correct = torch.tensor(scores.correct, dtype=torch.float32)
+    formatted = torch.tensor(scores.formatted, dtype=torch.float32)
+    m: dict[str, Any] = {
+        REWARD: group["reward_mean"], REWARD_STD: group["reward_std"],
+        **{f"{REWARD_PART}{k}": sum(v) / n for k, v in scores.parts.items()},
+        ACCURACY: float(correct.mean()), FORMAT_RATE: float(formatted.mean()),
+        # The three outcomes users plot on Countdown; they sum to 1.
+        OUTCOME_BAD_FORMAT: float(((1 - formatted) * (1 - correct)).mean()),
+        OUTCOME_WRONG: float((formatted * (1 - correct)).mean()),
+        OUTCOME_CORRECT: float(correct.mean()),
+        MEAN_LENGTH: float(lengths.mean()), MAX_LENGTH: float(lengths.max()), MIN_LENGTH: float(lengths.min()),
+        P90_LENGTH: float(torch.quantile(lengths, 0.9)),
+        CLIPPED_RATIO: float(truncated.float().mean()),
+        ZERO_STD: group["frac_reward_zero_std"],
+    }
+    for name, count in scores.errors.items():
+        m[f"{REWARD_ERRORS}{name}"] = count
+    return m

@@ -1,0 +1,1 @@
+"""Scoring completions: the task's scheme plus the user's reward functions (time-limited worker processes)."""

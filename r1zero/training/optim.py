@@ -1,0 +1,46 @@
+"""The optimizer and its learning-rate schedule, and one clip-and-step for the policy and any critic."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def make_scheduler(optimizer, kind: str, total_steps: int, warmup_steps: int):
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if kind in ("constant", "constant_with_warmup"):
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        progress = min(max(progress, 0.0), 1.0)
+        if kind == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))  # cosine
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(model, cfg, lr: float, total_steps: int):
+    """AdamW over ``model``'s trainable weights (the config's betas, eps, decay) and its schedule."""
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
+    warmup = int(round(cfg.warmup_ratio * total_steps))
+    return optimizer, make_scheduler(optimizer, cfg.lr_scheduler_type, total_steps, warmup)
+
+
+def clip_and_step(model, optimizer, max_grad_norm: float, allow) -> float:
+    """Clip the gradients to ``max_grad_norm`` (when > 0), step only if ``allow(grad_norm)`` (a
+    non-finite update is skipped: r1zero.training.guards), and return the norm before clipping
+    (NaN when it was not finite, so a mean over updates says so)."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    # max_norm=inf clips nothing (the factor is clamped to 1) and still returns the norm; with
+    # FSDP the gradients are sharded and the norm comes back sharded too, made whole here.
+    gn = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else math.inf)
+    if hasattr(gn, "full_tensor"):
+        gn = gn.full_tensor()
+    if allow(gn):
+        optimizer.step()
+    gn = float(gn)
+    return gn if math.isfinite(gn) else float("nan")

@@ -1,0 +1,86 @@
+"""A step's samples: every completion with its scores, gathered from every process, and the share
+of them written to samples.jsonl."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+
+from r1zero.rewards.scoring import BatchScores
+from r1zero.rollout.sampling import Rollout
+from r1zero.training import distributed as dist
+
+
+@dataclass
+class StepSamples:
+    """Every completion of a step, in the global batch's order (row i belongs to prompt i // G).
+    Under torchrun each rank's share is gathered, so every rank holds the whole step."""
+
+    prompts: list[str]        # one per prompt
+    examples: list[dict]      # one per prompt
+    completions: list[str]
+    lengths: torch.Tensor     # (N,) completion tokens, EOS included
+    truncated: torch.Tensor   # (N,) bool
+    scores: BatchScores
+
+    @classmethod
+    def gather(cls, mine: list[int], prompts, examples, roll: Rollout, scores: BatchScores,
+               env: dist.DistEnv) -> "StepSamples":
+        """The whole step from every rank's share; ``mine`` holds the global indices of this rank's
+        prompts (in one process: all of them, in order, and nothing is communicated)."""
+        local = dict(index=mine, prompts=prompts, examples=examples, completions=roll.completions,
+                     lengths=roll.lengths.tolist(), truncated=roll.truncated.tolist(), scores=scores)
+        shares = dist.gather(local, env)
+        G = len(roll.completions) // max(len(mine), 1)
+        # (rank, position in its share) of every prompt, in global order, then of every completion.
+        where = [rp for _, rp in sorted((p, (r, i)) for r, sh in enumerate(shares) for i, p in enumerate(sh["index"]))]
+        rows = [(r, i * G + g) for r, i in where for g in range(G)]
+
+        def per_prompt(key):
+            return [shares[r][key][i] for r, i in where]
+
+        def per_row(get):
+            return [get(shares[r])[j] for r, j in rows]
+
+        names = dict.fromkeys(k for sh in shares for k in sh["scores"].parts)
+        n = len(rows)
+        merged = BatchScores(per_row(lambda sh: sh["scores"].rewards), per_row(lambda sh: sh["scores"].correct),
+                             per_row(lambda sh: sh["scores"].formatted),
+                             {k: per_row(lambda sh, k=k: sh["scores"].parts.get(k, [0.0] * n)) for k in names})
+        for sh in shares:
+            for k, v in sh["scores"].errors.items():
+                merged.errors[k] = merged.errors.get(k, 0) + v
+            for k, v in sh["scores"].error_reasons.items():
+                merged.error_reasons.setdefault(k, v)
+        return cls(per_prompt("prompts"), per_prompt("examples"), per_row(lambda sh: sh["completions"]),
+                   torch.tensor(per_row(lambda sh: sh["lengths"])),
+                   torch.tensor(per_row(lambda sh: sh["truncated"]), dtype=torch.bool), merged)
+
+
+def sample_rows(cfg, step: int, batch: StepSamples, advantages) -> list[dict]:
+    """The ``log_completions_rate`` share of the step's completions (a seeded pick) for samples.jsonl."""
+    n = len(batch.completions)
+    rate = cfg.log_completions_rate
+    if rate <= 0:
+        return []
+    k = max(1, round(rate * n))
+    picked = sorted(random.Random(cfg.seed * 7919 + step).sample(range(n), k))
+    G = cfg.num_generations
+    scores = batch.scores
+    return [{"step": step, "prompt": batch.prompts[i // G], "completion": batch.completions[i],
+             "reward": scores.rewards[i], "advantage": float(advantages[i]),
+             "correct": scores.correct[i], "formatted": scores.formatted[i],
+             "truncated": bool(batch.truncated[i]), "length": int(batch.lengths[i]),
+             "parts": {name: vals[i] for name, vals in scores.parts.items()},
+             "example": {k: v for k, v in batch.examples[i // G].items() if isinstance(v, (int, float, str, list))}}
+            for i in picked]
+
+
+def gather_rows(values: torch.Tensor, rows: torch.Tensor, n: int, env: dist.DistEnv) -> list[float]:
+    """(n,) per-row numbers of the whole step from every process's ``values`` at its global ``rows``."""
+    out = [0.0] * n
+    for r, v in dist.gather((rows.tolist(), values.tolist()), env):
+        for i, x in zip(r, v):
+            out[i] = x
+    return out

@@ -1,0 +1,343 @@
+"""The training loop, one algorithm-agnostic step after another (``algorithm``: r1zero.algorithms).
+
+One step, in order (each line names the module that does it):
+
+1. data      ``prompts_per_step`` examples in a seeded order (r1zero.data.split: a fresh permutation
+             per epoch, keyed by ``seed`` and the epoch; the position is part of every checkpoint).
+2. prompt    the task renders each example (r1zero.tasks) and the tokenizer encodes it; prompts
+             longer than ``max_prompt_length`` are refused, never cut.
+3. rollout   ``num_generations`` completions per prompt (r1zero.rollout), sampled with
+             ``temperature``/``top_p``/``top_k``, stopping on every EOS id of the tokenizer and of
+             the generation config. Each prompt is prefilled once for its G samples, finished rows
+             leave the batch, and each sample's randomness is keyed by (seed, step, prompt index,
+             sample index): a resumed run samples exactly what the uninterrupted run did, and
+             ``generation_batch_size`` changes memory, never the samples.
+4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards); a scorer that
+             fails gives 0 for that sample and is counted.
+5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
+             with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
+             the starting weights, loaded only when the algorithm's KL needs it; with
+             ``ref_model_offload`` on the CPU between uses).
+6. update    the one update loop (r1zero.training.update): passes x mini-batches x micro-batches,
+             the algorithm's loss, one AdamW step per mini-batch, gradients clipped to
+             ``max_grad_norm``, non-finite updates skipped (r1zero.training.guards); the learning
+             rate follows ``lr_scheduler_type`` with linear warmup over ``warmup_ratio`` of the
+             steps, one scheduler step per training step. Log-probs use temperature-scaled logits,
+             in chunks, each group's prompt run once (r1zero.training.logprobs).
+7. log       metrics.jsonl / tensorboard / wandb / swanlab (r1zero.observe), a share of the
+             completions to samples.jsonl, evaluation every ``eval_steps``, checkpoints every
+             ``save_steps`` (r1zero.training.checkpoint) with at most ``save_total_limit`` kept,
+             the report every ``report_steps``.
+
+Several processes (``torchrun``, r1zero.training.distributed): every rank draws the same prompts and
+keeps an equal contiguous piece of each mini-batch (so its groups stay whole); samples are keyed by
+the prompt's index in the global batch, so they do not depend on the process count; rewards are
+gathered before advantages and metrics, and the estimators' batch statistics are global; rank 0
+writes the files, every rank writes its optimizer shards into the checkpoint.
+
+A logged loss of exactly 0 at the start is expected: the ratio is 1 and advantages are centred
+in each group, so the per-sequence terms cancel while the gradient does not. A step where every
+group had equal rewards has zero advantage and zero gradient: ``frac_reward_zero_std`` shows how
+often that happens.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from r1zero.algorithms import RolloutBatch, UpdateContext, get_algorithm, group_stats
+from r1zero.config import ConfigError, TrainConfig, save_config
+from r1zero.data.files import DataError, write_jsonl
+from r1zero.data.split import DataPosition, draw_batch, load_data
+from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
+from r1zero.observe import metrics as M
+from r1zero.observe import report
+from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
+from r1zero.observe.metrics import step_metrics
+from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
+from r1zero.rewards.scoring import RewardModel
+from r1zero.rollout.sampling import encode_prompts, generate
+from r1zero.tasks import Task, TaskError, get_task
+from r1zero.testing import faults
+from r1zero.training import checkpoint as ckpt
+from r1zero.training import distributed as dist
+from r1zero.training.guards import RunHealth, check_output_dir
+from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses
+from r1zero.training.optim import make_optimizer
+from r1zero.training.samples import StepSamples, gather_rows, sample_rows
+from r1zero.training.update import need_old_logprobs, run_update
+
+log = logging.getLogger("r1zero")
+
+
+def build_task(cfg: TrainConfig) -> Task:
+    return get_task(cfg.task, reward=None if cfg.reward == "none" else cfg.reward, template=cfg.template,
+                    **cfg.task_args)
+
+
+class Trainer:
+    """Builds everything from a TrainConfig and trains; see the module docstring. ``env`` is the
+    process's place under torchrun (default: the initialised process group, or one process)."""
+
+    def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None = None):
+        self.cfg = cfg
+        self.env = env or dist.current()
+        self.out = Path(cfg.output_dir)
+        # Everything that can be refused is checked before a model is loaded or a file written.
+        algorithm = get_algorithm(cfg.algorithm)
+        dist.check_config(cfg, self.env)
+        check_trackers(cfg.report_to)
+        check_output_dir(cfg.output_dir)
+        self.task = build_task(cfg)
+        self.rewarder = RewardModel(None if cfg.reward == "none" else self.task, cfg.reward_funcs, cfg.reward_weights,
+                                    timeout=cfg.reward_timeout)
+        self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
+        self.train_rows, self.test_rows = load_data(self.task, cfg)
+        self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
+        self.device = dist.device_for(self.env, choose_device(cfg.device))
+        if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
+            raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
+                              f"{self.device.type} the weights are in CPU memory already: remove it")
+        self.autocast_dtype = autocast_dtype(cfg.bf16, self.device)
+        self.tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
+        # Prompts that do not fit are refused now, not at step 500.
+        encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
+        self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
+            1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
+
+        torch.manual_seed(cfg.seed)
+        self.model = load_model(str(self.resume_from or cfg.model_name_or_path), self.device,
+                                trust_remote_code=cfg.trust_remote_code)
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # What the update calls: one forward per micro-batch, replicated (DDP) or sharded (FSDP2)
+        # under torchrun, the plain module in one process.
+        self.policy = dist.wrap(CompletionLogprobs(self.model), cfg.distributed, self.env,
+                                cpu_offload=cfg.fsdp_cpu_offload)
+        self.sharded = bool(dist.fsdp_modules(self.policy))
+        self.ref_model = self.ref_policy = None
+        if algorithm.uses_reference(cfg):  # always the starting model, also after a resume
+            # Offloaded: kept on the CPU and moved in per use; sharded: FSDP's CPU offload does it.
+            ref_device = torch.device("cpu") if cfg.ref_model_offload and not self.sharded else self.device
+            self.ref_model = load_model(cfg.model_name_or_path, ref_device, trust_remote_code=cfg.trust_remote_code,
+                                        trainable=False)
+            self.ref_policy = dist.wrap(CompletionLogprobs(self.ref_model), cfg.distributed, self.env, trainable=False,
+                                        cpu_offload=self.device.type == "cuda" and (cfg.fsdp_cpu_offload
+                                                                                    or cfg.ref_model_offload))
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model)
+        faults.watch(self)  # a crash-test hook; nothing unless R1ZERO_PAUSE_AT is set
+        # After wrapping: FSDP2 has replaced the parameters with their shards.
+        self.optimizer, self.scheduler = make_optimizer(self.model, cfg, cfg.learning_rate, self.max_steps)
+        self.passes = ForwardPasses(self.device, self.autocast_dtype, cfg.temperature, cfg.logprob_chunk_size,
+                                    cfg.per_device_train_batch_size)
+        self.algo = algorithm(cfg, UpdateContext(self.device, self.env, self.passes, self.max_steps, self.resume_from))
+        self.step = 0
+        self.pos = DataPosition()
+        if self.resume_from:
+            self._restore(self.resume_from)
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+    def _restore(self, path: Path) -> None:
+        state, heavy = ckpt.load_state(path)
+        self.step = int(state["step"])
+        self.pos = DataPosition(**state["data_position"])
+        if heavy is not None:
+            if "optimizer" in heavy:
+                self.optimizer.load_state_dict(heavy["optimizer"])
+            else:  # saved under torchrun: every rank's part, in torch.distributed.checkpoint format
+                dist.load_optimizer(self.policy, self.optimizer, path / ckpt.OPTIMIZER_DIR)
+            self.scheduler.load_state_dict(heavy["scheduler"])
+            random.setstate(heavy["python_rng"])
+            torch.set_rng_state(heavy["torch_rng"])
+            if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state_all(heavy["cuda_rng"])
+        else:
+            log.warning("checkpoint %s has no optimizer state: optimizer restarts, schedule continues", path)
+            for _ in range(self.step):
+                self.scheduler.step()
+        self.algo.restore(state.get("algorithm", {}), heavy, self.step)
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save(self) -> Path:
+        """Write checkpoint-<step>. Under torchrun every rank takes part (rank 0 makes the folder,
+        every rank writes its optimizer shards, rank 0 writes the rest and renames it into place)."""
+        state = {"step": self.step, "data_position": vars(self.pos), "max_steps": self.max_steps,
+                 "model_name_or_path": self.cfg.model_name_or_path, "world_size": self.env.world_size}
+        if self.algo.state():
+            state["algorithm"] = self.algo.state()
+        heavy = None
+        if self.cfg.save_optimizer_state:
+            heavy = {"scheduler": self.scheduler.state_dict(),
+                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                     **self.algo.heavy_state()}
+            if not self.env.enabled:
+                heavy["optimizer"] = self.optimizer.state_dict()
+        tmp = None
+        if self.env.enabled:
+            tmp = Path(dist.broadcast(str(ckpt.new_tmp(self.out, self.step)) if self.env.is_main else None, self.env))
+            if heavy is not None:
+                dist.save_optimizer(self.policy, self.optimizer, tmp / ckpt.OPTIMIZER_DIR)
+                self.algo.save_sharded(tmp)
+        # Gathered shards under FSDP (every rank takes part), None otherwise.
+        weights, extra = dist.full_state_dict(self.model), self.algo.extra_models()
+        final = self.out / f"checkpoint-{self.step}"
+        if self.env.is_main:
+            final = ckpt.save_checkpoint(self.out, self.step, self.model, self.tokenizer, state, heavy_state=heavy,
+                                         total_limit=self.cfg.save_total_limit, extra_models=extra,
+                                         model_state_dict=weights, tmp=tmp)
+        dist.barrier(self.env)  # nobody goes on (or resumes) before the checkpoint is in place
+        return final
+
+    # ---- one step -------------------------------------------------------------------------------
+    def _frozen_logprobs(self, policy, batch: RolloutBatch, model=None) -> torch.Tensor:
+        """Log-probs without gradients; ``model`` (the offloaded reference) visits the device only for this pass."""
+        if model is None:
+            return self.passes.frozen(policy, batch)
+        model.to(self.device)
+        try:
+            return self.passes.frozen(policy, batch)
+        finally:
+            model.to("cpu")
+
+    def train_step(self) -> tuple[dict[str, Any], list[dict]]:
+        cfg, G = self.cfg, self.cfg.num_generations
+        step = self.step + 1
+        t0 = time.perf_counter()
+        idx, next_pos = draw_batch(len(self.train_rows), self.pos, cfg.prompts_per_step, cfg.seed)
+        # This rank's prompts (all of them in one process), by their index in the global batch.
+        mine = dist.prompt_share(len(idx), cfg.mini_batch_prompts or cfg.prompts_per_step, self.env)
+        examples = [self.train_rows[idx[i]] for i in mine]
+        prompts, prompt_ids = encode_prompts(self.task, self.tokenizer, examples, cfg.max_prompt_length)
+        with dist.full_weights(self.policy):  # FSDP: whole weights, no communication while decoding
+            roll = generate(self.model, self.tokenizer, prompt_ids, num_generations=G,
+                            max_new_tokens=cfg.max_completion_length, eos_ids=self.eos_ids,
+                            temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
+                            batch_size=cfg.generation_batch_size, seed=cfg.seed * 1_000_003 + step,
+                            autocast_dtype=self.autocast_dtype, prompt_index=mine,
+                            cache="dynamic" if self.sharded else "auto")
+        t_gen = time.perf_counter() - t0
+        scores = self.rewarder(roll.completions, [ex for ex in examples for _ in range(G)],
+                               [p for p in prompts for _ in range(G)])
+        # The whole step on every rank: advantages (batch statistics included) and metrics see all of it.
+        samples = StepSamples.gather(mine, prompts, examples, roll, scores, self.env)
+        rewards = torch.tensor(samples.scores.rewards, dtype=torch.float32)
+        rows = torch.tensor([i * G + g for i in mine for g in range(G)])
+        loss_mask = roll.completion_mask.float()
+        if cfg.mask_truncated_completions:
+            loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
+        batch = RolloutBatch(roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1], roll.completion_mask,
+                             loss_mask, rewards[rows], rewards, rows, G)
+        t1 = time.perf_counter()
+        if need_old_logprobs(self.algo, cfg, len(batch), self.env.world_size):
+            batch.old_logprobs = self._frozen_logprobs(self.policy, batch)
+        if self.ref_policy is not None:
+            offload = cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
+            batch.ref_logprobs = self._frozen_logprobs(self.ref_policy, batch, self.ref_model if offload else None)
+        advantages, algo_metrics = self.algo.advantages(batch)
+        update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
+                            optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env, cfg=cfg,
+                            step=step, steps_done=self.step)
+        t_upd = time.perf_counter() - t1
+        lr = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        self.step, self.pos = step, next_pos
+
+        n = len(samples.scores.rewards)
+        m: dict[str, Any] = {
+            **step_metrics(samples.scores, samples.lengths, samples.truncated, group_stats(rewards, G)),
+            **algo_metrics, **update, M.LEARNING_RATE: lr,
+            M.EPOCH: self.pos.epoch + self.pos.offset / len(self.train_rows),
+            M.TIME_STEP: time.perf_counter() - t0, M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd,
+            M.TOKENS_PER_SECOND: float(samples.lengths.float().sum()) / max(
+                dist.all_sum([t_gen], self.env)[0] / self.env.world_size, 1e-9),
+        }
+        m.update(self.health.end_step(step, n, samples.scores))
+        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, loss_mask), rows, n, self.env)
+        return m, sample_rows(cfg, step, samples, seq_adv)
+
+    def run_eval(self) -> dict[str, Any]:
+        cfg = self.cfg
+        rows = self.test_rows[:cfg.eval_limit] if cfg.eval_limit else self.test_rows
+        if not rows:
+            return {}
+        mine = rows[dist.row_share(len(rows), self.env)]  # under torchrun each rank evaluates a share
+        summary, records = {"n": 0}, []
+        with dist.full_weights(self.policy):
+            if mine:
+                summary, records = evaluate(
+                    self.model, self.tokenizer, self.task, mine, eos_ids=self.eos_ids,
+                    max_new_tokens=cfg.eval_max_completion_length or cfg.max_completion_length,
+                    batch_size=cfg.generation_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
+                    autocast_dtype=self.autocast_dtype)
+        self.model.train()
+        if self.env.enabled:
+            parts = dist.gather((summary, records), self.env)
+            summary, records = merge_summaries([p[0] for p in parts]), [r for p in parts for r in p[1]]
+        if self.env.is_main:
+            write_jsonl(records, self.out / "eval" / f"step-{self.step}.jsonl")
+        return summary
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def train(self) -> dict[str, Any]:
+        cfg = self.cfg
+        main = self.env.is_main  # under torchrun rank 0 writes the run's files; every rank trains
+        if main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+            report.refresh(self.out, device=self.device)
+            tracker = Tracker(self.out, cfg.report_to, cfg.run_name or self.out.name, cfg.to_dict(), resume_step=self.step)
+        else:
+            tracker = NullTracker()
+        result: dict[str, Any] = {"output_dir": str(self.out)}
+        try:
+            if cfg.eval_on_start and self.step == 0:
+                result["eval_start"] = ev = self.run_eval()
+                tracker.log_eval(ev, 0)
+                log.info("eval before training: %s", format_summary(ev))
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=self.max_steps, initial=self.step, disable=cfg.disable_tqdm or not main,
+                       desc=cfg.algorithm, unit="step")
+            last: dict[str, Any] = {}
+            while self.step < self.max_steps:
+                metrics, samples = self.train_step()
+                last = metrics
+                if self.step % cfg.logging_steps == 0 or self.step == self.max_steps:
+                    tracker.log(metrics, self.step)
+                tracker.log_samples(samples)
+                self.health.raise_if_stopped()  # after logging, so the failing step is in the metrics
+                if main and cfg.report_steps and self.step % cfg.report_steps == 0 and self.step < self.max_steps:
+                    report.refresh(self.out, live=True)
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics[M.REWARD]:.3f}", acc=f"{metrics[M.ACCURACY]:.2f}",
+                                len=f"{metrics[M.MEAN_LENGTH]:.0f}")
+                if cfg.eval_steps and self.step % cfg.eval_steps == 0 and self.step < self.max_steps:
+                    tracker.log_eval(self.run_eval(), self.step)
+                if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.max_steps:
+                    self.save()
+            bar.close()
+            result["checkpoint"] = str(self.save())
+            if cfg.eval_on_end:
+                result["eval_end"] = ev = self.run_eval()
+                tracker.log_eval(ev, self.step)
+                log.info("eval after training: %s", format_summary(ev))
+            result["last_metrics"] = last
+            result["report"] = report.refresh(self.out) if main else None
+        finally:
+            tracker.close()
+            self.rewarder.close()
+        return result
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    return Trainer(cfg).train()
+
+
+__all__ = ["Trainer", "train", "build_task", "ConfigError", "DataError", "TaskError"]

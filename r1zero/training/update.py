@@ -1,0 +1,135 @@
+"""The one update loop every algorithm runs: passes x mini-batches x micro-batches.
+
+For ``num_iterations`` passes, this process's rollouts are cut into mini-batches of
+``mini_batch_prompts`` prompts (whole groups; under torchrun each process holds an equal piece of
+every mini-batch), one optimizer update each, accumulated over micro-batches of
+``per_device_train_batch_size`` rows. Each micro-batch's loss comes from the algorithm
+(r1zero.algorithms.base.Algorithm.policy_loss) and is scaled so that the accumulated gradient is the
+gradient of the whole mini-batch's loss:
+
+* ``grpo`` and ``dr_grpo`` are means over sequences, so a micro-batch of ``b`` of the mini-batch's
+  ``B`` rows weighs ``b / B``: the accumulated gradient equals the whole mini-batch's exactly.
+* ``dapo`` divides every micro-batch's token-loss sum by the mini-batch's token count over all
+  processes: exact as well.
+* ``bnpo`` divides by the micro-batch's own token count (as veRL's micro-batches do), then weighs
+  it ``b / B``: each micro-batch is a token mean, and the mini-batch loss is the row-weighted mean
+  of those, which equals the whole mini-batch's token mean only when micro-batches hold equal
+  token counts. That is the intended behaviour (``per_device_train_batch_size`` = the mini-batch
+  makes it TRL's).
+
+The gradient reduction of DDP / FSDP2 averages over processes, so each process back-propagates
+world_size x its share, and reduces gradients once per mini-batch (after its last micro-batch).
+Then the gradients are clipped to ``max_grad_norm`` and the step is taken unless the loss or the
+norm is not finite (r1zero.training.guards: the update is skipped, weights and AdamW state untouched).
+pi_old is the policy that sampled: when there is a single update per step (and the algorithm does
+not need it for its advantages) its log-probs equal the current ones, so they are the current
+log-probs detached and no extra forward pass is spent.
+"""
+from __future__ import annotations
+
+
+from r1zero.training import distributed as dist
+from r1zero.training.optim import clip_and_step
+
+
+class MetricSums:
+    """Sums (``add``) and token-weighted means (``add_weighted``) over an update's micro-batches,
+    combined over processes by ``finish``."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weighted: dict[str, list[float]] = {}
+
+    def add(self, key: str, value: float) -> None:
+        self.sums[key] = self.sums.get(key, 0.0) + value
+
+    def add_weighted(self, key: str, value: float, weight: float) -> None:
+        self.add_ratio(key, value * weight, weight)
+
+    def add_ratio(self, key: str, numerator: float, denominator: float) -> None:
+        """``means()[key]`` is the sum of the numerators over the sum of the denominators."""
+        acc = self.weighted.setdefault(key, [0.0, 0.0])
+        acc[0] += numerator
+        acc[1] += denominator
+
+    def total(self, key: str) -> float:
+        return self.sums.get(key, 0.0)
+
+    def finish(self, env) -> None:
+        """Everything summed over processes (the same keys on every process: the same settings)."""
+        s_keys, w_keys = sorted(self.sums), sorted(self.weighted)
+        flat = dist.all_sum([*(self.sums[k] for k in s_keys), *(v for k in w_keys for v in self.weighted[k])], env)
+        self.sums = dict(zip(s_keys, flat[:len(s_keys)]))
+        rest = flat[len(s_keys):]
+        self.weighted = {k: [rest[2 * i], rest[2 * i + 1]] for i, k in enumerate(w_keys)}
+
+    def means(self) -> dict[str, float]:
+        return {k: v / max(w, 1.0) for k, (v, w) in self.weighted.items()}
+
+
+def mini_batch_rows(cfg, world_size: int) -> int:
+    """Rows of one mini-batch on this process."""
+    return (cfg.mini_batch_prompts or cfg.prompts_per_step) // world_size * cfg.num_generations
+
+
+def need_old_logprobs(algo, cfg, n_rows: int, world_size: int) -> bool:
+    """Whether pi_old takes its own pass: the algorithm reads it, or the weights move before its last use."""
+    return algo.always_old_logprobs or cfg.num_iterations > 1 or n_rows > mini_batch_rows(cfg, world_size)
+
+
+def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, health, env, cfg, step: int,
+               steps_done: int) -> dict[str, float]:
+    """Train on one step's rollouts (this process's rows of ``batch``); returns the step's update
+    metrics, summed over processes: loss, grad_norm, entropy, the loss's clip/ratio/kl token means,
+    and whatever the algorithm adds (``end_update``)."""
+    W = env.world_size
+    n = len(batch)
+    mini_rows = mini_batch_rows(cfg, W)
+    starts = range(0, n, mini_rows)
+    # Each mini-batch's token count over all processes (the dapo normaliser): one all-reduce per step.
+    mini_tokens_all = dist.all_sum([batch.loss_mask[m0:m0 + mini_rows].sum() for m0 in starts], env)
+    train_policy = algo.updates_policy(steps_done)
+    entropy_grad = cfg.entropy_coeff > 0
+    mb = cfg.per_device_train_batch_size
+    acc = MetricSums()
+    grad_norms: list[float] = []
+    updates = 0
+    for _ in range(cfg.num_iterations):
+        for m0, mini_tokens in zip(starts, mini_tokens_all):
+            rows = list(range(m0, min(n, m0 + mini_rows)))
+            optimizer.zero_grad(set_to_none=True)
+            algo.start_mini_batch()
+            for s in range(0, len(rows), mb):
+                r = rows[s:s + mb]
+                last = s + mb >= len(rows)
+                if train_policy:
+                    mask = batch.loss_mask[r]
+                    with dist.grad_sync(policy, last):  # reduced once per mini-batch, after its last micro-batch
+                        lp, ent = passes.logprobs(policy, batch, r, entropy_grad=entropy_grad)
+                        dev_mask = mask.to(lp.device)
+                        old = batch.old_logprobs[r].to(lp.device) if batch.old_logprobs is not None else lp.detach()
+                        ref = batch.ref_logprobs[r].to(lp.device) if batch.ref_logprobs is not None else None
+                        loss, metrics = algo.policy_loss(lp, ent, old, ref, advantages[r].to(lp.device), dev_mask,
+                                                         mini_tokens)
+                        if cfg.loss_type != "dapo":
+                            loss = loss * (len(r) / (len(rows) * W))  # mean over the mini-batch, not the micro-batch
+                        (loss * W).backward()
+                    health.note_loss(loss.detach())
+                    tok = float(mask.sum())
+                    acc.add("loss", float(loss.detach()))
+                    acc.add_ratio("entropy", float((ent.detach() * dev_mask).sum()), tok)
+                    for k, v in metrics.items():
+                        acc.add_weighted(k, v, tok)
+                algo.after_micro_batch(batch, r, mini_tokens, last, acc)
+            if train_policy:
+                grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
+                                                lambda gn: health.update_ok(gn, step)))
+            algo.end_mini_batch(acc)
+            updates += 1
+    optimizer.zero_grad(set_to_none=True)
+    acc.finish(env)
+    out = algo.end_update(acc)
+    if train_policy:
+        out.update({"loss": acc.total("loss") / updates, "grad_norm": sum(grad_norms) / len(grad_norms)})
+    out.update(acc.means())
+    return out
