@@ -106,7 +106,8 @@ class TrainConfig:
 
     # ---- GRPO ---------------------------------------------------------------------------------
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = _f(
-        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean), dr_grpo "
+        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean per micro-batch, so it "
+        "depends on per_device_train_batch_size, as in TRL and veRL), dr_grpo "
         "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch)."
     )
     scale_rewards: Union[Literal["group", "batch", "none"], bool] = _f(

@@ -24,11 +24,15 @@ One step, in order (each line names the module that does it):
              pi/pi_old, clipped to [1 - epsilon, 1 + epsilon_high], loss = -min(ratio*A,
              clip(ratio)*A) + beta * KL(pi || pi_ref) with the k1/k2/k3 estimator; reduced by
              ``loss_type`` (r1zero.grpo.policy_loss). Micro-batch losses are scaled so that the
-             accumulated gradient equals the gradient of the whole mini-batch's loss (dapo divides
-             by the mini-batch's token count directly). pi_old is the policy that sampled: when
-             there is a single update per step its log-probs equal the current ones, so they are
-             the current log-probs detached and no extra forward pass is spent; otherwise they are
-             computed once, without gradients, before the first update. The reference model (a
+             accumulated gradient equals the gradient of the whole mini-batch's loss for grpo,
+             dr_grpo and dapo (dapo divides by the mini-batch's token count directly), whatever
+             ``per_device_train_batch_size`` is. bnpo is the exception, by intent (TRL, veRL):
+             each micro-batch's token mean, weighted by the micro-batch's share of the rows, so
+             its update depends on the micro-batch size (r1zero.grpo; tests/test_microbatch.py).
+             pi_old is the policy that sampled: when there is a single update per step its
+             log-probs equal the current ones, so they are the current log-probs detached and no
+             extra forward pass is spent; otherwise they are computed once, without gradients,
+             before the first update. The reference model (a
              frozen copy of the starting weights) is loaded only when ``beta > 0``. Log-probs use
              temperature-scaled logits and are computed in chunks (r1zero.logprobs), each group's
              prompt run once for its G completions (shared KV cache, same values and gradients);
@@ -506,7 +510,9 @@ class Trainer:
                             kl_estimator=cfg.kl_estimator, max_completion_length=cfg.max_completion_length,
                             total_tokens=mini_tokens)
                         if cfg.loss_type != "dapo":
-                            loss = loss * (len(r) / (len(rows) * W))  # mean over the mini-batch, not the micro-batch
+                            # Mean over the mini-batch, not the micro-batch (bnpo: of the micro-batches'
+                            # token means, its documented per-micro-batch rule).
+                            loss = loss * (len(r) / (len(rows) * W))
                         (loss * W).backward()
                     self.health.note_loss(loss.detach())
                     tok = float(cm.sum())
