@@ -20,14 +20,11 @@ rewards), with T_i its token count; then
 and the whole mini-batch's r1zero.grpo.policy_loss gives the same gradient for the first three.
 """
 import copy
-import json
-import sys
 
 import pytest
 import torch
-from conftest import REPO, make_tiny_model
+from conftest import REPO, RolloutRecorder
 
-import r1zero.rollout
 from r1zero.config import TrainConfig
 from r1zero.grpo import policy_loss
 from r1zero.logprobs import completion_logprobs
@@ -36,41 +33,6 @@ from r1zero.trainer import Trainer
 G, PROMPTS, MAX_C = 2, 4, 8
 N = G * PROMPTS
 SIZES = (1, 2, 4, N)
-
-
-@pytest.fixture(scope="module")
-def eos_rich_model(tmp_path_factory, tokenizer_dir):
-    """A tiny random Qwen2 whose generation config lists 6,000 EOS ids (of 49,152): a random model
-    then stops at a random length (about 12% per token) instead of always running to the limit,
-    so sequences differ in length and the loss types differ from each other."""
-    out = make_tiny_model("qwen2", tokenizer_dir, tmp_path_factory.mktemp("eos-rich"), seed=5)
-    path = out / "generation_config.json"
-    gen = json.loads(path.read_text())
-    gen["eos_token_id"] = list(gen["eos_token_id"]) + list(range(1000, 7000))
-    path.write_text(json.dumps(gen))
-    return out
-
-
-class RolloutRecorder:
-    """Wraps r1zero.rollout.generate wherever a loaded r1zero module holds it; records each Rollout."""
-
-    def __init__(self, mp):
-        self.rollouts = []
-        real = r1zero.rollout.generate
-
-        def spy(*args, **kwargs):
-            roll = real(*args, **kwargs)
-            self.rollouts.append(roll)
-            return roll
-
-        patched = 0
-        for name, mod in list(sys.modules.items()):
-            if name.startswith("r1zero") and mod is not None:
-                for attr, value in list(vars(mod).items()):
-                    if value is real:
-                        mp.setattr(mod, attr, spy)
-                        patched += 1
-        assert patched >= 2, "r1zero.rollout.generate is no longer what the trainer calls; update the recorder"
 
 
 def run_one_update(model_dir, out, **extra):
