@@ -161,3 +161,76 @@ def test_one_update_gradient_per_micro_batch_size(loss_type, eos_rich_model, ref
     if loss_type == "bnpo":  # the documented rule is not size-invariant: per-sequence at 1, token mean at N
         a, b = expected_gradient("bnpo", S, T, 1), expected_gradient("bnpo", S, T, N)
         assert max(float((a[n] - b[n]).abs().max()) for n in a) > 1e-3 * max(float(g.abs().max()) for g in b.values())
+
+
+def _masked(S, keep):
+    return [s if k else {n: torch.zeros_like(g) for n, g in s.items()} for s, k in zip(S, keep)]
+
+
+def test_truncated_completions_get_no_loss_when_masked(eos_rich_model, reference, tmp_path):
+    """mask_truncated_completions (DAPO): a completion that hit max_completion_length adds nothing to
+    the gradient, and its tokens leave the token counts (dapo's normaliser); grpo still averages
+    over all sequences of the mini-batch, as TRL does (a masked row's mean is 0)."""
+    roll, start, S, T, adv = reference
+    keep = [not t for t in roll.truncated.tolist()]
+    assert 0 < sum(keep) < N, keep
+    kept_tokens = sum(t for t, k in zip(T, keep) if k)
+    want = {"grpo": combine(_masked(S, keep), [1 / (N * t) for t in T]),
+            "dapo": combine(_masked(S, keep), [1 / kept_tokens] * N)}
+    for loss_type, expected in want.items():
+        grads, *_ = run_one_update(eos_rich_model, tmp_path / loss_type, loss_type=loss_type,
+                                   per_device_train_batch_size=2, mask_truncated_completions=True)
+        assert_same(grads, expected, f"{loss_type}, truncated masked")
+        unmasked = expected_gradient(loss_type, S, T, N)
+        scale = max(float(g.abs().max()) for g in expected.values())
+        assert max(float((unmasked[n] - expected[n]).abs().max()) for n in expected) > 1e-2 * scale  # masking matters
+
+
+def test_gradient_checkpointing_update_equals_the_plain_one(eos_rich_model, reference, tmp_path):
+    """gradient_checkpointing recomputes activations and runs every row in full (no shared prompt
+    cache, r1zero.logprobs): the same gradient, by hand, at two micro-batch sizes."""
+    roll, start, S, T, adv = reference
+    for mb in (2, N):
+        grads, metrics, *_ = run_one_update(eos_rich_model, tmp_path / f"gc{mb}", loss_type="grpo",
+                                            per_device_train_batch_size=mb, gradient_checkpointing=True)
+        assert_same(grads, expected_gradient("grpo", S, T, mb), f"gradient checkpointing, micro-batch {mb}")
+
+
+def _hand_entropy_gradient(model, roll):
+    """grad of the grpo-reduced mean token entropy, (1/n) sum_i (1/T_i) sum_t H_it, from full
+    logits of each row run alone (no padding, no r1zero.logprobs): H = -sum_v p_v log p_v."""
+    model.zero_grad(set_to_none=True)
+    P = roll.prompt_ids.shape[1]
+    total, tokens = 0.0, 0.0
+    for i in range(N):
+        prompt = roll.prompt_ids[i][roll.prompt_mask[i].bool()]
+        T_i = int(roll.completion_mask[i].sum())
+        ids = torch.cat([prompt, roll.completion_ids[i, :T_i]]).unsqueeze(0)
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:len(prompt) - 1 + T_i].double()  # temperature 1
+        logp = torch.log_softmax(logits, -1)
+        H = -(logp.exp() * logp).sum(-1)
+        total = total + H.sum() / T_i / N
+        tokens += float(H.sum())
+    total.backward()
+    assert P > 0
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, tokens
+
+
+def test_entropy_bonus_gradient_equals_a_hand_computation(eos_rich_model, reference, tmp_path):
+    """entropy_coeff (ppo, rloo, reinforce_pp; r1zero/ppo.py) subtracts c x the mean token entropy,
+    reduced like the loss (grpo: per sequence, then over sequences). The rollout does not depend on
+    it, so the update's gradient with c minus the one without is exactly -c x grad(entropy term)."""
+    roll, start, S, T, adv = reference
+    # Large, because a random model's entropy is nearly flat: with c = 0.05 the bonus would be 1e-4
+    # of the policy gradient and drown in its rounding (the difference of two runs is measured).
+    c = 20.0
+    runs = {}
+    for coeff in (0.0, c):
+        runs[coeff] = run_one_update(eos_rich_model, tmp_path / f"ent{coeff}", algorithm="rloo", entropy_coeff=coeff,
+                                     per_device_train_batch_size=2)
+        assert torch.equal(runs[coeff][3].completion_ids, roll.completion_ids)
+    bonus = {n: runs[c][0][n] - runs[0.0][0][n] for n in runs[c][0]}
+    hand, entropy_sum = _hand_entropy_gradient(copy.deepcopy(start), roll)
+    assert_same(bonus, {n: -c * g for n, g in hand.items()}, "entropy bonus gradient")
+    # The logged entropy is the token mean over the step.
+    assert runs[c][1]["entropy"] == pytest.approx(entropy_sum / sum(T), rel=1e-6)
