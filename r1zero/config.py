@@ -149,7 +149,10 @@ class TrainConfig:
     # ---- optimisation ---------------------------------------------------------------------------
     learning_rate: float = _f(1e-6, "AdamW learning rate.")
     lr_scheduler_type: Literal["constant", "linear", "cosine", "constant_with_warmup"] = _f("constant", "Learning-rate schedule after warmup.")
-    warmup_ratio: float = _f(0.0, "Share of max_steps spent warming up linearly from 0.")
+    warmup_ratio: float = _f(
+        0.0, "Share of max_steps spent warming up linearly from 0 (ceil(ratio x steps) steps, the first at learning "
+        "rate 0: transformers' schedules, as TRL uses them)."
+    )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")
