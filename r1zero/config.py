@@ -106,7 +106,8 @@ class TrainConfig:
 
     # ---- GRPO ---------------------------------------------------------------------------------
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = _f(
-        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean), dr_grpo "
+        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean per micro-batch, so it "
+        "depends on per_device_train_batch_size, as in TRL and veRL), dr_grpo "
         "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch)."
     )
     scale_rewards: Union[Literal["group", "batch", "none"], bool] = _f(
@@ -148,7 +149,10 @@ class TrainConfig:
     # ---- optimisation ---------------------------------------------------------------------------
     learning_rate: float = _f(1e-6, "AdamW learning rate.")
     lr_scheduler_type: Literal["constant", "linear", "cosine", "constant_with_warmup"] = _f("constant", "Learning-rate schedule after warmup.")
-    warmup_ratio: float = _f(0.0, "Share of max_steps spent warming up linearly from 0.")
+    warmup_ratio: float = _f(
+        0.0, "Share of max_steps spent warming up linearly from 0 (ceil(ratio x steps) steps, the first at learning "
+        "rate 0: transformers' schedules, as TRL uses them)."
+    )
     weight_decay: float = _f(0.0, "AdamW weight decay.")
     adam_beta1: float = _f(0.9, "AdamW beta1.")
     adam_beta2: float = _f(0.999, "AdamW beta2.")

@@ -3,6 +3,7 @@ saved to disk so tests go through the same loading code a user's model does."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,49 @@ def tiny_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, tokenizer_dir) -> Path:
     return make_tiny_model("llama", tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def eos_rich_model(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny random Qwen2 whose generation config lists 6,000 EOS ids (of 49,152): a random model
+    then stops at a random length (about 12% per token) instead of always running to the limit, so
+    completions differ in length and some are truncated while others are not."""
+    out = make_tiny_model("qwen2", tokenizer_dir, tmp_path_factory.mktemp("eos-rich"), seed=5)
+    path = out / "generation_config.json"
+    gen = json.loads(path.read_text())
+    gen["eos_token_id"] = list(gen["eos_token_id"]) + list(range(1000, 7000))
+    path.write_text(json.dumps(gen))
+    return out
+
+
+class RolloutRecorder:
+    """Records every Rollout that r1zero.rollout.sampling.generate returns (the real function runs), by
+    wrapping it wherever a loaded r1zero module holds it: tests see the exact tokens a trainer or
+    an evaluation sampled. ``mp`` is a pytest MonkeyPatch, which undoes the wrapping."""
+
+    def __init__(self, mp):
+        import sys
+
+        import r1zero.observe.evaluate  # noqa: F401  (loaded, so that its reference is wrapped too)
+        import r1zero.rollout.sampling
+        import r1zero.training.trainer  # noqa: F401
+
+        self.rollouts = []
+        real = r1zero.rollout.sampling.generate
+
+        def spy(*args, **kwargs):
+            roll = real(*args, **kwargs)
+            self.rollouts.append(roll)
+            return roll
+
+        patched = 0
+        for name, mod in list(sys.modules.items()):
+            if name.startswith("r1zero") and mod is not None:
+                for attr, value in list(vars(mod).items()):
+                    if value is real:
+                        mp.setattr(mod, attr, spy)
+                        patched += 1
+        assert patched >= 2, "r1zero.rollout.sampling.generate is no longer what the trainer calls; update the recorder"
 
 
 def pack_rows(pad_id: int, prompt_rows: list[list[int]], completions: list[list[int]]):

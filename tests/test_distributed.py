@@ -27,7 +27,12 @@ from r1zero.training.distributed import check_config as check_distributed
 from r1zero.training.samples import StepSamples
 
 TIMING = ("time/", "tokens_per_second")
-TOL = 1e-5
+# What docs/DISTRIBUTED.md claims, measured on CPU (gloo): weights within 3.8e-7 of one process
+# (0.0 for DDP with the grpo loss), logged floats within 2e-7 relative (grad_norm, about 10:
+# 2.9e-6 absolute) or 4.4e-7 absolute; a 2-process resume bit for bit. The bounds leave 2.6x.
+TOL = 1e-6        # weights, 1 vs 2 processes
+ROW_REL = 1e-6    # logged floats: relative ...
+ROW_ABS = 1e-6    # ... or absolute (values near 0)
 
 # GRPO with a KL term (a sharded / replicated reference model), two mini-batches and two passes
 # per step (old log-probs computed); dapo with one update per step, two micro-batches per rank.
@@ -119,7 +124,7 @@ def jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def assert_close_rows(a: list[dict], b: list[dict], tol: float = TOL) -> None:
+def assert_close_rows(a: list[dict], b: list[dict], rel: float = ROW_REL, tol: float = ROW_ABS) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
         assert x.keys() == y.keys()
@@ -127,7 +132,7 @@ def assert_close_rows(a: list[dict], b: list[dict], tol: float = TOL) -> None:
             if k.startswith(TIMING):
                 continue
             if isinstance(v, float):
-                assert y[k] == pytest.approx(v, abs=tol), k
+                assert y[k] == pytest.approx(v, rel=rel, abs=tol), k
             else:
                 assert y[k] == v, k
 
@@ -140,7 +145,10 @@ def test_two_processes_train_what_one_process_trains(runs, case, mode, stopping_
     one, two = runs(case, 1), runs(case, 2, mode)
     start = load_file(str(stopping_model / "model.safetensors"))
     for step in (1, 2):
-        assert max_diff(weights(one, step), weights(two, step)) < TOL
+        diff = max_diff(weights(one, step), weights(two, step))
+        assert diff < TOL
+        if case == "grpo" and mode == "ddp":  # the same micro-batches, and the mean of 2 x (g0, g1) is exact
+            assert diff == 0.0
     assert max_diff(weights(one, 2), start) > 100 * TOL  # the runs did move the weights
     # The same samples (keyed by global prompt index), rewards, advantages, metrics and evaluation.
     assert_close_rows(jsonl(one / "samples.jsonl"), jsonl(two / "samples.jsonl"))
@@ -161,8 +169,8 @@ def test_two_process_resume_equals_uninterrupted(runs, mode, tmp_path, stopping_
     resumed.mkdir()
     shutil.copytree(full / "checkpoint-1", resumed / "checkpoint-1")
     launch(recipe(stopping_model, resumed, **CASES["grpo"]), 2, mode)
-    assert max_diff(weights(full, 2), weights(resumed, 2)) <= 1e-6
-    assert_close_rows(jsonl(full / "metrics.jsonl")[1:], jsonl(resumed / "metrics.jsonl"), tol=1e-6)
+    assert max_diff(weights(full, 2), weights(resumed, 2)) == 0.0  # bit for bit, as in one process
+    assert_close_rows(jsonl(full / "metrics.jsonl")[1:], jsonl(resumed / "metrics.jsonl"), rel=0.0, tol=0.0)
 
 
 @pytest.mark.parametrize("mode", dist.MODES)

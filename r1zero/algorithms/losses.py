@@ -15,7 +15,14 @@ The per-token losses are reduced over the completion mask by ``loss_type``, matc
 * ``"grpo"``    mean over sequences of (sequence's token-loss sum / its token count). Each sequence
   weighs the same, so tokens of long completions weigh less (the length bias Dr. GRPO points out).
 * ``"bnpo"``    token-loss sum / active tokens of this batch (every token weighs the same within a
-  micro-batch).
+  micro-batch). Under gradient accumulation this is intended to stay *per micro-batch*, as in TRL
+  (its per-device batch, divided by the accumulation steps) and veRL (token-mean ``agg_loss`` per
+  micro-batch): the trainer weighs each micro-batch m's token mean by its share of the mini-batch's
+  rows, so one update's loss is ``sum_m (|m| / n) * sum_{t in m} loss_t / tokens(m)``. That is
+  the mini-batch's token mean only when one micro-batch holds the whole mini-batch, and grpo's
+  per-sequence mean when every micro-batch is one sequence; so ``per_device_train_batch_size``
+  changes a bnpo update (tests/test_microbatch.py checks exactly this rule). Use ``"dapo"`` for a
+  token mean that does not depend on the micro-batch size.
 * ``"dr_grpo"`` token-loss sum / (B * max_completion_length), a constant normaliser.
 * ``"dapo"``    token-loss sum / active tokens of the *global* batch (``total_tokens``, counted by
   the caller across gradient-accumulation micro-batches and processes), so that summing the

@@ -28,10 +28,16 @@ from transformers import DynamicCache
 from r1zero.rollout.layout import position_ids_from_mask, trim_padding
 
 
+def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
+    """bf16/fp16 logits (autocast) up to float32 for the softmax; float64 (a float64 model, as the
+    micro-batch tests use) stays float64."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                     bias: torch.Tensor | None, temperature: float, softcap: float | None,
                     entropy_grad: bool = False):
-    logits = F.linear(hidden, weight, bias).float()
+    logits = _at_least_fp32(F.linear(hidden, weight, bias))
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
     logits = logits / temperature
@@ -125,20 +131,21 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
                 lp, ent = _chunk_logprobs(h, t, weight, bias, temperature, softcap)
             pieces_lp.append(lp)
             pieces_ent.append(ent)
-        flat_lp = torch.cat(pieces_lp) if pieces_lp else hidden.new_zeros(0, dtype=torch.float32)
-        flat_ent = torch.cat(pieces_ent) if pieces_ent else hidden.new_zeros(0, dtype=torch.float32)
+        flat_lp = torch.cat(pieces_lp) if pieces_lp else _at_least_fp32(hidden.new_zeros(0))
+        flat_ent = torch.cat(pieces_ent) if pieces_ent else _at_least_fp32(hidden.new_zeros(0))
     else:
         # Models without a separable head: full logits for this micro-batch only.
         logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits[:, prompt_width - 1:-1].float() / temperature
+                       use_cache=False).logits[:, prompt_width - 1:-1]
+        logits = _at_least_fp32(logits) / temperature
         logz = torch.logsumexp(logits, dim=-1)
         lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             ent_all = logz - (torch.softmax(logits, -1) * logits).sum(-1)
         flat_lp, flat_ent = lp_all[sel], ent_all[sel]
 
-    logprobs = torch.zeros(B, C, dtype=torch.float32, device=input_ids.device)
-    entropy = torch.zeros(B, C, dtype=torch.float32, device=input_ids.device)
+    logprobs = torch.zeros(B, C, dtype=flat_lp.dtype, device=input_ids.device)
+    entropy = torch.zeros(B, C, dtype=flat_lp.dtype, device=input_ids.device)
     logprobs = logprobs.masked_scatter(sel, flat_lp)
     entropy = entropy.masked_scatter(sel, flat_ent if entropy_grad else flat_ent.detach())
     return logprobs, entropy

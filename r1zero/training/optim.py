@@ -7,9 +7,12 @@ import torch
 
 
 def make_scheduler(optimizer, kind: str, total_steps: int, warmup_steps: int):
+    """transformers' schedules (get_linear/cosine/constant_schedule_with_warmup), step for step:
+    the factor of update ``step`` (0-based) is step / warmup_steps during warmup, so the first
+    update of a warmed-up run has learning rate 0, as in TRL (and veRL); "constant" warms up too."""
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
+            return step / warmup_steps
         if kind in ("constant", "constant_with_warmup"):
             return 1.0
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -26,7 +29,7 @@ def make_optimizer(model, cfg, lr: float, total_steps: int):
     optimizer = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=lr,
         betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
-    warmup = int(round(cfg.warmup_ratio * total_steps))
+    warmup = math.ceil(cfg.warmup_ratio * total_steps)  # transformers' TrainingArguments.get_warmup_steps
     return optimizer, make_scheduler(optimizer, cfg.lr_scheduler_type, total_steps, warmup)
 
 

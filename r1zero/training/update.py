@@ -14,8 +14,10 @@ gradient of the whole mini-batch's loss:
 * ``bnpo`` divides by the micro-batch's own token count (as veRL's micro-batches do), then weighs
   it ``b / B``: each micro-batch is a token mean, and the mini-batch loss is the row-weighted mean
   of those, which equals the whole mini-batch's token mean only when micro-batches hold equal
-  token counts. That is the intended behaviour (``per_device_train_batch_size`` = the mini-batch
-  makes it TRL's).
+  token counts. That is the intended behaviour, as in TRL (its per-device batch, divided by the
+  accumulation steps) and veRL (token-mean ``agg_loss`` per micro-batch), so
+  ``per_device_train_batch_size`` changes a bnpo update (tests/test_microbatch.py checks exactly
+  this rule); use ``dapo`` for a token mean that does not depend on the micro-batch size.
 
 The gradient reduction of DDP / FSDP2 averages over processes, so each process back-propagates
 world_size x its share, and reduces gradients once per mini-batch (after its last micro-batch).
@@ -112,7 +114,9 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         loss, metrics = algo.policy_loss(lp, ent, old, ref, advantages[r].to(lp.device), dev_mask,
                                                          mini_tokens)
                         if cfg.loss_type != "dapo":
-                            loss = loss * (len(r) / (len(rows) * W))  # mean over the mini-batch, not the micro-batch
+                            # Mean over the mini-batch, not the micro-batch (bnpo: of the micro-batches'
+                            # token means, its documented per-micro-batch rule).
+                            loss = loss * (len(r) / (len(rows) * W))
                         (loss * W).backward()
                     health.note_loss(loss.detach())
                     tok = float(mask.sum())

@@ -1,0 +1,134 @@
+"""The data the trainer sees: draw_batch's order across epochs, load_data's options, and the
+`r1zero data countdown` command."""
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from r1zero.config import TrainConfig
+from r1zero.data.files import DataError
+from r1zero.tasks import get_task
+from r1zero.tasks.arithmetic import evaluate, uses_exactly
+from r1zero.tasks.countdown import generate_tasks, solve
+from r1zero.data.split import DataPosition, draw_batch, load_data
+from r1zero.training.trainer import build_task
+
+
+def test_draw_batch_is_a_fresh_permutation_each_epoch_and_continues_exactly():
+    n, k, seed = 10, 4, 7
+    pos, drawn = DataPosition(), []
+    for _ in range(10):  # 40 rows: 4 epochs of 10
+        idx, pos = draw_batch(n, pos, k, seed)
+        assert len(idx) == k
+        drawn += idx
+    assert pos == DataPosition(epoch=4, offset=0)
+    epochs = [drawn[e * n:(e + 1) * n] for e in range(4)]
+    for e in epochs:
+        assert sorted(e) == list(range(n))  # each epoch holds every row once
+    assert len({tuple(e) for e in epochs}) == 4  # and in its own order
+    # The order is the documented one: epoch e is random.Random(seed * 100_003 + e).shuffle of 0..n-1.
+    for i, e in enumerate(epochs):
+        perm = list(range(n))
+        random.Random(seed * 100_003 + i).shuffle(perm)
+        assert e == perm
+    # A batch that crosses an epoch boundary takes the rest of one epoch and the start of the next.
+    assert drawn[8:12] == epochs[0][8:] + epochs[1][:2]
+    # Resuming from any saved position continues exactly where the uninterrupted draw was.
+    for stop in range(1, 10):
+        pos = DataPosition()
+        for _ in range(stop):
+            _, pos = draw_batch(n, pos, k, seed)
+        rest = []
+        for _ in range(10 - stop):
+            idx, pos = draw_batch(n, DataPosition(**vars(pos)), k, seed)
+            rest += idx
+        assert rest == drawn[stop * k:]
+    # k larger than the data: several epochs in one batch, still each a permutation.
+    idx, pos = draw_batch(3, DataPosition(), 7, seed)
+    assert sorted(idx[:3]) == sorted(idx[3:6]) == [0, 1, 2] and pos == DataPosition(2, 1)
+    assert draw_batch(n, DataPosition(), k, seed + 1)[0] != epochs[0][:k]  # the seed matters
+
+
+def _rows_file(tmp_path, n):
+    """A Countdown data file with only a train split (a single file), n rows told apart by target."""
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps({"nums": [1, 2], "target": 100 + i}) + "\n" for i in range(n)))
+    return path
+
+
+def _targets(rows):
+    return [r["target"] - 100 for r in rows]
+
+
+def _cfg(tmp_path, **kw):
+    return TrainConfig(output_dir=str(tmp_path / "out"), task="countdown", **kw)
+
+
+def test_load_data_cuts_shuffles_and_limits_as_configured(tmp_path):
+    src = str(_rows_file(tmp_path, 50))
+    task = build_task(_cfg(tmp_path))
+    # No test split in a single file: test rows are cut after the train rows; a fraction is of all rows.
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=0.1))
+    assert _targets(train) == list(range(45)) and _targets(test) == list(range(45, 50))
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=0.25))
+    assert len(train) == 38 and _targets(test) == list(range(38, 50))  # int(50 * 0.25) = 12
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=7))
+    assert _targets(test) == list(range(43, 50))
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=0.1, train_size=20))
+    assert _targets(train) == list(range(20)) and _targets(test) == list(range(20, 25))
+
+    # data_shuffle_seed shuffles all rows with random.Random(seed) before the cut (Datawhale: 2025).
+    order = list(range(50))
+    random.Random(2025).shuffle(order)
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=0.1, data_shuffle_seed=2025))
+    assert _targets(train) == order[:45] and _targets(test) == order[45:]
+    # data_max_rows keeps the first rows after the shuffle; the fraction is of what is kept.
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=0.1, data_shuffle_seed=2025,
+                                       data_max_rows=30))
+    assert _targets(train) == order[:27] and _targets(test) == order[27:30]
+    train, test = load_data(task, _cfg(tmp_path, dataset_name=src, test_size=0.1, data_max_rows=30))
+    assert _targets(train) == list(range(27)) and _targets(test) == list(range(27, 30))
+
+    with pytest.raises(DataError, match="leave no train rows .* lower test_size"):
+        load_data(task, _cfg(tmp_path, dataset_name=src, test_size=50))
+
+
+def test_load_data_keeps_a_real_test_split_and_cuts_it_by_test_size(tmp_path):
+    """Generated Countdown has its own test split: test_size (a fraction: of the test rows) cuts it,
+    train_size cuts the train rows; data_shuffle_seed shuffles the train rows only."""
+    cfg = dict(task_args={"train_size": 40, "test_size": 20})
+    task = build_task(_cfg(tmp_path, **cfg))
+    full_train, full_test = task.load_split("train"), task.load_split("test")
+    train, test = load_data(task, _cfg(tmp_path, test_size=0.25, train_size=10, **cfg))
+    assert train == full_train[:10] and test == full_test[:5]
+    order = list(range(40))
+    random.Random(3).shuffle(order)
+    train, test = load_data(task, _cfg(tmp_path, data_shuffle_seed=3, data_max_rows=12, **cfg))
+    assert train == [full_train[i] for i in order[:12]] and test == full_test
+
+
+def test_data_countdown_command_writes_solvable_rows_the_trainer_reads(tmp_path):
+    out = tmp_path / "cd.jsonl"
+    r = subprocess.run([sys.executable, "-m", "r1zero", "data", "countdown", "--n", "12", "--seed", "5",
+                        "--out", str(out), "--min-numbers", "3", "--max-numbers", "3", "--max-number", "20"],
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"wrote 12 countdown tasks to {out}" in r.stdout
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 12
+    for row in rows:
+        nums, target = row["nums"], row["target"]
+        assert len(nums) == 3 and all(1 <= x <= 20 for x in nums)
+        # "each proven solvable": the exhaustive solver finds an expression using every number once.
+        sol = solve(nums, target)
+        assert sol is not None and uses_exactly(sol, nums) and evaluate(sol) == target, row
+    # The command's options reach the generator: the rows are the seeded generator's for those options.
+    assert rows == generate_tasks(12, 5, min_numbers=3, max_numbers=3, max_number=20)
+    assert rows != generate_tasks(12, 6, min_numbers=3, max_numbers=3, max_number=20)
+    # Read back as a training source (a single file: test rows cut from it).
+    task = get_task("countdown")
+    train, test = load_data(task, TrainConfig(output_dir=str(tmp_path / "o"), dataset_name=str(out), test_size=2))
+    assert [r["target"] for r in train + test] == [r["target"] for r in rows] and len(test) == 2

@@ -1,0 +1,55 @@
+"""The log-prob paths of r1zero/training/logprobs.py agree: with gradient checkpointing on (activations
+recomputed in the backward pass; every row run in full, since a checkpointed model keeps no KV
+cache to share) the values, entropies and every weight's gradient equal the plain path's, in
+float64 (the models run their norms and rotary embeddings in float32, so agreement is to about
+1e-7 of the largest entry, not 1e-15), for the log-prob loss and an entropy term (entropy_grad)."""
+import torch
+from conftest import pack_rows
+
+from r1zero.training.logprobs import completion_logprobs
+from r1zero.models import load_model, load_tokenizer
+from r1zero.rollout.sampling import tokenize_prompts
+
+
+def _batch(tok):
+    prompts = tokenize_prompts(tok, ["Using the numbers [1, 2, 3], make 6.", "Hi"], False)
+    comps = [" 1 + 2 + 3", " 6", " I think the answer is 3 * 2", " ok", " hello there friend", "!"]
+    comps = [tok(c, add_special_tokens=False).input_ids + [tok.eos_token_id] for c in comps]
+    return pack_rows(tok.pad_token_id, [prompts[i // 3] for i in range(6)], comps)
+
+
+def _run(model, batch, checkpointing, calls):
+    if checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+    ids, am, P, cm = batch
+    adv = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2], dtype=torch.float64).unsqueeze(1)
+    model.zero_grad(set_to_none=True)
+    lp, ent = completion_logprobs(model, ids, am, P, cm, temperature=0.7, chunk_size=5, entropy_grad=True)
+    calls.append("backward")
+    (-(lp * adv * cm).sum() - 0.3 * (ent * cm).sum()).backward()
+    return lp.detach(), ent.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def test_gradient_checkpointing_logprobs_and_gradients_equal_the_plain_path(tiny_llama):
+    tok = load_tokenizer(str(tiny_llama))
+    model = load_model(str(tiny_llama), torch.device("cpu")).double()  # train mode: checkpointing is active
+    batch = _batch(tok)
+    calls_c, calls_p = [], []
+    layer = model.model.layers[0].mlp  # inside the checkpointed forward (hooks on the layer itself run outside it)
+    hook = layer.register_forward_pre_hook(lambda m, a: (calls_c if model.is_gradient_checkpointing else calls_p)
+                                           .append("layer"))
+    lp_c, ent_c, g_c = _run(model, batch, True, calls_c)
+    lp_p, ent_p, g_p = _run(model, batch, False, calls_p)
+    hook.remove()
+    # The paths really differ: checkpointed, the layer runs once over the full rows and again in the
+    # backward pass; plain, it runs twice before it (shared prompt, then completions) and not after.
+    assert calls_c == ["layer", "backward", "layer"] and calls_p == ["layer", "layer", "backward"], (calls_c, calls_p)
+    assert lp_c.dtype == torch.float64
+    torch.testing.assert_close(lp_c, lp_p, atol=1e-10, rtol=0)
+    torch.testing.assert_close(ent_c, ent_p, atol=1e-10, rtol=0)
+    for name in g_p:
+        scale = float(g_p[name].abs().max())
+        assert scale > 0, name
+        assert float((g_c[name] - g_p[name]).abs().max()) <= 1e-6 * scale, name
