@@ -126,7 +126,7 @@ class TrainConfig:
     logprob_chunk_size: int = _f(1024, "Tokens per chunk when computing log-probs, so full-vocabulary logits never exist for the whole batch.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit max_completion_length from the loss (DAPO).")
 
-    # ---- algorithm (r1zero.algorithms.ppo): PPO epochs and mini-batches are num_iterations and mini_batch_prompts
+    # ---- algorithm (r1zero.algorithms, one module each): PPO epochs and mini-batches are num_iterations and mini_batch_prompts
     algorithm: Literal["grpo", "ppo", "rloo", "reinforce_pp"] = _f(
         "grpo", "Advantage estimator: grpo (group-relative), ppo (critic + GAE, TinyZero's default), rloo "
         "(leave-one-out baseline), reinforce_pp (REINFORCE++: whitened returns with a per-token KL penalty)."

@@ -19,7 +19,7 @@ from r1zero.data.files import DataError, as_int_list, has_split, load_rows
 from r1zero.tasks.arithmetic import evaluate, within_tolerance
 from r1zero.tasks.base import Score, Task, TaskError, register_task
 from r1zero.tasks.countdown_answers import datawhale_format_ok, first_tag_content_one_line, last_line, last_tag_content, numbers_ok
-from r1zero.tasks.countdown_data import check_gen_options, generate_tasks, int_list_or_none, int_or_none, is_int, solve, write_generated  # noqa: F401  (solve, write_generated: public here too)
+from r1zero.tasks.countdown_data import GENERATOR_OPTIONS, check_gen_options, generate_tasks, int_list_or_none, int_or_none, is_int, solve, write_generated  # noqa: F401  (solve, write_generated: public here too)
 
 # ---- prompts (verbatim from SPEC.md) -----------------------------------------------------------
 
@@ -98,30 +98,12 @@ class CountdownTask(Task):
     default_reward = "tinyzero"
     required_fields = ("nums", "target")
 
-    def __init__(
-        self,
-        reward: str | None = None,
-        template: str | None = None,
-        *,
-        min_numbers: int = 3,
-        max_numbers: int = 4,
-        max_number: int = 99,
-        operators: str = "+-*/",
-        min_target: int = 1,
-        max_target: int = 100,
-        train_size: int = 10000,
-        test_size: int = 256,
-        **options: Any,
-    ):
+    def __init__(self, reward: str | None = None, template: str | None = None, *, train_size: int = 10000,
+                 test_size: int = 256, **options: Any):
+        # The generator's options (and their defaults) are check_gen_options'; the rest is the base's.
+        gen = {k: options.pop(k) for k in GENERATOR_OPTIONS if k in options}
         super().__init__(reward=reward, template=template, **options)
-        self.gen_options = check_gen_options(
-            min_numbers=min_numbers,
-            max_numbers=max_numbers,
-            max_number=max_number,
-            operators=operators,
-            min_target=min_target,
-            max_target=max_target,
-        )
+        self.gen_options = check_gen_options(**gen)
         for key, value in (("train_size", train_size), ("test_size", test_size)):
             if not is_int(value) or value < 0:
                 raise TaskError(f"task_args: {key} must be a non-negative integer, got {value!r}")

@@ -42,6 +42,9 @@ def int_list_or_none(value: Any) -> list[int] | None:
     return ints
 
 
+GENERATOR_OPTIONS = ("min_numbers", "max_numbers", "max_number", "operators", "min_target", "max_target")
+
+
 def check_gen_options(
     min_numbers: int = 3,
     max_numbers: int = 4,
