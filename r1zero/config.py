@@ -192,6 +192,7 @@ class TrainConfig:
         None, "Phrases counted as self-checking in the report's reflection tracking (English: from the start of a word, case-insensitive; "
         "Chinese substrings). Default: wait, let me check, verify, re-evaluate, try another, however, recheck, 等等, 检查, 验证, 重新, 再试."
     )
+    collapse_steps: int = _f(3, "Warn (log and report) when every group had equal rewards for this many steps in a row: no learning signal. 0 = never.")
     reflection_threshold: float = _f(0.1, "Share of a step's completions with a reflection phrase that the report marks as the first 'aha' step.")
 
     # ------------------------------------------------------------------------------------------
@@ -324,6 +325,7 @@ def validate(c: TrainConfig) -> None:
     need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
     need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")
     need(c.report_steps >= 0, "report_steps", "must be 0 (report only at the end) or a positive number of steps")
+    need(c.collapse_steps >= 0, "collapse_steps", "must be 0 (never warn) or a number of steps, e.g. 3")
     need(0 < c.reflection_threshold <= 1, "reflection_threshold", "must be in (0, 1], e.g. 0.1")
     if c.reflection_words is not None:
         need(len(c.reflection_words) > 0 and all(isinstance(w, str) and w.strip() for w in c.reflection_words),

@@ -11,3 +11,8 @@ def vowel_share(completion, **fields):
     if not letters:
         return 0.0
     return sum(c in "aeiou" for c in letters) / len(letters)
+
+
+def constant_half(completion, **fields):
+    """The same score whatever the completion: every group has zero spread (a collapsed run)."""
+    return 0.5

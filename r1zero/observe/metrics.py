@@ -63,3 +63,50 @@ def step_metrics(scores, lengths: torch.Tensor, truncated: torch.Tensor, group: 
     for name, count in scores.errors.items():
         m[f"{REWARD_ERRORS}{name}"] = count
     return m
+
+
+def collapse_message(rows: list[dict[str, Any]]) -> str:
+    """One line for a stretch of training steps (their metric rows) in which every group had equal
+    rewards, naming the likely cause from what the rewards were."""
+    reward = sum(r.get(REWARD, 0.0) for r in rows) / len(rows)
+    accuracy = sum(r.get(ACCURACY, 0.0) for r in rows) / len(rows)
+    if reward == 0.0:
+        cause = ("every completion scored 0: the task is too hard for the model or its answer format is never "
+                 "produced; try an easier task, another template, more num_generations or max_completion_length")
+    elif accuracy == 1.0:
+        cause = "every completion is correct: the task is too easy for the model; make it harder"
+    else:
+        cause = (f"every completion of a prompt scored the same (mean reward {reward:.3f}): the completions "
+                 "collapsed onto one answer, often the prompt's own example; raise num_generations or temperature, "
+                 "lower learning_rate, or change the template")
+    return (f"reward collapse: every group had equal rewards at steps {rows[0]['step']}-{rows[-1]['step']} "
+            f"({len(rows)} steps in a row), so there was no learning signal; likely cause: {cause}")
+
+
+def collapses(rows: list[dict[str, Any]], steps: int) -> list[str]:
+    """A collapse_message for each stretch of at least ``steps`` consecutive training rows (with a
+    ``step``) whose groups all had equal rewards (``frac_reward_zero_std`` 1)."""
+    out, stretch = [], []
+    for r in [*rows, None]:
+        if r is not None and r.get(ZERO_STD) == 1.0:
+            stretch.append(r)
+            continue
+        if steps and len(stretch) >= steps:
+            out.append(collapse_message(stretch))
+        stretch = []
+    return out
+
+
+class CollapseWatch:
+    """Says a collapse once, on the step its stretch reaches ``steps`` steps (0: never)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+        self.stretch: list[dict[str, Any]] = []
+
+    def add(self, step: int, metrics: dict[str, Any]) -> str | None:
+        if metrics.get(ZERO_STD) != 1.0:
+            self.stretch = []
+            return None
+        self.stretch.append({"step": step, **metrics})
+        return collapse_message(self.stretch) if self.steps and len(self.stretch) == self.steps else None

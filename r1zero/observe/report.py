@@ -398,7 +398,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
     plot_dir = run.dir / PLOT_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Plot] = {}
-    notes: list[str] = []
+    notes: list[str] = M.collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
 
     def add(name: str, title: str, fig, note: str = "") -> None:
         png = _png(fig)

@@ -137,6 +137,7 @@ class Trainer:
         self.passes = ForwardPasses(self.device, self.autocast_dtype, cfg.temperature, cfg.logprob_chunk_size,
                                     cfg.per_device_train_batch_size)
         self.algo = algorithm(cfg, UpdateContext(self.device, self.env, self.passes, self.max_steps, self.resume_from))
+        self.collapse = M.CollapseWatch(cfg.collapse_steps)
         self.step = 0
         self.pos = DataPosition()
         if self.resume_from:
@@ -259,6 +260,8 @@ class Trainer:
                 dist.all_sum([t_gen], self.env)[0] / self.env.world_size, 1e-9),
         }
         m.update(self.health.end_step(step, n, samples.scores))
+        if (collapse := self.collapse.add(step, m)) is not None:
+            log.warning(collapse)
         seq_adv = gather_rows(self.algo.sequence_advantages(advantages, loss_mask), rows, n, self.env)
         return m, sample_rows(cfg, step, samples, seq_adv)
 
