@@ -238,6 +238,21 @@ def check_distributed(cfg: TrainConfig, env: dist.DistEnv) -> None:
                           f"use a multiple of {env.world_size}")
 
 
+def check_resume_world_size(path: Path, env: dist.DistEnv) -> None:
+    """A checkpoint resumes under the process count that saved it: the optimizer state is stored per
+    layout (one file in one process, every rank's shards under torchrun) and each rank's random
+    state is not saved, so another count would not continue the run exactly. Refused before any
+    model loads."""
+    if not (Path(path) / ckpt.STATE_JSON).is_file():
+        raise ConfigError(f"resume_from_checkpoint: {path} has no {ckpt.STATE_JSON}; give a checkpoint-N folder "
+                          "that r1zero wrote")
+    saved = int(ckpt.load_state_json(path).get("world_size", 1))  # checkpoints without it: one process
+    if saved != env.world_size:
+        how = "without torchrun" if saved == 1 else f"under torchrun --nproc_per_node {saved} (or the same total over nodes)"
+        raise ConfigError(f"resume_from_checkpoint: {path} was saved by {saved} process(es) and this run has "
+                          f"{env.world_size}; resume it {how}, or start a new output_dir")
+
+
 @dataclass
 class StepSamples:
     """Every completion of a step, in the global batch's order (row i belongs to prompt i // G).
@@ -312,6 +327,8 @@ class Trainer:
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)  # r1zero.guards
         self.train_rows, self.test_rows = load_data(self.task, cfg)
         self.resume_from = self._find_resume()
+        if self.resume_from:
+            check_resume_world_size(self.resume_from, self.env)
         self.device = dist.device_for(self.env, choose_device(cfg.device))
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
@@ -319,7 +336,9 @@ class Trainer:
         self.bf16 = use_bf16(cfg.bf16, self.device)
         self.autocast_dtype = torch.bfloat16 if self.bf16 else None
         self.tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
-        # Prompts that do not fit are refused now, not at step 500.
+        # Prompts that do not fit are refused now, not at step 500: the first 256 train rows (all
+        # rows would cost minutes on a 300k-row set); a longer one further in stops the run when its
+        # step draws it (train_step), after the checkpoints before it.
         encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
         self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
@@ -518,6 +537,7 @@ class Trainer:
                         counts[k] = counts.get(k, 0.0) + tok
                 grad_norms.append(clip_and_step(self.model, self.optimizer, cfg.max_grad_norm,
                                                 lambda gn: self.health.update_ok(gn, self.step + 1)))
+                faults.reached("optimizer", self.step + 1)  # crash tests kill here: weights moved, step unsaved
         self.optimizer.zero_grad(set_to_none=True)
         updates = cfg.num_iterations * n_minis
         keys = sorted(counts)  # the same keys on every rank: the same loss settings
