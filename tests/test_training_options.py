@@ -150,7 +150,7 @@ def test_critic_warmup_updates_only_the_critic(tiny_qwen2, tmp_path):
     out = tmp_path / "run"
     cfg = config(tiny_qwen2, out, algorithm="ppo", num_generations=1, critic_warmup_steps=1, max_steps=2,
                  save_steps=1, kl_coef=0.0, critic_learning_rate=1e-2, scale_rewards="none",
-                 reward_funcs=[f"{TOY}:vowel_share"])
+                 reward_funcs=[f"{TOY}:vowel_share"], weight_decay=0.01)
     Trainer(TrainConfig(**cfg)).train()
     start = load_file(tiny_qwen2 / "model.safetensors")
 
@@ -167,6 +167,16 @@ def test_critic_warmup_updates_only_the_critic(tiny_qwen2, tmp_path):
     rows = [r for r in jsonl(out / "metrics.jsonl") if "reward" in r]
     assert "grad_norm" not in rows[0] and "critic/grad_norm" in rows[0]
     assert "grad_norm" in rows[1] and "critic/grad_norm" in rows[1]
+    # weight_decay reaches both AdamWs (the TinyZero PPO recipe's 0.01 is veRL's, for actor and critic).
+    heavy = torch.load(out / "checkpoint-2" / "trainer_state.pt", weights_only=False)
+    assert [g["weight_decay"] for k in ("optimizer", "critic_optimizer") for g in heavy[k]["param_groups"]] == [0.01] * 2
+
+
+def test_tinyzero_recipes_use_verl_weight_decay():
+    from r1zero.config import load_config
+
+    names = ("countdown-tinyzero-grpo", "countdown-tinyzero-ppo")
+    assert [load_config(str(REPO / "configs" / f"{n}.yaml")).weight_decay for n in names] == [0.01] * 2
 
 
 # ---- a too-long prompt beyond the rows checked at the start -----------------------------------------
