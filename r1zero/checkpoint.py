@@ -134,9 +134,9 @@ def recover(output_dir: str | os.PathLike) -> list[Path]:
     for p in root.iterdir():
         m = _HIDDEN.match(p.name)
         if m and (p / STATE_JSON).is_file():
-            # The tmp folder (rank 0) is the newer save of the two; several of a kind: the latest written.
-            rank = 0 if m.group(1) == ".tmp-" else 1
-            candidates.setdefault(int(m.group(2)), []).append((rank, -(p / STATE_JSON).stat().st_mtime_ns, p))
+            # A tmp folder is the newer save of the two kinds; among several of a kind, the latest written.
+            newer_kind = 0 if m.group(1) == ".tmp-" else 1
+            candidates.setdefault(int(m.group(2)), []).append((newer_kind, -(p / STATE_JSON).stat().st_mtime_ns, p))
     put_back = []
     for step, found in sorted(candidates.items()):
         final = root / f"checkpoint-{step}"

@@ -5,8 +5,9 @@ Off (one dictionary lookup per call) unless ``R1ZERO_PAUSE_AT`` is set to ``phas
 with gradients), ``optimizer`` (just after an optimizer step: weights changed, nothing saved),
 ``metrics`` (half of a metrics.jsonl line written), ``checkpoint`` (a checkpoint's files are in its
 temporary folder, not yet renamed into place) and ``resave`` (saving a step that already has a
-checkpoint: the old folder moved away, the new one not yet in place). The n-th time the phase is reached during training step ``step``, the process
-writes ``R1ZERO_PAUSE_FILE`` and sleeps until it is killed. Nothing else changes, so the process
+checkpoint: the old folder moved away, the new one not yet in place). The n-th time the phase is
+reached during training step ``step``, the process writes ``R1ZERO_PAUSE_FILE`` and sleeps until
+it is killed. Nothing else changes, so the process
 that is killed is an ordinary training run (tests/test_crash_resume.py).
 """
 from __future__ import annotations

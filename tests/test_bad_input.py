@@ -105,8 +105,9 @@ def _readonly(path):
 
 
 def snapshot(out):
-    if not out.exists():
-        return None
+    if not out.exists():  # output_dir_under_a_file: that file must be left as it was too
+        above = next(p for p in out.parents if p.exists())
+        return None if above.is_dir() else ("under", snapshot(above))
     if out.is_file():  # output_dir_is_a_file: the file itself must be left as it was
         return out.read_bytes(), out.stat().st_mtime_ns
     return sorted((str(p.relative_to(out)), p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*"))
