@@ -97,7 +97,7 @@ class TrainConfig:
     # ---- rollout ------------------------------------------------------------------------------
     prompts_per_step: int = _f(16, "Prompts drawn per training step; each gets num_generations completions.")
     num_generations: int = _f(8, "Completions sampled per prompt (the GRPO group size).")
-    max_prompt_length: int = _f(256, "Longest prompt in tokens; longer prompts are refused.")
+    max_prompt_length: int = _f(256, "Longest prompt in tokens; longer prompts are refused, never cut (the first 256 train rows at the start, any other when a step draws it: the run stops there).")
     max_completion_length: int = _f(256, "Most tokens generated per completion.")
     temperature: float = _f(1.0, "Sampling temperature; log-probs use the same temperature.")
     top_p: float = _f(1.0, "Nucleus sampling mass.")

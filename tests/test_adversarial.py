@@ -27,9 +27,15 @@ SCORERS = {label: (task, example) for label, task, example in fuzz.scorers()}
 SENTINEL = Path("/tmp/r1zero-pwned")
 
 # ---- "never runs code": Python's audit hooks see every exec, compile, open, import, os.* and
-# subprocess call; a scorer must trigger none of them.
+# subprocess call; a scorer must trigger none of them. While armed the hook also blocks the call (an
+# exception raised in an audit hook aborts the operation), so a scorer that tried would not get to
+# run the code, and the event is recorded even if the scorer catches the exception.
 _armed = False
 _events: list[str] = []
+
+
+class AuditBlocked(BaseException):
+    """Raised by the hook; a BaseException, so a scorer's ``except Exception`` does not swallow it."""
 _WATCHED = ("exec", "compile", "open", "import", "builtins.input", "builtins.breakpoint", "marshal.loads",
             "pickle.find_class", "ctypes.dlopen", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
             "os.fork", "os.remove", "os.kill", "subprocess.Popen", "socket.connect", "shutil.rmtree",
@@ -39,6 +45,7 @@ _WATCHED = ("exec", "compile", "open", "import", "builtins.input", "builtins.bre
 def _audit(event, args):
     if _armed and event.startswith(_WATCHED):
         _events.append(event)
+        raise AuditBlocked(f"blocked while scoring: {event}")
 
 
 sys.addaudithook(_audit)  # permanent for the process, inert unless armed
@@ -70,6 +77,32 @@ def score_checked(task, completion, example):
     else:
         assert -0.002 * len(completion) - 1e-9 <= s.reward <= 3.5 + 1e-9
     return s
+
+
+class _EvalScorer:
+    """A positive control: a scorer that evaluates the answer with Python's eval, as the reference
+    scorers do. The hook must catch it and stop the code from running."""
+
+    name = "eval-control"
+
+    def score(self, completion, example):
+        eval(completion)  # noqa: S307 - the point of the control
+        raise AssertionError("eval ran")
+
+
+def test_the_audit_hook_blocks_a_scorer_that_calls_eval():
+    SENTINEL.unlink(missing_ok=True)
+    attack = f"__import__('pathlib').Path('{SENTINEL}').touch()"
+    try:
+        with pytest.raises(AuditBlocked, match="blocked while scoring: (compile|exec)"):
+            score_checked(_EvalScorer(), attack, {})
+        assert _events and set(_events) <= {"compile", "exec"}, _events
+    finally:
+        _events.clear()
+    assert not SENTINEL.exists()  # blocked before the code ran
+    eval(attack)  # unarmed, the same call does run: the control's payload is live
+    assert SENTINEL.exists()
+    SENTINEL.unlink()
 
 
 def test_corpus_is_large_deterministic_and_covers_every_category():

@@ -86,9 +86,6 @@ CASES = {
     "fresh_start_over_checkpoints": ({"resume_from_checkpoint": None}, [], "existing_checkpoint",
                                      ["output_dir", "already holds checkpoints", "resume_from_checkpoint=auto"]),
 }
-if os.geteuid() != 0:  # root may write anywhere, so only another user can be refused for permissions
-    CASES["output_dir_not_writable"] = ({}, [], lambda t: {"output_dir": str(_readonly(t / "ro") / "run")},
-                                        ["output_dir", "not writable"])
 
 
 def _text(path, text):
@@ -108,8 +105,11 @@ def _readonly(path):
 
 
 def snapshot(out):
-    if not out.exists():
-        return None
+    if not out.exists():  # output_dir_under_a_file: that file must be left as it was too
+        above = next(p for p in out.parents if p.exists())
+        return None if above.is_dir() else ("under", snapshot(above))
+    if out.is_file():  # output_dir_is_a_file: the file itself must be left as it was
+        return out.read_bytes(), out.stat().st_mtime_ns
     return sorted((str(p.relative_to(out)), p.stat().st_size, p.stat().st_mtime_ns) for p in out.rglob("*"))
 
 
@@ -152,6 +152,47 @@ def test_refused_before_loading_with_one_line_and_nothing_written(name, tiny_qwe
         assert w in lines[0], (w, lines[0])
     assert not loaded, "a model was loaded before the refusal"
     assert snapshot(out) == before  # not created when it did not exist, untouched when it did
+
+
+def test_output_dir_file_snapshot_sees_the_bytes(tmp_path):
+    """The check above compares the file's bytes: a changed byte is seen (rglob on a file sees nothing)."""
+    f = tmp_path / "out.txt"
+    f.write_text("x")
+    before = snapshot(f)
+    f.write_text("y")
+    assert snapshot(f) != before
+
+
+def _drop_root_file_powers():
+    """In the child, before exec: root without CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH (dropped from
+    the bounding set, so the exec'd python never gets them) obeys file modes like any owner, so a
+    folder of mode 0500 is not writable for it; everything else root owns stays readable."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for cap in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP (needs CAP_SETPCAP, which root has)
+            raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP failed")
+
+
+def test_output_dir_not_writable(tiny_qwen2, tmp_path):
+    """A folder the run cannot write into, for real also when the tests run as root (as CI does): the
+    command runs in a child that, as root, has given up the file-permission override."""
+    import subprocess
+    import sys
+
+    ro = _readonly(tmp_path / "ro")
+    recipe = base_recipe(tiny_qwen2, write_jsonl(tmp_path / "data.jsonl", rows()), ro / "run")
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    r = subprocess.run([sys.executable, "-m", "r1zero", "train", "--config", str(path)], capture_output=True,
+                       text=True, timeout=300, cwd=REPO,
+                       preexec_fn=_drop_root_file_powers if os.geteuid() == 0 else None)
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert lines == [f"r1zero: error: output_dir: {ro} is not writable; choose a writable output_dir or fix its "
+                     "permissions"], lines
+    assert list(ro.iterdir()) == []
 
 
 def test_the_table_is_big_enough():

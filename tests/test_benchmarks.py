@@ -1,22 +1,33 @@
 """Smoke test of the benchmarks at toy size (a tiny random model): they run end to end, print
 their tables and the machine-readable last line. Real measurements are in benchmarks/RESULTS.md."""
+import json
 import re
 import sys
+
+import pytest
 
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 
-def test_grpo_throughput_toy(tiny_qwen2, capsys):
+def test_grpo_throughput_toy(tiny_qwen2, capsys, tmp_path):
     import grpo_throughput
 
     grpo_throughput.main(["--preset", "cpu", "--model", str(tiny_qwen2), "--prompts", "2", "--generations", "2",
-                          "--length", "6", "--micro", "2", "--steps", "1", "--warmup", "1"])
+                          "--length", "6", "--micro", "2", "--steps", "1", "--warmup", "1",
+                          "--json", str(tmp_path / "bench.json")])
     out = capsys.readouterr().out.strip().splitlines()
     m = re.fullmatch(r"speedup_vs_trl=(\d+\.\d+) memory_ratio=(\d+\.\d+)", out[-1])
     assert m, out[-1]
-    assert float(m.group(1)) > 0 and float(m.group(2)) > 0
+    (res,) = json.loads((tmp_path / "bench.json").read_text())
+    r1, trl = res["r1zero"], res["trl"]
+    for side in (r1, trl):  # each side trained the 2 x 2 samples of a step, in the time it reports
+        assert side["samples/s"] * side["s/step"] == pytest.approx(4, rel=1e-9), side
+        assert 0 < side["gen s/step"] < side["s/step"] and side["peak GiB"] > 0, side
+    # The last line is the ratio of the two sides' measurements, not an independent number.
+    assert m.group(1) == f"{r1['samples/s'] / trl['samples/s']:.3f}"
+    assert m.group(2) == f"{r1['peak GiB'] / trl['peak GiB']:.3f}"
     table = [line for line in out if line.startswith("|")]
     assert [line.split("|")[1].strip() for line in table[2:5]] == ["r1zero", "TRL", "r1zero/TRL"]
     assert any(line.startswith("floor: ") for line in out)

@@ -1,8 +1,10 @@
 """Crash safety: training is killed with SIGKILL at random moments (during generation, during the
-update, in the middle of a checkpoint write, and after a random delay), at least 10 times, and
-resumed with resume_from_checkpoint=auto each time. No checkpoint is ever half-written, every resume
-starts from the last complete checkpoint, and the final weights, metrics and samples equal those of
-an uninterrupted run.
+update, just after an optimizer step, halfway through a metrics line, in the middle of a checkpoint
+write, between the two renames of a re-save, with the reward workers live, and after a random
+delay), 11 times, and resumed with resume_from_checkpoint=auto each time. No checkpoint is ever
+half-written, every resume starts from the newest complete checkpoint, no reward worker outlives
+its trainer, no hidden folder is left at the end, and the final weights, metrics and samples equal
+those of an uninterrupted run.
 
 The runs are `r1zero train` (cli.main) in processes forked from tests/train_launcher.py, which has
 the heavy imports done once; the pause points come from r1zero/testing/faults.py (R1ZERO_PAUSE_AT).
@@ -16,6 +18,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 import yaml
 from conftest import REPO
@@ -79,6 +82,42 @@ def metrics(out):
     return [{k: v for k, v in r.items() if not k.startswith(TIMING)} for r in rows]
 
 
+def hidden(out):
+    """The hidden folders of a run (checkpoints in flight or left by a kill), without touching them
+    (list_checkpoints would put a recoverable one back)."""
+    return sorted(p.name for p in out.iterdir() if p.name.startswith("."))
+
+
+def reward_workers(pid):
+    """Live reward-worker processes whose parent is ``pid`` (or, once it is dead, that were)."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()
+            cmd = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        if int(stat[1]) == pid and b"r1zero.rewards.worker" in cmd:
+            found.append(int(d))
+    return found
+
+
+def alive(pid):
+    """Whether ``pid`` runs (a zombie, dead but not yet reaped by its new parent, does not)."""
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+# What each kill lands on (r1zero/faults.py); "workers" is an update with the reward workers live
+# (reward_timeout > 0), "random" a kill after a random delay.
+PHASES = ["generate", "update", "checkpoint", "random", "optimizer", "metrics", "workers", "random", "checkpoint",
+          "generate"]
+
+
 def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_qwen2, tmp_path):
     launcher = Launcher()
     try:
@@ -91,9 +130,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_
 
         rng = random.Random(2024)
         argv = ["train", "--config", str(tmp_path / "crash.yaml")]
-        phases = ["generate", "update", "checkpoint", "random"] * 2 + ["generate", "checkpoint"]
-        kills, seen = [], set()
-        for attempt, phase in enumerate(phases):
+        kills, paused = [], []
+        for attempt, phase in enumerate(PHASES):
             found = list_checkpoints(crash)
             latest = found[-1][1] if found else None
             done = found[-1][0] if found else 0
@@ -105,38 +143,74 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_
                 # checkpoint write, so it never finishes before the kill.
                 spec = f"checkpoint@{MAX_STEPS}#1"
             else:
-                count = {"generate": rng.randint(1, 6), "update": rng.randint(1, 3), "checkpoint": 1}[phase]
-                spec = f"{phase}@{step}#{count}"
-            pid = launcher.start(argv, log, {"R1ZERO_PAUSE_AT": spec, "R1ZERO_PAUSE_FILE": str(pause_file)})
+                count = {"generate": rng.randint(1, 6), "update": rng.randint(1, 3)}.get(phase, 1)
+                spec = f"{'update' if phase == 'workers' else phase}@{step}#{count}"
+            run_argv = argv + ["reward_timeout=5"] if phase == "workers" else argv
+            pid = launcher.start(run_argv, log, {"R1ZERO_PAUSE_AT": spec, "R1ZERO_PAUSE_FILE": str(pause_file)})
             deadline = time.time() + (rng.uniform(0.5, 4.0) if phase == "random" else 120)
             while time.time() < deadline and not pause_file.exists() and not launcher.finished():
                 time.sleep(0.02)
             if phase != "random":
                 assert pause_file.exists(), log.read_text()[-3000:]
+                paused.append(pause_file.read_text().split()[0])
+            workers = reward_workers(pid)
             os.kill(pid, signal.SIGKILL)
             assert launcher.wait() == -signal.SIGKILL
             kills.append((phase, spec if pause_file.exists() else "random delay"))
-            seen.add(phase)
+            if phase == "workers":  # the workers were live, and the kernel kills them with the trainer
+                assert workers, "no reward worker ran with reward_timeout > 0"
+                until = time.time() + 10
+                while any(alive(w) for w in workers) and time.time() < until:
+                    time.sleep(0.05)
+                assert not [w for w in workers if alive(w)], f"reward workers {workers} outlived the trainer"
             text = log.read_text()
             if latest is not None and phase != "random":  # it resumed from the last complete checkpoint
                 assert f"resumed from {latest} at step {done}" in text, text[-3000:]
             assert "Traceback" not in text, text[-3000:]
+            if phase == "metrics":  # killed mid-line: the last line of metrics.jsonl is cut short
+                last = (crash / "metrics.jsonl").read_text().splitlines()[-1]
+                with pytest.raises(json.JSONDecodeError):
+                    json.loads(last)
             assert_all_checkpoints_complete(crash)
             if phase == "checkpoint":  # killed mid-write: the half-written folder is hidden and ignored
                 assert list(crash.glob(f".tmp-checkpoint-{step}-*"))
                 assert not (crash / f"checkpoint-{step}").exists() or step <= done
 
-        assert len(kills) >= 10 and seen == {"generate", "update", "checkpoint", "random"}
+        # Every pause point was reached by the process that was killed there (its own note says so).
+        assert sorted({spec.split("@")[0] for spec in paused}) == ["checkpoint", "generate", "metrics", "optimizer",
+                                                                   "update"]
+        assert len(kills) == len(PHASES) and sum(k[0] == "random" for k in kills) == 2
         found = list_checkpoints(crash)
-        pid = launcher.start(argv, tmp_path / "final.log")
-        assert launcher.wait() == 0, (tmp_path / "final.log").read_text()[-3000:]
+        launcher.start(argv, tmp_path / "finish.log")  # runs to the end
+        assert launcher.wait() == 0, (tmp_path / "finish.log").read_text()[-3000:]
         if found:
-            assert f"resumed from {found[-1][1]} at step {found[-1][0]}" in (tmp_path / "final.log").read_text()
+            assert f"resumed from {found[-1][1]} at step {found[-1][0]}" in (tmp_path / "finish.log").read_text()
         assert_all_checkpoints_complete(crash)
-        assert not list(crash.glob(".tmp-checkpoint-*"))  # leftovers of killed writes are cleaned up
+        assert hidden(crash) == []  # leftovers of killed writes are cleaned up
+        final = crash / f"checkpoint-{MAX_STEPS}"
+
+        # The re-save window: a run that resumes at the last step saves that step again, replacing the
+        # folder in two renames. Killed between them, the checkpoint is only in hidden folders...
+        pause_file = tmp_path / "paused-resave"
+        pid = launcher.start(argv, tmp_path / "resave.log", {"R1ZERO_PAUSE_AT": f"resave@{MAX_STEPS}#1",
+                                                               "R1ZERO_PAUSE_FILE": str(pause_file)})
+        while not pause_file.exists() and not launcher.finished():
+            time.sleep(0.02)
+        assert pause_file.exists(), (tmp_path / "resave.log").read_text()[-3000:]
+        os.kill(pid, signal.SIGKILL)
+        assert launcher.wait() == -signal.SIGKILL
+        assert not final.exists()
+        left = hidden(crash)
+        assert [n.split("-checkpoint")[0] for n in left] == [".old", ".tmp"], left
+        # ...and the next run resumes from it all the same, then leaves no hidden folder behind.
+        launcher.start(argv, tmp_path / "final.log")
+        assert launcher.wait() == 0, (tmp_path / "final.log").read_text()[-3000:]
+        assert f"resumed from {final} at step {MAX_STEPS}" in (tmp_path / "final.log").read_text()
+        assert_all_checkpoints_complete(crash)
+        assert hidden(crash) == []
 
         a = load_file(full / f"checkpoint-{MAX_STEPS}" / "model.safetensors")
-        b = load_file(crash / f"checkpoint-{MAX_STEPS}" / "model.safetensors")
+        b = load_file(final / "model.safetensors")
         assert a.keys() == b.keys()
         for k in a:
             assert torch.equal(a[k], b[k]), k

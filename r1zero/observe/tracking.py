@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from r1zero.observe.metrics import EVAL_PREFIX
+from r1zero.testing import faults
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
@@ -40,9 +41,18 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def append_jsonl(path: Path, row: dict) -> None:
+def append_jsonl(path: Path, row: dict, fault_step: int | None = None) -> None:
+    """Append one JSON line. ``fault_step``: a crash test may stop the process with half of the line
+    on disk (r1zero.testing.faults, phase ``metrics``), the way a kill can cut a write short; on resume the
+    cut line is dropped (truncate_jsonl)."""
+    line = json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n"
     with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n")
+        if fault_step is not None and faults.armed():
+            f.write(line[:len(line) // 2])
+            f.flush()
+            faults.reached("metrics", fault_step)
+            line = line[len(line) // 2:]
+        f.write(line)
 
 
 def read_jsonl(path: str | os.PathLike, skip_broken: bool = False) -> list[dict]:
@@ -105,7 +115,7 @@ class Tracker:
                                       experiment_name=run_name, config=config, logdir=str(self.dir / "swanlab"))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        append_jsonl(self.dir / METRICS, {"step": step, **metrics})
+        append_jsonl(self.dir / METRICS, {"step": step, **metrics}, fault_step=step)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self._tb is not None:
             for k, v in scalars.items():

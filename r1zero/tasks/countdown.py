@@ -192,8 +192,10 @@ class CountdownTask(Task):
         if not isinstance(completion, str):
             return _zero(self.reward_scheme)
         if self.reward_scheme == "tinyzero":
+            # Only the base template's prompt holds "Assistant:"; in every chat prompt TinyZero's
+            # first "Assistant:" can be one the model wrote.
             return score_tinyzero(
-                completion, nums, target, ASSISTANT_PREFIX[self.template], self.template != "qwen-instruct"
+                completion, nums, target, ASSISTANT_PREFIX[self.template], self.template == "base"
             )
         if self.reward_scheme == "datawhale":
             return score_datawhale(completion, nums, target)
@@ -219,9 +221,9 @@ def score_tinyzero(
     """TinyZero: last line of the assistant text, last <answer> on it; 0 / 0.1 / 1.0.
 
     TinyZero cuts prompt+completion after the first "Assistant:", else after the first
-    "<|im_start|>assistant". A prompt without "Assistant:" (``qwen-instruct``) is therefore cut
-    inside the completion when the model writes "Assistant:"; that only changes the last line
-    when the first such "Assistant:" is on it.
+    "<|im_start|>assistant". A prompt without "Assistant:" (every template but ``base``) is
+    therefore cut inside the completion when the model writes "Assistant:"; that only changes the
+    last line when the first such "Assistant:" is on it.
     """
     line = last_line(assistant_prefix, completion)
     if not prompt_has_colon_marker:

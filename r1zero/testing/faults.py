@@ -2,9 +2,12 @@
 
 Off (one dictionary lookup per call) unless ``R1ZERO_PAUSE_AT`` is set to ``phase@step#n``. Phases:
 ``generate`` (a forward pass of the policy without gradients: sampling), ``update`` (a forward pass
-with gradients) and ``checkpoint`` (a checkpoint's files are in its temporary folder, not yet
-renamed into place). The n-th time the phase is reached during training step ``step``, the process
-writes ``R1ZERO_PAUSE_FILE`` and sleeps until it is killed. Nothing else changes, so the process
+with gradients), ``optimizer`` (just after an optimizer step: weights changed, nothing saved),
+``metrics`` (half of a metrics.jsonl line written), ``checkpoint`` (a checkpoint's files are in its
+temporary folder, not yet renamed into place) and ``resave`` (saving a step that already has a
+checkpoint: the old folder moved away, the new one not yet in place). The n-th time the phase is
+reached during training step ``step``, the process writes ``R1ZERO_PAUSE_FILE`` and sleeps until
+it is killed. Nothing else changes, so the process
 that is killed is an ordinary training run (tests/test_crash_resume.py).
 """
 from __future__ import annotations
@@ -16,6 +19,11 @@ from pathlib import Path
 PAUSE_AT = "R1ZERO_PAUSE_AT"
 PAUSE_FILE = "R1ZERO_PAUSE_FILE"
 _counts: dict[tuple[str, int], int] = {}
+
+
+def armed() -> bool:
+    """Whether a pause point is set (callers skip work done only for the hook)."""
+    return bool(os.environ.get(PAUSE_AT))
 
 
 def reached(phase: str, step: int) -> None:

@@ -5,7 +5,9 @@ A checkpoint is ``output_dir/checkpoint-<step>/`` holding the model (safetensors
 readable) and ``trainer_state.pt`` (optimizer, scheduler and RNG states; under torchrun the optimizer
 state is in ``optimizer/`` instead, each rank's shards in torch.distributed.checkpoint format). It is written into a
 hidden temporary folder and renamed into place only when complete, so a crash never leaves a
-half-written checkpoint that resume would pick up.
+half-written checkpoint that resume would pick up. A crash in the middle of replacing a checkpoint
+of the same step leaves it complete but hidden: ``list_checkpoints`` puts it back first
+(``recover``), and every save removes the hidden leftovers (``prune_checkpoints``).
 """
 from __future__ import annotations
 
@@ -26,14 +28,20 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_JSON = "trainer_state.json"
 STATE_PT = "trainer_state.pt"
 OPTIMIZER_DIR = "optimizer"  # under torchrun: every rank's optimizer state (torch.distributed.checkpoint)
+# Hidden folders of a checkpoint in flight: being written, moved away by a re-save, being removed.
+_DELETING = ".del-"
+_STRAYS = (".tmp-checkpoint-", ".old-checkpoint-", _DELETING + "checkpoint-")
+_HIDDEN = re.compile(r"^(\.tmp-|\.old-)checkpoint-(\d+)-")
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``output_dir``, oldest first."""
+    """Complete checkpoints in ``output_dir``, oldest first (after ``recover`` has put back any that a
+    kill left outside its place)."""
     out = []
     root = Path(output_dir)
     if not root.is_dir():
         return out
+    recover(root)
     for p in root.iterdir():
         m = _NAME.match(p.name)
         if m and p.is_dir() and (p / STATE_JSON).is_file():
@@ -74,8 +82,11 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
         # The JSON is written last: its presence marks the folder as complete.
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
         if final.exists():  # saving the same step again (after a resume): replace it
+            # Two renames, not one atomic swap: a kill between them leaves checkpoint-<step> only
+            # as this complete .old- folder and the complete tmp one; recover() puts tmp in place.
             trash = root / f".old-{final.name}-{os.getpid()}"
             os.replace(final, trash)
+            faults.reached("resave", step)  # crash tests kill here: the old one moved away, the new not in place
             os.replace(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
         else:
@@ -83,8 +94,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    if total_limit is not None:
-        prune_checkpoints(root, total_limit)
+    prune_checkpoints(root, total_limit)
     return final
 
 
@@ -95,19 +105,64 @@ def new_tmp(output_dir: str | os.PathLike, step: int) -> Path:
     return Path(tempfile.mkdtemp(dir=root, prefix=f".tmp-checkpoint-{step}-"))
 
 
-def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> None:
-    found = list_checkpoints(output_dir)
-    for _, path in found[:-keep] if keep > 0 else found:
-        shutil.rmtree(path, ignore_errors=True)
-    # Leftovers of writes that crashed midway.
-    for p in Path(output_dir).glob(".tmp-checkpoint-*"):
-        shutil.rmtree(p, ignore_errors=True)
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
+    """Keep the newest ``keep`` checkpoints (all when None) and remove the leftovers of writes and
+    removals that a crash cut short (after ``recover`` has taken back what it can)."""
+    root = Path(output_dir)
+    found = list_checkpoints(root)
+    for _, path in (found[:-keep] if keep > 0 else found) if keep is not None else ():
+        # Renamed out of the listing first: a kill during rmtree must not leave a checkpoint-N
+        # folder whose state file is still there while its weights are gone.
+        doomed = root / f"{_DELETING}{path.name}-{os.getpid()}"
+        os.replace(path, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+    for prefix in _STRAYS:
+        for p in root.glob(f"{prefix}*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def recover(output_dir: str | os.PathLike) -> list[Path]:
+    """Put back a checkpoint that a kill left only outside its place, and return what was put back.
+
+    A re-save of step N renames ``checkpoint-N`` to ``.old-checkpoint-N-<pid>`` and then the complete
+    ``.tmp-checkpoint-N-*`` folder to ``checkpoint-N``; killed between the two, neither is where resume
+    looks. When ``checkpoint-N`` is missing, a complete tmp folder of step N (its state file is written
+    last) is the newer save and is renamed into place, else a complete ``.old-`` one. Several processes
+    may recover at once (torchrun ranks at start): a rename that another one already made fails and
+    is ignored. Everything else that is hidden is left for ``prune_checkpoints`` to remove.
+    """
+    root = Path(output_dir)
+    candidates: dict[int, list[tuple[int, Path]]] = {}
+    for p in root.iterdir():
+        m = _HIDDEN.match(p.name)
+        if m and (p / STATE_JSON).is_file():
+            # A tmp folder is the newer save of the two kinds; among several of a kind, the latest written.
+            newer_kind = 0 if m.group(1) == ".tmp-" else 1
+            candidates.setdefault(int(m.group(2)), []).append((newer_kind, -(p / STATE_JSON).stat().st_mtime_ns, p))
+    put_back = []
+    for step, found in sorted(candidates.items()):
+        final = root / f"checkpoint-{step}"
+        if final.exists():
+            continue
+        for *_, p in sorted(found):
+            try:
+                os.replace(p, final)
+            except OSError:  # gone or already replaced by another process
+                continue
+            put_back.append(final)
+            break
+    return put_back
+
+
+def load_state_json(checkpoint: str | os.PathLike) -> dict[str, Any]:
+    """The readable state of a checkpoint folder (step, data position, world size)."""
+    return json.loads((Path(checkpoint) / STATE_JSON).read_text(encoding="utf-8"))
 
 
 def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(json state, tensor state or None) of a checkpoint folder."""
     checkpoint = Path(checkpoint)
-    state = json.loads((checkpoint / STATE_JSON).read_text(encoding="utf-8"))
+    state = load_state_json(checkpoint)
     heavy = None
     if (checkpoint / STATE_PT).is_file():
         heavy = torch.load(checkpoint / STATE_PT, map_location="cpu", weights_only=False)
@@ -125,3 +180,18 @@ def find_resume(resume_from_checkpoint: str | None, output_dir: str | os.PathLik
     if resume_from_checkpoint == "auto":
         return latest_checkpoint(output_dir)
     return Path(resume_from_checkpoint)
+
+
+def check_resume_world_size(path: str | os.PathLike, world_size: int) -> None:
+    """A checkpoint resumes under the process count that saved it: the optimizer state is stored per
+    layout (one file in one process, every rank's shards under torchrun) and each rank's random
+    state is not saved, so another count would not continue the run exactly. Refused before any
+    model loads."""
+    if not (Path(path) / STATE_JSON).is_file():
+        raise ConfigError(f"resume_from_checkpoint: {path} has no {STATE_JSON}; give a checkpoint-N folder "
+                          "that r1zero wrote")
+    saved = int(load_state_json(path).get("world_size", 1))  # checkpoints without it: one process
+    if saved != world_size:
+        how = "without torchrun" if saved == 1 else f"under torchrun --nproc_per_node {saved} (or the same total over nodes)"
+        raise ConfigError(f"resume_from_checkpoint: {path} was saved by {saved} process(es) and this run has "
+                          f"{world_size}; resume it {how}, or start a new output_dir")

@@ -6,13 +6,13 @@ One step, in order (each line names the module that does it):
              per epoch, keyed by ``seed`` and the epoch; the position is part of every checkpoint).
 2. prompt    the task renders each example (r1zero.tasks) and the tokenizer encodes it; prompts
              longer than ``max_prompt_length`` are refused, never cut.
-3. rollout   ``num_generations`` completions per prompt (r1zero.rollout), sampled with
+3. rollout   ``num_generations`` completions per prompt (r1zero.rollout.sampling), sampled with
              ``temperature``/``top_p``/``top_k``, stopping on every EOS id of the tokenizer and of
              the generation config. Each prompt is prefilled once for its G samples, finished rows
              leave the batch, and each sample's randomness is keyed by (seed, step, prompt index,
              sample index): a resumed run samples exactly what the uninterrupted run did, and
              ``generation_batch_size`` changes memory, never the samples.
-4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards); a scorer that
+4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards.scoring); a scorer that
              fails gives 0 for that sample and is counted.
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
              with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
@@ -100,13 +100,17 @@ class Trainer:
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
+        if self.resume_from:
+            ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
         self.device = dist.device_for(self.env, choose_device(cfg.device))
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
                               f"{self.device.type} the weights are in CPU memory already: remove it")
         self.autocast_dtype = autocast_dtype(cfg.bf16, self.device)
         self.tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
-        # Prompts that do not fit are refused now, not at step 500.
+        # Prompts that do not fit are refused now, not at step 500: the first 256 train rows (all
+        # rows would cost minutes on a 300k-row set); a longer one further in stops the run when its
+        # step draws it (train_step), after the checkpoints before it.
         encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
         self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))

@@ -30,6 +30,7 @@ log-probs detached and no extra forward pass is spent.
 from __future__ import annotations
 
 
+from r1zero.testing import faults
 from r1zero.training import distributed as dist
 from r1zero.training.optim import clip_and_step
 
@@ -128,6 +129,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
             if train_policy:
                 grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
                                                 lambda gn: health.update_ok(gn, step)))
+                faults.reached("optimizer", step)  # crash tests kill here: weights moved, step unsaved
             algo.end_mini_batch(acc)
             updates += 1
     optimizer.zero_grad(set_to_none=True)
