@@ -25,6 +25,11 @@ STATE_PT = "trainer_state.pt"
 OPTIMIZER_DIR = "optimizer"  # under torchrun: every rank's optimizer state (torch.distributed.checkpoint)
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """``checkpoint-<step>``, the name of a checkpoint folder in a run folder."""
+    return _NAME.match(name) is not None
+
+
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """Complete checkpoints in ``output_dir``, oldest first."""
     out = []

@@ -96,7 +96,7 @@ def _eval_flags(args) -> dict:
 def cmd_eval(args) -> int:
     import torch
 
-    from r1zero.evaluate import EVAL_KEYS, eval_settings, evaluate
+    from r1zero.evaluate import DEFAULTS, EVAL_KEYS, eval_settings, evaluate
     from r1zero.models import choose_device, eos_token_ids, load_model, load_tokenizer, use_bf16
     from r1zero.rollout import encode_prompts
     from r1zero.trainer import build_task, load_data
@@ -129,10 +129,9 @@ def cmd_eval(args) -> int:
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     out = Path(args.out or f"eval-{cfg.task}-{split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(cfg, k) for k in EVAL_KEYS}
-    out.write_text(json.dumps({"summary": summary, "settings": settings, "sources": {k: s.sources.get(k, "defaults") for k in EVAL_KEYS},
-                              "records": records},
-                              indent=2, ensure_ascii=False), encoding="utf-8")
+    written = {"summary": summary, "settings": {k: getattr(cfg, k) for k in EVAL_KEYS},
+               "sources": {k: s.sources.get(k, DEFAULTS) for k in EVAL_KEYS}, "records": records}
+    out.write_text(json.dumps(written, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"written: {out}")
     return 0
 

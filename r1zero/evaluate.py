@@ -71,26 +71,31 @@ DEFAULTS = "defaults"
 
 
 def run_config_path(model: str) -> Path | None:
-    """config.yaml of the run a checkpoint (or a run folder) belongs to; None for a hub id or a bare model folder."""
+    """config.yaml of the run a checkpoint (``RUN_DIR/checkpoint-N``) or a run folder belongs to; None
+    for a hub id or any other model folder (a config.yaml beside it is not a run's)."""
+    from r1zero.checkpoint import is_checkpoint_name
+
     p = Path(model)
-    if not p.exists():
+    if not p.is_dir():
         return None
-    for cand in (p / "config.yaml", p.parent / "config.yaml"):
-        if cand.is_file():
-            return cand
+    if (p / "config.yaml").is_file() and not (p / "config.json").is_file():
+        return p / "config.yaml"
+    if is_checkpoint_name(p.name) and (p.parent / "config.yaml").is_file():
+        return p.parent / "config.yaml"
     return None
 
 
 def resolve_checkpoint(model: str) -> str:
     """A run folder (config.yaml, no model of its own) means its last checkpoint; anything else is as given."""
-    from r1zero.checkpoint import latest_checkpoint, list_checkpoints
+    from r1zero.checkpoint import is_checkpoint_name, latest_checkpoint, list_checkpoints
     from r1zero.config import ConfigError
 
     p = Path(model)
-    if not p.exists() and (p.parent / "config.yaml").is_file():  # e.g. a checkpoint number the run never wrote
-        have = ", ".join(c.name for _, c in list_checkpoints(p.parent)) or "none yet"
+    if not p.exists() and is_checkpoint_name(p.name) and (p.parent / "config.yaml").is_file():
+        have = ", ".join(c.name for _, c in list_checkpoints(p.parent)) or "none yet"  # e.g. a step the run never saved
         raise ConfigError(f"--model: no folder {model}; the run {p.parent} has checkpoints: {have}")
-    if p.is_dir() and (p / "config.yaml").is_file() and not (p / "config.json").is_file():
+    run_file = run_config_path(model)
+    if run_file is not None and run_file.parent == p:
         last = latest_checkpoint(p)
         if last is None:
             raise ConfigError(f"--model: the run folder {model} has no checkpoint-N yet; "
