@@ -78,37 +78,62 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from r1zero.observe.compare import compare, format_terminal, write_html
 
-    result = compare(args.before, args.after, args.task, args.limit, split=args.split, dataset=args.dataset,
-                     reward=args.reward, template=args.template, max_new_tokens=args.max_new_tokens,
-                     device=args.device, batch_size=args.batch_size)
+    result = compare(args.before, args.after, args.limit, flags=_eval_flags(args))
+    print(result["settings"])
     print(format_terminal(result))
     print(f"written: {write_html(result, args.out)}")
     return 0
 
 
+def _eval_flags(args) -> dict:
+    """The TrainConfig keys given as eval/compare flags (a flag not given is left to the run/recipe)."""
+    pairs = {"task": args.task, "dataset_test_split": args.split, "dataset_name": args.dataset, "reward": args.reward,
+             "template": args.template, "eval_max_completion_length": args.max_new_tokens,
+             "generation_batch_size": args.batch_size, "device": args.device,
+             "temperature": getattr(args, "temperature", None)}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
 def cmd_eval(args) -> int:
     import torch
 
-    from r1zero.models import load_generator
+    from r1zero.data.split import load_data
+    from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
+    from r1zero.observe.eval_settings import DEFAULTS, EVAL_KEYS, eval_settings
     from r1zero.observe.evaluate import evaluate
-    from r1zero.tasks import get_task
+    from r1zero.rollout.sampling import encode_prompts
+    from r1zero.tasks import build_task
 
-    task = get_task(args.task, reward=args.reward, template=args.template)
-    rows = task.load_split(args.split, source=args.dataset)
-    if args.limit:
-        rows = rows[:args.limit]
+    # The rows, prompts, scoring and generation of the run's own evaluation (Trainer.run_eval).
+    flags = _eval_flags(args)
+    if args.limit is not None:
+        flags["eval_limit"] = args.limit or None  # 0: every test row
+    s = eval_settings(args.model, args.config, args.overrides, flags)
+    cfg = s.config
+    print(s.line())
+    task = build_task(cfg)
+    _, rows = load_data(task, cfg)
+    if cfg.eval_limit:
+        rows = rows[:cfg.eval_limit]
+    device = choose_device(cfg.device)
+    tokenizer = load_tokenizer(s.tokenizer, cfg.trust_remote_code)
+    encode_prompts(task, tokenizer, rows, cfg.max_prompt_length)  # a prompt too long is refused before the model loads
     torch.manual_seed(args.seed)
-    gen = load_generator(args.model, args.device)
-    summary, records = evaluate(gen.model, gen.tokenizer, task, rows, eos_ids=gen.eos_ids,
-                                max_new_tokens=args.max_new_tokens, samples=args.samples,
-                                temperature=args.temperature, batch_size=args.batch_size, seed=args.seed,
-                                autocast_dtype=gen.autocast_dtype)
-    summary = {"model": args.model, "task": args.task, "split": args.split, **summary}
+    model = load_model(s.model, device, trust_remote_code=cfg.trust_remote_code, trainable=False)
+    summary, records = evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
+                                max_new_tokens=s.max_new_tokens, samples=args.samples, temperature=cfg.temperature,
+                                top_p=cfg.top_p, batch_size=s.batch_size, seed=args.seed,
+                                max_prompt_length=cfg.max_prompt_length,
+                                autocast_dtype=autocast_dtype(cfg.bf16, device))
+    split = cfg.dataset_test_split
+    summary = {"model": s.model, "task": cfg.task, "split": split, **summary}
     for k, v in summary.items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
-    out = Path(args.out or f"eval-{args.task}-{args.split}.json")
+    out = Path(args.out or f"eval-{cfg.task}-{split}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"summary": summary, "records": records}, indent=2, ensure_ascii=False), encoding="utf-8")
+    written = {"summary": summary, "settings": {k: getattr(cfg, k) for k in EVAL_KEYS},
+               "sources": {k: s.sources.get(k, DEFAULTS) for k in EVAL_KEYS}, "records": records}
+    out.write_text(json.dumps(written, indent=2, ensure_ascii=False), encoding="utf-8")
     print(f"written: {out}")
     return 0
 
@@ -125,7 +150,7 @@ def cmd_data(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="r1zero", description="R1-Zero style RL (GRPO) for small language models.")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, help="what to do (r1zero COMMAND --help for its options)")
 
     t = sub.add_parser("train", help="train with GRPO (no arguments: the embedded CPU default)",
                        description=f"Packaged recipes: {', '.join(recipe_names())}")
@@ -134,20 +159,32 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-6 max_steps=10")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("eval", help="accuracy, format rate and length of a model on a task")
-    e.add_argument("--model", default="embedded", help="hub id, local folder or checkpoint (default: the embedded model)")
-    e.add_argument("--task", required=True)
-    e.add_argument("--split", default="test")
-    e.add_argument("--dataset", default=None, help="hub id or local file/folder (default: the task's own)")
-    e.add_argument("--reward", default=None)
-    e.add_argument("--template", default=None)
-    e.add_argument("--limit", type=int, default=None)
-    e.add_argument("--samples", type=int, default=1, help="K sampled answers per problem for mean@K / pass@K")
-    e.add_argument("--temperature", type=float, default=1.0)
-    e.add_argument("--max-new-tokens", type=int, default=256)
-    e.add_argument("--batch-size", type=int, default=64)
-    e.add_argument("--device", default="auto")
-    e.add_argument("--seed", type=int, default=0)
+    run_note = ("Settings not given come from the run's config.yaml when --model (or --after) is a checkpoint "
+                "of a run or a run folder, then from --config, then key=value overrides; a flag wins over all. "
+                "One line printed first says which setting came from where.")
+    e = sub.add_parser("eval", help="accuracy, format rate and length of a model on a task, as a run evaluated it",
+                       description="Greedy accuracy, format rate, mean reward and length (mean@K/pass@K with "
+                                   f"--samples). {run_note}")
+    e.add_argument("--model", default=None,
+                   help="checkpoint folder (RUN_DIR/checkpoint-N), run folder (= its last checkpoint), hub id, local "
+                        "folder or 'embedded' (default: model_name_or_path of --config/overrides, else the embedded model)")
+    e.add_argument("--config", default=None, help="recipe YAML path or packaged recipe name, read as `train --config` does")
+    e.add_argument("overrides", nargs="*", help="key=value config overrides as in train, e.g. max_completion_length=64 eval_limit=16")
+    e.add_argument("--task", default=None, help="task name: countdown or gsm8k (config key: task; default: the run's, else countdown)")
+    e.add_argument("--split", default=None, help="split to evaluate on (config key: dataset_test_split; default: the run's, else test)")
+    e.add_argument("--dataset", default=None, help="hub id or local file/folder (config key: dataset_name; default: the run's, else the task's own)")
+    e.add_argument("--reward", default=None, help="reward scheme of the task (config key: reward; default: the run's, else the task's own)")
+    e.add_argument("--template", default=None, help="prompt template of the task (config key: template; default: the run's, else the task's own)")
+    e.add_argument("--limit", type=int, default=None,
+                   help="first N test rows, 0 = all (config key: eval_limit; default: the run's, else 256)")
+    e.add_argument("--samples", type=int, default=1, help="K sampled answers per problem for mean@K / pass@K (default 1: greedy only)")
+    e.add_argument("--temperature", type=float, default=None, help="sampling temperature for --samples (config key: temperature; default: the run's, else 1.0)")
+    e.add_argument("--max-new-tokens", type=int, default=None,
+                   help="generation length (config key: eval_max_completion_length; default: the run's, else its max_completion_length, else 256)")
+    e.add_argument("--batch-size", type=int, default=None,
+                   help="sequences per generate call (config key: generation_batch_size; default: the run's, else 64)")
+    e.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (config key: device; default: the run's, else auto)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the sampled answers (--samples > 1)")
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval-TASK-SPLIT.json)")
     e.set_defaults(func=cmd_eval)
 
@@ -158,31 +195,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, default=None, help="reflection share marked on the plot (default: the run's, else 0.1)")
     r.set_defaults(func=cmd_report)
 
-    m = sub.add_parser("compare", help="the same prompts answered by two models, side by side, with scores")
+    m = sub.add_parser("compare", help="the same prompts answered by two models, side by side, with scores",
+                       description=f"Both models answer greedily. {run_note}")
     m.add_argument("--before", default="embedded", help="model before training (default: the embedded model)")
-    m.add_argument("--after", required=True, help="checkpoint (or any model) after training")
+    m.add_argument("--after", required=True, help="checkpoint or run folder (= its last checkpoint), or any model, after training")
     m.add_argument("--task", default=None, help="task name (default: the run's, when --after is a checkpoint of a run)")
-    m.add_argument("--limit", type=int, default=8)
-    m.add_argument("--split", default="test")
-    m.add_argument("--dataset", default=None)
-    m.add_argument("--reward", default=None)
-    m.add_argument("--template", default=None)
+    m.add_argument("--limit", type=int, default=8, help="number of test prompts shown (default 8)")
+    m.add_argument("--split", default=None, help="split the prompts come from (default: the run's dataset_test_split, else test)")
+    m.add_argument("--dataset", default=None, help="hub id or local file/folder (default: the run's dataset_name, else the task's own)")
+    m.add_argument("--reward", default=None, help="reward scheme (default: the run's, else the task's own)")
+    m.add_argument("--template", default=None, help="prompt template (default: the run's, else the task's own)")
     m.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's generation length, else 256")
-    m.add_argument("--batch-size", type=int, default=64)
-    m.add_argument("--device", default="auto")
-    m.add_argument("--out", default="compare.html")
+    m.add_argument("--batch-size", type=int, default=None, help="sequences per generate call (default: the run's generation_batch_size, else 64)")
+    m.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's device, else auto)")
+    m.add_argument("--out", default="compare.html", help="HTML page with both answers (default: compare.html)")
     m.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("data", help="generate task data")
-    dsub = d.add_subparsers(dest="dataset", required=True)
+    dsub = d.add_subparsers(dest="dataset", required=True, help="which task's data")
     c = dsub.add_parser("countdown", help="seeded Countdown tasks, each proven solvable")
-    c.add_argument("--n", type=int, required=True)
-    c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", required=True)
-    c.add_argument("--min-numbers", type=int)
-    c.add_argument("--max-numbers", type=int)
-    c.add_argument("--max-number", type=int)
-    c.add_argument("--operators")
+    c.add_argument("--n", type=int, required=True, help="number of tasks")
+    c.add_argument("--seed", type=int, default=0, help="generator seed (default 0): the same seed writes the same file")
+    c.add_argument("--out", required=True, help="JSONL file to write")
+    c.add_argument("--min-numbers", type=int, help="fewest numbers per task (default 3)")
+    c.add_argument("--max-numbers", type=int, help="most numbers per task (default 4)")
+    c.add_argument("--max-number", type=int, help="largest number (default 99)")
+    c.add_argument("--operators", help="operators allowed, e.g. '+-' (default '+-*/')")
     c.set_defaults(func=cmd_data)
     return p
 

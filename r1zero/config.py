@@ -417,9 +417,9 @@ def recipe_names() -> list[str]:
     return sorted(p.name[:-5] for p in resources.files("r1zero.configs").iterdir() if p.name.endswith(".yaml"))
 
 
-def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Recipe YAML (or the embedded default when ``path`` is None) with ``key=value`` overrides applied."""
-    src = recipe_path(path or DEFAULT_RECIPE)
+def read_config_file(src: str | os.PathLike) -> dict:
+    """The type-checked keys of one YAML config file (a recipe, or a run's config.yaml)."""
+    src = Path(src)
     try:
         raw = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -428,9 +428,18 @@ def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] 
         raise ConfigError(f"{src}: not valid YAML{where}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: the recipe must be a mapping of key: value")
-    raw = _check_types(_fix_yaml_numbers(raw), str(src))
-    over = dict(parse_override(o) for o in overrides)
-    raw.update(_check_types(_fix_yaml_numbers(over), "override"))
+    return _check_types(_fix_yaml_numbers(raw), str(src))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """The type-checked keys of ``key=value`` command-line overrides."""
+    return _check_types(_fix_yaml_numbers(dict(parse_override(o) for o in overrides)), "override")
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Recipe YAML (or the embedded default when ``path`` is None) with ``key=value`` overrides applied."""
+    raw = read_config_file(recipe_path(path or DEFAULT_RECIPE))
+    raw.update(parse_overrides(overrides))
     return TrainConfig(**raw)
 
 

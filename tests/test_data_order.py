@@ -14,7 +14,7 @@ from r1zero.tasks import get_task
 from r1zero.tasks.arithmetic import evaluate, uses_exactly
 from r1zero.tasks.countdown import generate_tasks, solve
 from r1zero.data.split import DataPosition, draw_batch, load_data
-from r1zero.training.trainer import build_task
+from r1zero.tasks import build_task
 
 
 def test_draw_batch_is_a_fresh_permutation_each_epoch_and_continues_exactly():

@@ -13,18 +13,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from r1zero.config import ConfigError
-
-
-def run_config_of(model: str) -> dict:
-    """config.yaml of the run a checkpoint belongs to ({} for a hub id or a bare model folder)."""
-    p = Path(model)
-    for cand in (p / "config.yaml", p.parent / "config.yaml"):
-        if p.exists() and cand.is_file():
-            return yaml.safe_load(cand.read_text(encoding="utf-8")) or {}
-    return {}
 
 
 def _example_text(ex: dict, limit: int = 300) -> str:
@@ -45,7 +34,8 @@ def _score_line(rec: dict) -> str:
 
 
 def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: int, device: str = "auto",
-                  batch_size: int = 64, max_prompt_length: int | None = None) -> list[tuple[dict, list[dict]]]:
+                  batch_size: int = 64, max_prompt_length: int | None = None,
+                  bf16: bool | None = None) -> list[tuple[dict, list[dict]]]:
     """(summary, records) of r1zero.observe.evaluate for each model in turn (one model in memory at a time)."""
     from r1zero.models import choose_device, load_generator
     from r1zero.observe.evaluate import evaluate
@@ -53,7 +43,7 @@ def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: 
     dev = choose_device(device)
     out = []
     for name in models:
-        gen = load_generator(name, dev)
+        gen = load_generator(name, dev, bf16=bf16)
         out.append(evaluate(gen.model, gen.tokenizer, task, rows, eos_ids=gen.eos_ids, max_new_tokens=max_new_tokens,
                             batch_size=batch_size, max_prompt_length=max_prompt_length,
                             autocast_dtype=gen.autocast_dtype))
@@ -61,36 +51,31 @@ def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: 
     return out
 
 
-def compare(before: str, after: str, task_name: str | None = None, limit: int | None = 8, *, split: str = "test",
-            dataset: str | None = None, reward: str | None = None, template: str | None = None,
-            max_new_tokens: int | None = None, device: str = "auto", batch_size: int = 64) -> dict[str, Any]:
-    """Both models' greedy answers and scores on the first ``limit`` rows of ``split``."""
-    from r1zero.tasks import get_task
+def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Both models' greedy answers and scores on the first ``limit`` test rows. The settings are
+    r1zero.observe.eval_settings.eval_settings' for the run ``after`` (else ``before``) belongs to, with ``flags``
+    (TrainConfig keys: task, template, reward, dataset_name, eval_max_completion_length, ...) on top."""
+    from r1zero.observe.eval_settings import eval_settings, resolve_checkpoint, run_config_path
+    from r1zero.data.split import load_data
+    from r1zero.tasks import build_task
 
-    cfg = run_config_of(after) or run_config_of(before)
-    task_name = task_name or cfg.get("task")
-    if not task_name:
+    before, after = resolve_checkpoint(before), resolve_checkpoint(after)
+    flags = dict(flags or {})
+    of_run = after if run_config_path(after) or not run_config_path(before) else before
+    if run_config_path(of_run) is None and "task" not in flags:
         raise ConfigError("--task: not given and --after is not inside a run folder with a config.yaml; add --task countdown (or gsm8k)")
-    same_task = cfg.get("task") == task_name
-    if reward is None and same_task:
-        reward = None if cfg.get("reward") in (None, "none") else cfg["reward"]
-    if template is None and same_task:
-        template = cfg.get("template")
-    task_args = (cfg.get("task_args") or {}) if same_task else {}
-    if dataset is None and same_task:
-        dataset = cfg.get("dataset_name")
-    if max_new_tokens is None:
-        max_new_tokens = (cfg.get("eval_max_completion_length") or cfg.get("max_completion_length") or 256) if same_task else 256
-    task = get_task(task_name, reward=reward, template=template, **task_args)
-    rows = task.load_split(split, source=dataset)
+    s = eval_settings(of_run, flags=flags)
+    cfg = s.config
+    task = build_task(cfg)
+    _, rows = load_data(task, cfg)  # the run's held-out rows, as its evaluation cut them
     if limit:
         rows = rows[:limit]
     (s_before, r_before), (s_after, r_after) = answer_models(
-        [before, after], task, rows, max_new_tokens=max_new_tokens, device=device, batch_size=batch_size,
-        max_prompt_length=cfg.get("max_prompt_length") if same_task else None)
+        [before, after], task, rows, max_new_tokens=s.max_new_tokens, device=cfg.device, batch_size=s.batch_size,
+        max_prompt_length=cfg.max_prompt_length, bf16=cfg.bf16)
     return {"before": {"model": before, "summary": s_before}, "after": {"model": after, "summary": s_after},
-            "task": task_name, "template": task.template, "reward": task.reward_scheme, "split": split,
-            "max_new_tokens": max_new_tokens,
+            "task": cfg.task, "template": task.template, "reward": task.reward_scheme, "split": cfg.dataset_test_split,
+            "max_new_tokens": s.max_new_tokens, "settings": s.line(),
             "rows": [{"example": _example_text(ex), "prompt": b["prompt"], "before": b, "after": a}
                      for ex, b, a in zip(rows, r_before, r_after)]}
 

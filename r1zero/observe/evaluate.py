@@ -1,6 +1,8 @@
 """Evaluation: greedy pass@1, and mean@K / pass@K when sampling K answers per problem.
 
-Used by the trainer (before, during and after training) and by ``r1zero eval``.
+Used by the trainer (before, during and after training) and by ``r1zero eval`` / ``r1zero compare``,
+which take their settings from the run a checkpoint belongs to (r1zero.observe.eval_settings) so
+that they ask and score exactly what the run's own evaluation did.
 """
 from __future__ import annotations
 

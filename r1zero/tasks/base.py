@@ -115,3 +115,10 @@ def get_task(name: str, reward: str | None = None, template: str | None = None, 
     if name not in _REGISTRY:
         raise TaskError(f"task: unknown task '{name}'; use one of {', '.join(task_names())}")
     return _REGISTRY[name](reward=reward, template=template, **options)
+
+
+def build_task(cfg) -> Task:
+    """The task a config names (``task``, ``reward``, ``template``, ``task_args``), as train, eval and
+    compare build it."""
+    return get_task(cfg.task, reward=None if cfg.reward == "none" else cfg.reward, template=cfg.template,
+                    **cfg.task_args)

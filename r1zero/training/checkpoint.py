@@ -34,6 +34,11 @@ _STRAYS = (".tmp-checkpoint-", ".old-checkpoint-", _DELETING + "checkpoint-")
 _HIDDEN = re.compile(r"^(\.tmp-|\.old-)checkpoint-(\d+)-")
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """``checkpoint-<step>``, the name of a checkpoint folder in a run folder."""
+    return _NAME.match(name) is not None
+
+
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     """Complete checkpoints in ``output_dir``, oldest first (after ``recover`` has put back any that a
     kill left outside its place)."""

@@ -63,7 +63,7 @@ from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.rewards.scoring import RewardModel
 from r1zero.rollout.sampling import encode_prompts, generate
-from r1zero.tasks import Task, TaskError, get_task
+from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
 from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
@@ -74,11 +74,6 @@ from r1zero.training.samples import StepSamples, gather_rows, sample_rows
 from r1zero.training.update import need_old_logprobs, run_update
 
 log = logging.getLogger("r1zero")
-
-
-def build_task(cfg: TrainConfig) -> Task:
-    return get_task(cfg.task, reward=None if cfg.reward == "none" else cfg.reward, template=cfg.template,
-                    **cfg.task_args)
 
 
 class Trainer:
@@ -347,4 +342,4 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     return Trainer(cfg).train()
 
 
-__all__ = ["Trainer", "train", "build_task", "ConfigError", "DataError", "TaskError"]
+__all__ = ["Trainer", "train", "ConfigError", "DataError", "TaskError"]
