@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from r1zero import trl_defaults
 from r1zero.errors import ConfigError, need
 from r1zero.models import EMBEDDED_MODEL
 
@@ -466,4 +467,11 @@ def config_reference() -> str:
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{default!r}` | {f.metadata['help']} |")
+    lines += trl_defaults.section(defaults())
     return "\n".join(lines) + "\n"
+
+
+def defaults() -> dict[str, Any]:
+    """Every key's default."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(TrainConfig)}

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import REPO, make_tiny_model
+from conftest import REPO
 from safetensors.torch import load_file
 
 from r1zero.config import TrainConfig
@@ -31,19 +31,8 @@ TIMING = ("time/", "tokens_per_second")
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory, tokenizer_dir) -> Path:
-    """A tiny random Qwen2 whose EOS logit swings with the context (completions of 1-12 tokens)."""
-    from transformers import AutoModelForCausalLM
-
-    out = make_tiny_model("qwen2", tokenizer_dir, tmp_path_factory.mktemp("ds-qwen2"))
-    m = AutoModelForCausalLM.from_pretrained(out)
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for e in m.generation_config.eos_token_id:
-            w = torch.randn(m.config.hidden_size, generator=g)
-            m.lm_head.weight[e] = w / w.norm() * 1.5
-    m.save_pretrained(out)
-    return out
+def model(stopping_qwen2) -> Path:
+    return stopping_qwen2
 
 
 def recipe(model_dir: Path, out: Path, **extra) -> dict:

@@ -74,7 +74,7 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
     if n < P:
         n -= n % env.world_size
     chosen = kept[:n]
-    if n < P:
+    if n < P and env.is_main:
         log.warning("dynamic sampling: %d of %d groups have a reward spread after %d rounds; the step trains on %d",
                     len(kept), P, len(rounds), n)
     seen = select([s for s, _ in rounds], [(r, i) for r in range(len(rounds)) for i in range(P)], G, errors=True)

@@ -4,6 +4,8 @@ One step, in order (each line names the module that does it):
 
 1. data      ``prompts_per_step`` examples in a seeded order (r1zero.data.split: a fresh permutation
              per epoch, keyed by ``seed`` and the epoch; the position is part of every checkpoint).
+             With ``dynamic_sampling`` (DAPO) groups whose rewards are all equal are dropped and more
+             rounds are drawn and sampled (r1zero.training.sampling_rounds, which runs steps 1-4).
 2. prompt    the task renders each example (r1zero.tasks) and the tokenizer encodes it; prompts
              longer than ``max_prompt_length`` are refused, never cut.
 3. rollout   ``num_generations`` completions per prompt (r1zero.rollout), sampled with
@@ -12,8 +14,8 @@ One step, in order (each line names the module that does it):
              leave the batch, and each sample's randomness is keyed by (seed, step, prompt index,
              sample index): a resumed run samples exactly what the uninterrupted run did, and
              ``generation_batch_size`` changes memory, never the samples.
-4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards); a scorer that
-             fails gives 0 for that sample and is counted.
+4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards) and DAPO's overlong
+             punishment (``overlong_buffer_len``); a scorer that fails gives 0 for that sample and is counted.
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
              with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
              the starting weights, loaded only when the algorithm's KL needs it; with
