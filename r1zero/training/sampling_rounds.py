@@ -19,7 +19,8 @@ rank, so every rank keeps the same groups and draws the same number of rounds. E
 then handed to the rank that trains it (an all-gather of the round's rollouts).
 
 The step's metrics describe every completion sampled (all rounds); ``samples.jsonl`` and the loss
-see only the trained groups.
+see only the trained groups. ``max_steps`` (or ``num_train_epochs``, which counts steps of
+``prompts_per_step`` prompts) still counts steps, so extra rounds move through the data faster.
 """
 from __future__ import annotations
 
