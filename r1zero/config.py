@@ -18,6 +18,7 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from r1zero import trl_defaults
 from r1zero.errors import ConfigError, need
 from r1zero.models import EMBEDDED_MODEL
 
@@ -125,6 +126,23 @@ class TrainConfig:
     per_device_train_batch_size: int = _f(8, "Sequences per forward/backward micro-batch (gradient accumulation splits the rest).")
     logprob_chunk_size: int = _f(1024, "Tokens per chunk when computing log-probs, so full-vocabulary logits never exist for the whole batch.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit max_completion_length from the loss (DAPO).")
+    importance_sampling_level: Literal["token", "sequence"] = _f(
+        "token", "Importance ratio of the clipped loss (TRL's key, algorithm=grpo): token (PPO's per-token ratio) or "
+        "sequence (GSPO: exp of the completion's mean token log-ratio, clipped per sequence; every loss_type)."
+    )
+    dynamic_sampling: bool = _f(
+        False, "DAPO's dynamic sampling: drop the groups whose rewards are all equal (no gradient) and draw and "
+        "sample more prompts until the step has prompts_per_step groups with spread or max_sampling_rounds is reached."
+    )
+    max_sampling_rounds: int = _f(
+        4, "With dynamic_sampling: most rounds of prompts_per_step prompts drawn per step; after the last, the step "
+        "trains on the groups it has (a multiple of the process count) and logs the shortfall."
+    )
+    overlong_buffer_len: int = _f(
+        0, "DAPO's soft overlong punishment (0 = off): a reward part 'overlong' of -factor x (length - (L - buffer)) / "
+        "buffer for completions longer than L - buffer tokens (L = max_completion_length, EOS counted), -factor at L."
+    )
+    overlong_penalty_factor: float = _f(1.0, "Size of the overlong punishment at max_completion_length (DAPO: 1.0).")
 
     # ---- algorithm (r1zero.algorithms, one module each): PPO epochs and mini-batches are num_iterations and mini_batch_prompts
     algorithm: Literal["grpo", "ppo", "rloo", "reinforce_pp"] = _f(
@@ -336,6 +354,13 @@ def validate(c: TrainConfig) -> None:
     need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
     need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
           "test_size", "must be a row count (>= 1) or a fraction in (0, 1)")
+    need(not c.dynamic_sampling or c.num_generations >= 2, "dynamic_sampling",
+         "needs num_generations >= 2 (a group of one completion never has a spread)")
+    need(c.max_sampling_rounds >= 1, "max_sampling_rounds", "must be >= 1 (1 = one round, no extra prompts)")
+    need(0 <= c.overlong_buffer_len < c.max_completion_length, "overlong_buffer_len",
+         f"must be 0 (off) or a token count below max_completion_length ({c.max_completion_length})")
+    need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
+         "must be a positive number, e.g. 1.0")
     _validate_algorithm(c)
     if c.mini_batch_prompts is not None:
         need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
@@ -457,4 +482,11 @@ def config_reference() -> str:
     for f in dataclasses.fields(TrainConfig):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         lines.append(f"| `{f.name}` | {_type_name(hints[f.name])} | `{default!r}` | {f.metadata['help']} |")
+    lines += trl_defaults.section(defaults())
     return "\n".join(lines) + "\n"
+
+
+def defaults() -> dict[str, Any]:
+    """Every key's default."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(TrainConfig)}

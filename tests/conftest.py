@@ -128,3 +128,20 @@ def pack_rows(pad_id: int, prompt_rows: list[list[int]], completions: list[list[
         c_ids[i, :len(c)] = torch.tensor(c)
         c_mask[i, :len(c)] = 1
     return torch.cat([p_ids, c_ids], 1), torch.cat([p_mask, c_mask], 1), p_ids.shape[1], c_mask
+
+
+@pytest.fixture(scope="session")
+def stopping_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
+    """A tiny random Qwen2 whose EOS rows are long vectors: the EOS logit swings with the context,
+    so completions end anywhere between 1 token and the length limit (some truncated, some not)."""
+    from transformers import AutoModelForCausalLM
+
+    out = make_tiny_model("qwen2", tokenizer_dir, tmp_path_factory.mktemp("stopping-qwen2"))
+    model = AutoModelForCausalLM.from_pretrained(out)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for e in model.generation_config.eos_token_id:
+            w = torch.randn(model.config.hidden_size, generator=g)
+            model.lm_head.weight[e] = w / w.norm() * 1.5
+    model.save_pretrained(out)
+    return out

@@ -26,12 +26,12 @@ def config(model, out, reward_fn: str, **kw) -> TrainConfig:
 def test_a_collapsed_run_warns_in_its_log_and_its_report(tiny_qwen2, tmp_path, caplog):
     out = tmp_path / "collapsed"
     with caplog.at_level(logging.WARNING, logger="r1zero"):
-        result = Trainer(config(tiny_qwen2, out, "constant_half")).train()
+        result = Trainer(config(tiny_qwen2, out, "constant")).train()
     lines = [r.getMessage() for r in caplog.records if "reward collapse" in r.getMessage()]
     # Steps 1-3 all have zero spread: said once, when the stretch reaches collapse_steps=2.
     assert lines == [
         "reward collapse: every group had equal rewards at steps 1-2 (2 steps in a row), so there was no learning "
-        "signal; likely cause: every completion of a prompt scored the same (mean reward 0.500): the completions "
+        "signal; likely cause: every completion of a prompt scored the same (mean reward 1.000): the completions "
         "collapsed onto one answer, often the prompt's own example; raise num_generations or temperature, lower "
         "learning_rate, or change the template"]
     page = (out / "report.html").read_text(encoding="utf-8")

@@ -72,6 +72,8 @@ class Algorithm:
     name: ClassVar[str] = ""
     # pi_old needs its own pass even with one update per step (its advantages read it).
     always_old_logprobs: ClassVar[bool] = False
+    # Sequence advantages, so GSPO's per-completion ratio applies (importance_sampling_level=sequence).
+    sequence_ratio: ClassVar[bool] = False
 
     def __init__(self, cfg, ctx: UpdateContext):
         self.cfg = cfg
@@ -82,6 +84,8 @@ class Algorithm:
     def check_config(cls, cfg) -> None:
         """Refuse settings this algorithm cannot run (ConfigError, one line naming the key)."""
         need(cfg.entropy_coeff >= 0, "entropy_coeff", "must be >= 0 (0 = no entropy bonus)")
+        need(cfg.importance_sampling_level == "token" or cls.sequence_ratio, "importance_sampling_level",
+             f"'sequence' (GSPO) needs algorithm=grpo (one advantage per completion; {cls.name} has one per token)")
         if cls.name != "ppo":  # the critic's keys
             need(cfg.critic_model_name_or_path is None, "critic_model_name_or_path",
                  "needs algorithm=ppo (only ppo has a critic)")
@@ -107,7 +111,8 @@ class Algorithm:
         loss, metrics = policy_loss(
             logprobs, old, advantages, mask, loss_type=cfg.loss_type, epsilon=cfg.epsilon,
             epsilon_high=cfg.epsilon_high, ref_logprobs=ref if cfg.beta > 0 else None, beta=cfg.beta,
-            kl_estimator=cfg.kl_estimator, max_completion_length=cfg.max_completion_length, total_tokens=total_tokens)
+            kl_estimator=cfg.kl_estimator, max_completion_length=cfg.max_completion_length, total_tokens=total_tokens,
+            importance_sampling_level=cfg.importance_sampling_level)
         if cfg.entropy_coeff > 0:
             loss = loss - cfg.entropy_coeff * aggregate(entropy, mask, cfg.loss_type, cfg.max_completion_length,
                                                         total_tokens)

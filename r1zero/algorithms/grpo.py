@@ -98,6 +98,7 @@ class GRPO(Algorithm):
     """Group-relative advantages; everything else is the base algorithm's (see the module docstring)."""
 
     name = "grpo"
+    sequence_ratio = True
 
     @classmethod
     def check_config(cls, cfg) -> None:

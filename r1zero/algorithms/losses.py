@@ -4,7 +4,12 @@ The per-token objective is PPO's clipped surrogate with ``ratio = exp(logp - log
 
     loss_t = -min(ratio_t * A, clamp(ratio_t, 1 - eps, 1 + eps_high) * A) + beta * KL_t
 
-``eps_high > eps`` is DAPO's "clip-higher". ``KL_t`` estimates KL(pi || pi_ref) per token from
+``eps_high > eps`` is DAPO's "clip-higher". With ``importance_sampling_level="sequence"`` (GSPO,
+Zheng et al., 2025; TRL's key and formula) the ratio is one number per completion,
+``s_i = exp(mean over its tokens of (logp - logp_old))``, clipped per sequence, and the surrogate
+``-min(s_i A_i, clip(s_i) A_i)`` stands on each of the completion's tokens before the reduction (so
+``loss_type="grpo"`` gives the per-sequence objective of the paper, the token-sum reductions weigh a
+sequence by its length, as in TRL). The gradient flows through every token of the mean. ``KL_t`` estimates KL(pi || pi_ref) per token from
 samples of pi; the default is Schulman's k3 estimator ``exp(ref - logp) - (ref - logp) - 1``
 (non-negative, unbiased, low variance; veRL's "low_var_kl", TRL's formula). ``beta = 0`` (the
 default; DAPO and Dr. GRPO drop the term) needs no reference model.
@@ -44,9 +49,10 @@ import torch
 
 from r1zero.algorithms.tensors import masked_mean
 
-__all__ = ["LOSS_TYPES", "KL_ESTIMATORS", "kl_divergence", "aggregate", "policy_loss"]
+__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "kl_divergence", "aggregate", "policy_loss"]
 
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
 
@@ -84,7 +90,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
     if loss_type == "bnpo":
         return masked_sum.sum() / mask.sum().clamp(min=1.0)
     if loss_type == "dr_grpo":
-        length = per_token.shape[1] if max_completion_length is None else max_completion_length
+        length = mask.shape[1] if max_completion_length is None else max_completion_length
         return masked_sum.sum() / (per_token.shape[0] * length)
     if loss_type == "dapo":
         if total_tokens is None:
@@ -109,6 +115,7 @@ def policy_loss(
     kl_estimator: str = "k3",
     max_completion_length: int | None = None,
     total_tokens: Union[int, float, torch.Tensor, None] = None,
+    importance_sampling_level: str = "token",
 ) -> tuple[torch.Tensor, dict]:
     """The GRPO clipped-surrogate loss (plus optional KL penalty), reduced by ``loss_type``.
 
@@ -126,16 +133,23 @@ def policy_loss(
         total_tokens: the ``dapo`` normaliser: active tokens of the global batch, summed over
             gradient-accumulation micro-batches (and processes; under DDP gradient averaging pass
             the global count / world size, as TRL does). Default: this batch's mask sum.
+        importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one
+            ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
 
     Returns:
         ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and python
         floats ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``,
-        ``ratio_mean`` and (when ``ref_logprobs`` is given) ``kl``, all masked token means.
+        ``ratio_mean`` and (when ``ref_logprobs`` is given) ``kl``, all masked token means (at the
+        sequence level the clip ratios and ``ratio_mean`` are means over the completions that have
+        tokens, TRL's per-sequence reading).
     """
     if loss_type not in LOSS_TYPES:
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {kl_estimator!r}; expected one of {KL_ESTIMATORS}")
+    if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
+        raise ValueError(f"unknown importance_sampling_level {importance_sampling_level!r}; expected one of "
+                         f"{IMPORTANCE_SAMPLING_LEVELS}")
     if beta > 0 and ref_logprobs is None:
         raise ValueError("beta > 0 needs ref_logprobs (log-probs of the reference model)")
     if logprobs.dim() != 2 or old_logprobs.shape != logprobs.shape or mask.shape != logprobs.shape:
@@ -152,9 +166,15 @@ def policy_loss(
         if adv.shape[0] != logprobs.shape[0]:
             raise ValueError(f"advantages must have one value per sequence ({logprobs.shape[0]}), got {adv.shape[0]}")
 
-    ratio = torch.exp(logprobs - old_logprobs.detach())
+    log_ratio = logprobs - old_logprobs.detach()
+    sequence = importance_sampling_level == "sequence"
+    if sequence:
+        if adv.shape[1] != 1:
+            raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
+        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
+    ratio = torch.exp(log_ratio)
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped * adv)
+    per_token = -torch.min(ratio * adv, clipped * adv).expand(mask.shape)  # (B, 1) -> every token of the row
     kl = None
     if ref_logprobs is not None:
         kl = kl_divergence(logprobs, ref_logprobs.detach(), kl_estimator)
@@ -166,11 +186,13 @@ def policy_loss(
         r = ratio.detach()
         low = ((r < 1 - eps_low) & (adv < 0)).to(mask.dtype)
         high = ((r > 1 + eps_high) & (adv > 0)).to(mask.dtype)
+        # Token means, or at the sequence level means over the completions that have tokens.
+        where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if sequence else mask
         metrics = {
-            "clip_ratio/low_mean": _mean(low, mask),
-            "clip_ratio/high_mean": _mean(high, mask),
-            "clip_ratio/region_mean": _mean(torch.maximum(low, high), mask),
-            "ratio_mean": _mean(r, mask),
+            "clip_ratio/low_mean": _mean(low, where),
+            "clip_ratio/high_mean": _mean(high, where),
+            "clip_ratio/region_mean": _mean(torch.maximum(low, high), where),
+            "ratio_mean": _mean(r, where),
         }
         if kl is not None:
             metrics["kl"] = _mean(kl.detach(), mask)

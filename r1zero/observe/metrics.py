@@ -31,6 +31,10 @@ EPOCH = "epoch"
 TOKENS_PER_SECOND = "tokens_per_second"
 TIME_STEP, TIME_GENERATE, TIME_UPDATE = "time/step", "time/generate", "time/update"
 EVAL_PREFIX = "eval/"
+# Dynamic sampling (r1zero.training.sampling_rounds): rounds of prompts drawn in the step, groups
+# dropped for equal rewards, groups short of prompts_per_step, groups with a spread left untrained.
+DS_ROUNDS, DS_DROPPED = "dynamic_sampling/rounds", "dynamic_sampling/dropped_groups"
+DS_SHORTFALL, DS_SURPLUS = "dynamic_sampling/shortfall", "dynamic_sampling/surplus_groups"
 
 OUTCOMES = ((OUTCOME_BAD_FORMAT, "badly formatted", "#d62728"),
             (OUTCOME_WRONG, "formatted but wrong", "#ff7f0e"),

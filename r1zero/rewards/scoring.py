@@ -6,6 +6,11 @@ float, like TRL's reward functions but one sample at a time. A reward that raise
 NaN or something that is not a number scores 0 for that sample and is counted in
 ``reward_errors/<name>``; the run goes on. Each call has a time limit (``reward_timeout``): the
 function runs in a worker process that is killed when a call overruns (r1zero.rewards.worker).
+A function that names ``completion_length`` or ``truncated`` among its parameters also gets the
+completion's token count (EOS included) and whether it hit the length limit.
+
+``overlong=(max_completion_length, buffer_len, factor)`` adds DAPO's soft overlong punishment
+(r1zero.rewards.functions.overlong_penalty) as the reward part ``overlong``.
 """
 from __future__ import annotations
 
@@ -13,7 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from r1zero.rewards.functions import RewardError, load_reward_func, reward_name  # noqa: F401  (RewardError: public here)
+from r1zero.rewards.functions import (RewardError, load_reward_func, overlong_penalty,  # noqa: F401  (RewardError: public here)
+                                      reward_name, rollout_args)
 from r1zero.rewards.worker import RewardWorker, score_one
 from r1zero.tasks import Score, Task
 
@@ -39,8 +45,9 @@ class RewardModel:
     """
 
     def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None,
-                 timeout: float = 0.0):
+                 timeout: float = 0.0, overlong: tuple[int, int, float] | None = None):
         self.task = task
+        self.overlong = overlong if overlong is not None and overlong[1] > 0 else None
         # Loaded here too, so a bad spec is refused before any model is loaded.
         self.funcs = [(reward_name(s), load_reward_func(s)) for s in funcs]
         self.weights = list(weights) if weights is not None else [1.0] * len(self.funcs)
@@ -50,12 +57,13 @@ class RewardModel:
         for w in self.workers or ():
             w.close()
 
-    def _user_values(self, j: int, completions, examples, prompts) -> list[tuple[float | None, str | None]]:
+    def _user_values(self, j: int, completions, examples, prompts, rollouts) -> list[tuple[float | None, str | None]]:
         prompts = list(prompts) if prompts else [None] * len(completions)
         if self.workers is not None:
-            return self.workers[j](completions, examples, prompts)
+            return self.workers[j](completions, examples, prompts, rollouts)
         fn = self.funcs[j][1]
-        return [score_one(fn, c, e, p) for c, e, p in zip(completions, examples, prompts)]
+        wants = rollout_args(fn)
+        return [score_one(fn, c, e, p, r, wants) for c, e, p, r in zip(completions, examples, prompts, rollouts)]
 
     def _task_score(self, completion: str, example: Mapping[str, Any]) -> tuple[Score, bool]:
         try:
@@ -67,10 +75,20 @@ class RewardModel:
             return Score(0.0, False, False, {}), True
 
     def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
-                 prompts: Sequence[str] | None = None) -> BatchScores:
+                 prompts: Sequence[str] | None = None, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None) -> BatchScores:
+        """Scores of N completions; ``lengths`` (tokens, EOS included) and ``truncated`` come from the
+        rollout and are needed by the overlong punishment and the functions that ask for them."""
         n = len(completions)
         out = BatchScores([0.0] * n, [False] * n, [False] * n, {}, {})
-        user = [self._user_values(j, completions, examples, prompts) for j in range(len(self.funcs))]
+        if lengths is None:
+            if self.overlong is not None:
+                raise ValueError("the overlong punishment needs the completions' lengths")
+            rollouts = [None] * n
+        else:
+            cut = list(truncated) if truncated is not None else [False] * n
+            rollouts = [{"completion_length": int(L), "truncated": bool(t)} for L, t in zip(lengths, cut)]
+        user = [self._user_values(j, completions, examples, prompts, rollouts) for j in range(len(self.funcs))]
         for i, (comp, ex) in enumerate(zip(completions, examples)):
             total = 0.0
             if self.task is not None:
@@ -89,5 +107,9 @@ class RewardModel:
                     value = 0.0
                 out.parts.setdefault(name, [0.0] * n)[i] = value
                 total += w * value
+            if self.overlong is not None:
+                value = overlong_penalty(rollouts[i]["completion_length"], *self.overlong)
+                out.parts.setdefault("overlong", [0.0] * n)[i] = value
+                total += value
             out.rewards[i] = total
         return out

@@ -21,7 +21,7 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any, Callable, Mapping, Sequence
 
-from r1zero.rewards.functions import load_reward_func
+from r1zero.rewards.functions import load_reward_func, rollout_args
 
 log = logging.getLogger("r1zero")
 
@@ -30,14 +30,20 @@ START_TIMEOUT_S = 120.0
 
 
 def score_one(fn: Callable[..., Any], completion: str, example: Mapping[str, Any],
-              prompt: str | None) -> tuple[float | None, str | None]:
+              prompt: str | None, rollout: Mapping[str, Any] | None = None,
+              wants: tuple[str, ...] | None = None) -> tuple[float | None, str | None]:
     """(value, None) or (None, why): one call of a user reward.
 
-    A failure is an exception, or a return value that is not one finite number (None, NaN, inf, a
-    list or tuple of values, a string...).
+    ``rollout`` holds the completion's ``completion_length`` and ``truncated``; the function gets
+    those it names as parameters (``wants``: r1zero.rewards.functions.rollout_args(fn), computed
+    here when not given). A failure is an exception, or a return value that is not one finite
+    number (None, NaN, inf, a list or tuple of values, a string...).
     """
     try:
+        wants = rollout_args(fn) if wants is None else wants
         kwargs = {k: v for k, v in example.items() if k not in ("completion", "prompt")}
+        if rollout is not None:  # over an example field of the same name
+            kwargs.update({k: rollout[k] for k in wants if k in rollout})
         raw = fn(completion=completion, prompt=prompt, **kwargs)
     except Exception as e:  # the user's code: anything can come out
         return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
@@ -62,13 +68,14 @@ def _serve(spec: str, conn) -> None:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
     conn.send(("ready", None))
+    wants = rollout_args(fn)
     while True:
         try:
-            completions, examples, prompts = conn.recv()
+            completions, examples, prompts, rollouts = conn.recv()
         except (EOFError, OSError):  # the trainer is gone
             return
-        for comp, ex, prompt in zip(completions, examples, prompts):
-            conn.send(score_one(fn, comp, ex, prompt))
+        for comp, ex, prompt, ro in zip(completions, examples, prompts, rollouts):
+            conn.send(score_one(fn, comp, ex, prompt, ro, wants))
 
 
 def _die_with_parent() -> None:
@@ -160,16 +167,20 @@ class RewardWorker:
             pass
 
     def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
-                 prompts: Sequence[str | None]) -> list[tuple[float | None, str | None]]:
-        """(value or None, why) per completion; each completion gets at most ``timeout`` seconds."""
+                 prompts: Sequence[str | None], rollouts: Sequence[Mapping[str, Any] | None] | None = None,
+                 ) -> list[tuple[float | None, str | None]]:
+        """(value or None, why) per completion; each completion gets at most ``timeout`` seconds.
+        ``rollouts``: each completion's length and truncation (see score_one), or None."""
         n = len(completions)
+        rollouts = list(rollouts) if rollouts is not None else [None] * n
         out: list[tuple[float | None, str | None]] = [(None, "not scored")] * n
         i = 0
         while i < n:
             if self.proc is None:
                 self._start()
             try:
-                self.out.send((list(completions[i:]), [dict(e) for e in examples[i:]], list(prompts[i:])))
+                self.out.send((list(completions[i:]), [dict(e) for e in examples[i:]], list(prompts[i:]),
+                               rollouts[i:]))
             except Exception as e:  # an example field that cannot be pickled: these samples fail, counted
                 self._kill()
                 for j in range(i, n):

@@ -113,10 +113,14 @@ def prompt_share(n_prompts: int, mini_prompts: int, env: DistEnv) -> list[int]:
 
     Each mini-batch of ``mini_prompts`` prompts is split into ``world_size`` equal contiguous
     pieces and rank r takes the r-th piece of every mini-batch (divisibility is checked with the
-    config, r1zero.training.trainer.check_distributed).
+    config, ``check_config``). A last, shorter mini-batch (dynamic sampling's shortfall: a multiple
+    of world_size prompts) is split the same way.
     """
-    k = mini_prompts // env.world_size
-    return [m + env.rank * k + j for m in range(0, n_prompts, mini_prompts) for j in range(k)]
+    out = []
+    for m in range(0, n_prompts, mini_prompts):
+        k = min(mini_prompts, n_prompts - m) // env.world_size
+        out += [m + env.rank * k + j for j in range(k)]
+    return out
 
 
 def row_share(n: int, env: DistEnv) -> slice:

@@ -62,7 +62,7 @@ def sample_rows(cfg, step: int, batch: StepSamples, advantages) -> list[dict]:
     """The ``log_completions_rate`` share of the step's completions (a seeded pick) for samples.jsonl."""
     n = len(batch.completions)
     rate = cfg.log_completions_rate
-    if rate <= 0:
+    if rate <= 0 or n == 0:  # n == 0: a dynamic-sampling step with no group left to train
         return []
     k = max(1, round(rate * n))
     picked = sorted(random.Random(cfg.seed * 7919 + step).sample(range(n), k))

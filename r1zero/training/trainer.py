@@ -4,6 +4,8 @@ One step, in order (each line names the module that does it):
 
 1. data      ``prompts_per_step`` examples in a seeded order (r1zero.data.split: a fresh permutation
              per epoch, keyed by ``seed`` and the epoch; the position is part of every checkpoint).
+             With ``dynamic_sampling`` (DAPO) groups whose rewards are all equal are dropped and more
+             rounds are drawn and sampled (r1zero.training.sampling_rounds, which runs steps 1-4).
 2. prompt    the task renders each example (r1zero.tasks) and the tokenizer encodes it; prompts
              longer than ``max_prompt_length`` are refused, never cut.
 3. rollout   ``num_generations`` completions per prompt (r1zero.rollout.sampling), sampled with
@@ -12,8 +14,8 @@ One step, in order (each line names the module that does it):
              leave the batch, and each sample's randomness is keyed by (seed, step, prompt index,
              sample index): a resumed run samples exactly what the uninterrupted run did, and
              ``generation_batch_size`` changes memory, never the samples.
-4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards.scoring); a scorer that
-             fails gives 0 for that sample and is counted.
+4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards.scoring) and DAPO's overlong
+             punishment (``overlong_buffer_len``); a scorer that fails gives 0 for that sample and is counted.
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
              with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
              the starting weights, loaded only when the algorithm's KL needs it; with
@@ -54,7 +56,7 @@ import torch
 from r1zero.algorithms import RolloutBatch, UpdateContext, get_algorithm, group_stats
 from r1zero.config import ConfigError, TrainConfig, save_config
 from r1zero.data.files import DataError, write_jsonl
-from r1zero.data.split import DataPosition, draw_batch, load_data
+from r1zero.data.split import DataPosition, load_data
 from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
 from r1zero.observe import metrics as M
 from r1zero.observe import report
@@ -70,7 +72,8 @@ from r1zero.training import distributed as dist
 from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses
 from r1zero.training.optim import make_optimizer
-from r1zero.training.samples import StepSamples, gather_rows, sample_rows
+from r1zero.training.samples import gather_rows, sample_rows
+from r1zero.training.sampling_rounds import draw_step
 from r1zero.training.update import need_old_logprobs, run_update
 
 log = logging.getLogger("r1zero")
@@ -91,7 +94,9 @@ class Trainer:
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
         self.rewarder = RewardModel(None if cfg.reward == "none" else self.task, cfg.reward_funcs, cfg.reward_weights,
-                                    timeout=cfg.reward_timeout)
+                                    timeout=cfg.reward_timeout, overlong=(cfg.max_completion_length,
+                                                                          cfg.overlong_buffer_len,
+                                                                          cfg.overlong_penalty_factor))
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
@@ -206,62 +211,78 @@ class Trainer:
         finally:
             model.to("cpu")
 
-    def train_step(self) -> tuple[dict[str, Any], list[dict]]:
+    def _rollout(self, step: int, rows: list[int], prompt_index: list[int], t_gen: list[float]):
+        """This rank's prompts (data ``rows``, sampling keys ``prompt_index``) encoded, sampled and scored."""
         cfg, G = self.cfg, self.cfg.num_generations
-        step = self.step + 1
-        t0 = time.perf_counter()
-        idx, next_pos = draw_batch(len(self.train_rows), self.pos, cfg.prompts_per_step, cfg.seed)
-        # This rank's prompts (all of them in one process), by their index in the global batch.
-        mine = dist.prompt_share(len(idx), cfg.mini_batch_prompts or cfg.prompts_per_step, self.env)
-        examples = [self.train_rows[idx[i]] for i in mine]
+        examples = [self.train_rows[i] for i in rows]
         prompts, prompt_ids = encode_prompts(self.task, self.tokenizer, examples, cfg.max_prompt_length)
+        t0 = time.perf_counter()
         with dist.full_weights(self.policy):  # FSDP: whole weights, no communication while decoding
             roll = generate(self.model, self.tokenizer, prompt_ids, num_generations=G,
                             max_new_tokens=cfg.max_completion_length, eos_ids=self.eos_ids,
                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             batch_size=cfg.generation_batch_size, seed=cfg.seed * 1_000_003 + step,
-                            autocast_dtype=self.autocast_dtype, prompt_index=mine,
+                            autocast_dtype=self.autocast_dtype, prompt_index=prompt_index,
                             cache="dynamic" if self.sharded else "auto")
-        t_gen = time.perf_counter() - t0
+        t_gen.append(time.perf_counter() - t0)
         scores = self.rewarder(roll.completions, [ex for ex in examples for _ in range(G)],
-                               [p for p in prompts for _ in range(G)])
+                               [p for p in prompts for _ in range(G)], roll.lengths.tolist(), roll.truncated.tolist())
+        return prompts, examples, roll, scores
+
+    def _learn(self, batch: RolloutBatch, step: int):
+        """(advantages, algorithm metrics, update metrics) of this rank's rows: pi_old and reference passes,
+        the algorithm's advantages, the update loop."""
+        if need_old_logprobs(self.algo, self.cfg, len(batch), self.env.world_size):
+            batch.old_logprobs = self._frozen_logprobs(self.policy, batch)
+        if self.ref_policy is not None:
+            offload = self.cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
+            batch.ref_logprobs = self._frozen_logprobs(self.ref_policy, batch, self.ref_model if offload else None)
+        advantages, algo_metrics = self.algo.advantages(batch)
+        update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
+                            optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
+                            cfg=self.cfg, step=step, steps_done=self.step)
+        return advantages, algo_metrics, update
+
+    def train_step(self) -> tuple[dict[str, Any], list[dict]]:
+        cfg, G = self.cfg, self.cfg.num_generations
+        step = self.step + 1
+        t0, t_gen = time.perf_counter(), []
+        # The step's prompts (more rounds with dynamic_sampling), sampled and scored; `mine` holds this
+        # rank's prompts (all of them in one process) by their index in the trained batch.
+        draw = draw_step(cfg, self.env, self.pos, len(self.train_rows), self.tokenizer.pad_token_id,
+                         lambda rows, index: self._rollout(step, rows, index, t_gen))
+        samples, mine, roll, seen = draw.samples, draw.mine, draw.roll, draw.seen
+        t_gen = sum(t_gen)
         # The whole step on every rank: advantages (batch statistics included) and metrics see all of it.
-        samples = StepSamples.gather(mine, prompts, examples, roll, scores, self.env)
         rewards = torch.tensor(samples.scores.rewards, dtype=torch.float32)
-        rows = torch.tensor([i * G + g for i in mine for g in range(G)])
+        rows = torch.tensor([i * G + g for i in mine for g in range(G)], dtype=torch.long)
         loss_mask = roll.completion_mask.float()
         if cfg.mask_truncated_completions:
             loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
         batch = RolloutBatch(roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1], roll.completion_mask,
                              loss_mask, rewards[rows], rewards, rows, G)
         t1 = time.perf_counter()
-        if need_old_logprobs(self.algo, cfg, len(batch), self.env.world_size):
-            batch.old_logprobs = self._frozen_logprobs(self.policy, batch)
-        if self.ref_policy is not None:
-            offload = cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
-            batch.ref_logprobs = self._frozen_logprobs(self.ref_policy, batch, self.ref_model if offload else None)
-        advantages, algo_metrics = self.algo.advantages(batch)
-        update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
-                            optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env, cfg=cfg,
-                            step=step, steps_done=self.step)
+        # No rows: dynamic sampling found no group with a reward spread; the step makes no update.
+        advantages, algo_metrics, update = self._learn(batch, step) if len(batch) else (torch.zeros(0), {}, {})
         t_upd = time.perf_counter() - t1
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
-        self.step, self.pos = step, next_pos
+        self.step, self.pos = step, draw.pos
 
-        n = len(samples.scores.rewards)
+        n = len(seen.scores.rewards)
         m: dict[str, Any] = {
-            **step_metrics(samples.scores, samples.lengths, samples.truncated, group_stats(rewards, G)),
-            **algo_metrics, **update, M.LEARNING_RATE: lr,
+            **step_metrics(seen.scores, seen.lengths, seen.truncated,
+                           group_stats(torch.tensor(seen.scores.rewards, dtype=torch.float32), G)),
+            **draw.metrics, **algo_metrics, **update, M.LEARNING_RATE: lr,
             M.EPOCH: self.pos.epoch + self.pos.offset / len(self.train_rows),
             M.TIME_STEP: time.perf_counter() - t0, M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd,
-            M.TOKENS_PER_SECOND: float(samples.lengths.float().sum()) / max(
+            M.TOKENS_PER_SECOND: float(seen.lengths.float().sum()) / max(
                 dist.all_sum([t_gen], self.env)[0] / self.env.world_size, 1e-9),
         }
-        m.update(self.health.end_step(step, n, samples.scores))
+        m.update(self.health.end_step(step, n, seen.scores))
         if (collapse := self.collapse.add(step, m)) is not None:
             log.warning(collapse)
-        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, loss_mask), rows, n, self.env)
+        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, loss_mask), rows, len(rewards), self.env)
         return m, sample_rows(cfg, step, samples, seq_adv)
 
     def run_eval(self) -> dict[str, Any]:

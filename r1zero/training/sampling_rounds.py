@@ -1,0 +1,137 @@
+"""Drawing a step's prompts and sampling them, with DAPO's dynamic sampling (``dynamic_sampling``).
+
+Plain: one draw of ``prompts_per_step`` prompts; each rank samples and scores its share
+(r1zero.training.distributed.prompt_share) and trains on it.
+
+Dynamic sampling (Yu et al., 2025, DAPO; veRL's ``filter_groups``): a group whose rewards are all
+equal (the raw reward, before any advantage) has zero advantage and no gradient, so it is dropped.
+While fewer than ``prompts_per_step`` groups with a spread are kept and fewer than
+``max_sampling_rounds`` rounds were drawn, another round of ``prompts_per_step`` prompts is drawn
+(the data position advances by every prompt drawn, so a resume continues exactly where the
+uninterrupted run did) and sampled. Round r's prompts take sampling keys ``r * prompts_per_step +
+i``, so every prompt of a step has its own key, and a round's samples do not depend on the number
+of processes. The kept groups in draw order (round, then position) make the step's batch; those
+beyond ``prompts_per_step`` are not trained on (veRL does the same) and are counted as surplus.
+When the rounds run out first, the step trains on the groups it has, rounded down to a multiple of
+the process count so every rank holds an equal share (the last mini-batch is then a smaller one),
+and logs the shortfall; with none left, the step makes no update. Rewards are gathered on every
+rank, so every rank keeps the same groups and draws the same number of rounds. Each kept group is
+then handed to the rank that trains it (an all-gather of the round's rollouts).
+
+The step's metrics describe every completion sampled (all rounds); ``samples.jsonl`` and the loss
+see only the trained groups. ``max_steps`` (or ``num_train_epochs``, which counts steps of
+``prompts_per_step`` prompts) still counts steps, so extra rounds move through the data faster.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from r1zero.data.split import DataPosition, draw_batch
+from r1zero.observe import metrics as M
+from r1zero.rewards.scoring import BatchScores
+from r1zero.rollout.sampling import Rollout
+from r1zero.training import distributed as dist
+from r1zero.training.samples import StepSamples
+
+# (data rows of this rank's prompts, their sampling keys) -> (prompts, examples, rollout, scores)
+log = logging.getLogger("r1zero")
+
+RolloutFn = Callable[[list[int], list[int]], tuple[list[str], list[dict], Rollout, BatchScores]]
+
+
+@dataclass
+class StepDraw:
+    mine: list[int]          # this rank's prompts, by index in the trained batch
+    roll: Rollout            # this rank's rows of the trained batch
+    samples: StepSamples     # the trained batch, every rank's rows in global order
+    seen: StepSamples        # every completion sampled in the step (all rounds): metrics and reward health
+    pos: DataPosition        # the data position after every draw of the step
+    metrics: dict
+
+
+def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: int, rollout: RolloutFn) -> StepDraw:
+    """The step's prompts, sampled and scored (see the module docstring)."""
+    P, G = cfg.prompts_per_step, cfg.num_generations
+    mini = cfg.mini_batch_prompts or P
+    share = dist.prompt_share(P, mini, env)
+    rounds: list[tuple[StepSamples, list]] = []
+    kept: list[tuple[int, int]] = []  # (round, prompt) of every group with a spread, in draw order
+    for r in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
+        idx, pos = draw_batch(n_rows, pos, P, cfg.seed)
+        prompts, examples, roll, scores = rollout([idx[i] for i in share], [r * P + i for i in share])
+        samples = StepSamples.gather(share, prompts, examples, roll, scores, env)
+        if not cfg.dynamic_sampling:
+            return StepDraw(share, roll, samples, samples, pos, {})
+        rounds.append((samples, dist.gather((share, roll), env)))
+        rewards = torch.tensor(samples.scores.rewards, dtype=torch.float64).view(P, G)
+        kept += [(r, int(i)) for i in torch.nonzero(rewards.amax(1) != rewards.amin(1)).flatten()]
+        if len(kept) >= P:
+            break
+    n = min(len(kept), P)
+    if n < P:
+        n -= n % env.world_size
+    chosen = kept[:n]
+    if n < P and env.is_main:
+        log.warning("dynamic sampling: %d of %d groups have a reward spread after %d rounds; the step trains on %d",
+                    len(kept), P, len(rounds), n)
+    seen = select([s for s, _ in rounds], [(r, i) for r in range(len(rounds)) for i in range(P)], G, errors=True)
+    metrics = {M.DS_ROUNDS: len(rounds), M.DS_DROPPED: len(rounds) * P - len(kept),
+               M.DS_SHORTFALL: P - n, M.DS_SURPLUS: len(kept) - n}
+    mine = dist.prompt_share(n, mini, env)
+    if chosen == [(0, i) for i in range(P)]:  # nothing dropped in round 1: what the plain step trains
+        return StepDraw(mine, rounds[0][1][env.rank][1], rounds[0][0], seen, pos, metrics)
+    pieces = []
+    for f in mine:
+        r, i = chosen[f]
+        for rank_share, roll in rounds[r][1]:
+            if i in rank_share:
+                j = rank_share.index(i)
+                pieces.append((roll, list(range(j * G, (j + 1) * G))))
+    return StepDraw(mine, merge_rows(pieces, pad_id), select([s for s, _ in rounds], chosen, G), seen, pos, metrics)
+
+
+def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int, errors: bool = False) -> StepSamples:
+    """The groups ``picks`` ((part, prompt) pairs) of ``parts`` as one StepSamples, in that order;
+    ``errors`` sums the parts' reward-error counts (for the reward health check)."""
+    rows = [(r, i * G + g) for r, i in picks for g in range(G)]
+    names = dict.fromkeys(k for s in parts for k in s.scores.parts)
+
+    def per_row(get):
+        return [get(parts[r])[j] for r, j in rows]
+
+    scores = BatchScores(per_row(lambda s: s.scores.rewards), per_row(lambda s: s.scores.correct),
+                         per_row(lambda s: s.scores.formatted),
+                         {k: per_row(lambda s, k=k: s.scores.parts.get(k, [0.0] * len(s.completions))) for k in names})
+    if errors:
+        for s in parts:
+            for k, v in s.scores.errors.items():
+                scores.errors[k] = scores.errors.get(k, 0) + v
+            for k, v in s.scores.error_reasons.items():
+                scores.error_reasons.setdefault(k, v)
+    return StepSamples([parts[r].prompts[i] for r, i in picks], [parts[r].examples[i] for r, i in picks],
+                       per_row(lambda s: s.completions),
+                       torch.tensor(per_row(lambda s: s.lengths.tolist()), dtype=torch.long),
+                       torch.tensor(per_row(lambda s: s.truncated.tolist()), dtype=torch.bool), scores)
+
+
+def merge_rows(pieces: list[tuple[Rollout, list[int]]], pad_id: int) -> Rollout:
+    """One Rollout of the given rows of several rollouts, re-padded to the widest prompt (left) and
+    completion (right) among them."""
+    rows = [(roll, j) for roll, js in pieces for j in js]
+    P = max((int(roll.prompt_mask[j].sum()) for roll, j in rows), default=0)
+    C = max((int(roll.completion_mask[j].sum()) for roll, j in rows), default=0)
+    n = len(rows)
+    p_ids, p_mask = torch.full((n, P), pad_id, dtype=torch.long), torch.zeros((n, P), dtype=torch.long)
+    c_ids, c_mask = torch.full((n, C), pad_id, dtype=torch.long), torch.zeros((n, C), dtype=torch.long)
+    for k, (roll, j) in enumerate(rows):
+        w = min(P, roll.prompt_ids.shape[1])
+        if w:
+            p_ids[k, P - w:], p_mask[k, P - w:] = roll.prompt_ids[j, -w:], roll.prompt_mask[j, -w:]
+        w = min(C, roll.completion_ids.shape[1])
+        c_ids[k, :w], c_mask[k, :w] = roll.completion_ids[j, :w], roll.completion_mask[j, :w]
+    truncated = torch.tensor([bool(roll.truncated[j]) for roll, j in rows], dtype=torch.bool)
+    return Rollout(p_ids, p_mask, c_ids, c_mask, truncated, [roll.completions[j] for roll, j in rows])

@@ -1,0 +1,43 @@
+"""Where r1zero's defaults differ from TRL 1.16's ``GRPOConfig`` for a key of the same name, so a TRL
+user knows what changes when their YAML carries over (a section of docs/CONFIG.md;
+tests/test_trl_defaults.py compares this table with TRL's own dataclass, field by field)."""
+from __future__ import annotations
+
+# key -> (TRL's default, why r1zero's differs). r1zero's default is read from TrainConfig.
+DIFFERENT_DEFAULTS: dict[str, tuple[object, str]] = {
+    "bf16": (True, "TRL's `None` becomes `not fp16`, i.e. bf16 on; r1zero's `None` turns it on only for a GPU "
+                   "that supports it (off on a CPU)"),
+    "gradient_checkpointing": (True, "off: the embedded CPU default is small; the GPU recipes turn it on"),
+    "max_completion_length": (512, "256 fits the CPU default; the recipes set their own"),
+    "loss_type": ("dapo", "`grpo`, the DeepSeekMath objective the reproduced systems train with"),
+    "lr_scheduler_type": ("linear", "`constant`, as veRL (TinyZero) trains; the TRL recipes set `cosine`"),
+    "num_train_epochs": (3.0, "1 pass over the train rows when `max_steps` is -1"),
+    "eval_steps": (None, "0: the same (no periodic evaluation); r1zero evaluates at the end (`eval_on_end`)"),
+    "output_dir": (None, "TRL writes to `trainer_output`; r1zero to `runs/r1zero`"),
+    "logging_steps": (10, "every step: runs are short and the report plots every step"),
+    "report_to": ("none", "TensorBoard besides metrics.jsonl (always written)"),
+    "save_steps": (500, "0: a checkpoint at the end only, unless asked"),
+    "save_total_limit": (None, "2 kept: full checkpoints with optimizer state are large"),
+    "resume_from_checkpoint": (None, "`auto`: a run started again in the same folder resumes"),
+    "disable_tqdm": (None, "`False`: the same in effect (TRL shows the bar unless the log level hides it)"),
+}
+
+# TRL behaviour with another key, or on by default without one in r1zero.
+OTHER_DIFFERENCES = (
+    "TRL's `use_bias_correction_kl` (default True in 1.16) multiplies the KL term by the importance ratio; "
+    "r1zero always uses the classic term (veRL, TRL before 1.x): set it to False in TRL to compare.",
+    "TRL derives a step's prompts from `per_device_train_batch_size` x `gradient_accumulation_steps` x processes / "
+    "`num_generations`; r1zero sets `prompts_per_step`, and `per_device_train_batch_size` only cuts micro-batches.",
+    "TRL's `entropy_coef` is r1zero's `entropy_coeff` (veRL's name).",
+)
+
+
+def section(r1zero_defaults: dict[str, object]) -> list[str]:
+    """The Markdown lines of the docs/CONFIG.md section."""
+    lines = ["", "## Defaults that differ from TRL's GRPOConfig", "",
+             "Keys that TRL 1.16's `GRPOConfig` also has, with another default:", "",
+             "| key | r1zero | TRL | why |", "| --- | --- | --- | --- |"]
+    for key, (trl, why) in DIFFERENT_DEFAULTS.items():
+        lines.append(f"| `{key}` | `{r1zero_defaults[key]!r}` | `{trl!r}` | {why} |")
+    lines += ["", *(f"- {text}" for text in OTHER_DIFFERENCES)]
+    return lines

@@ -1,0 +1,152 @@
+"""GSPO (``importance_sampling_level: sequence``) against TRL 1.16's own ``GRPOTrainer._compute_loss``.
+
+As tests/test_trl_parity.py does for the token level: TRL's code is called on a GRPOTrainer built
+with ``importance_sampling_level="sequence"`` for every loss_type TRL defines with it (grpo, bnpo,
+dr_grpo, dapo), with and without the KL term, on float64 random tensors (ragged masks, ratios
+inside and outside the clip range) and on a float32 batch TRL sampled from a tiny model; values
+and gradients. TRL 1.16's default ``use_bias_correction_kl`` is turned off (r1zero keeps the classic
+KL term, see test_trl_parity.py).
+"""
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from r1zero.algorithms import policy_loss
+from r1zero.config import ConfigError, TrainConfig
+from r1zero.training.logprobs import completion_logprobs
+
+G = 4
+PROMPTS = ["hello there", "good morning"]  # equal token lengths: no left padding (see test_trl_parity.py)
+MAX_COMPLETION = 6
+CASES = [(lt, beta) for lt in ("grpo", "bnpo", "dr_grpo", "dapo") for beta in (0.0, 0.04)]
+
+
+def _reward(completions, **kw):
+    return [float(len(c) % 3) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def trainers(tiny_qwen2, tmp_path_factory):
+    made = {}
+
+    def get(loss_type, beta):
+        if (loss_type, beta) not in made:
+            args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("trl")), per_device_train_batch_size=len(PROMPTS) * G,
+                              num_generations=G, max_completion_length=MAX_COMPLETION, report_to="none", use_cpu=True,
+                              logging_steps=1, seed=0, temperature=0.9, bf16=False,
+                              model_init_kwargs={"dtype": "float32"}, loss_type=loss_type, beta=beta, epsilon=0.2,
+                              epsilon_high=0.28, use_bias_correction_kl=False, importance_sampling_level="sequence")
+            tr = GRPOTrainer(model=str(tiny_qwen2), reward_funcs=_reward, args=args,
+                             train_dataset=Dataset.from_dict({"prompt": PROMPTS}))
+            tr.model.eval()  # no gradient-accumulation division: one whole batch is compared
+            made[(loss_type, beta)] = tr
+        return made[(loss_type, beta)]
+    return get
+
+
+def _ours(lp, old, adv, mask, loss_type, beta, ref, level="sequence"):
+    return policy_loss(lp, old, adv, mask, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
+                       ref_logprobs=ref if beta > 0 else None, beta=beta, kl_estimator="k3",
+                       max_completion_length=MAX_COMPLETION, importance_sampling_level=level)
+
+
+def _grad_close(a, b):
+    """Within 1e-3 of each entry, or of 1e-6 x the tensor's largest entry (entries near 0)."""
+    return bool(torch.allclose(a, b, rtol=1e-3, atol=1e-6 * float(b.abs().max())))
+
+
+@pytest.mark.parametrize("loss_type,beta", CASES)
+def test_sequence_level_loss_equals_trl_on_random_tensors(loss_type, beta, trainers, monkeypatch):
+    tr = trainers(loss_type, beta)
+    g = torch.Generator().manual_seed(11)
+    B, T = 8, MAX_COMPLETION
+    lengths = torch.tensor([6, 1, 4, 6, 3, 2, 5, 6])
+    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    logps = (-torch.rand(B, T, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    # Sequence log-ratios spread around 0 by up to ~0.5: some completions inside the clip range
+    # [0.8, 1.28], some below and above it.
+    old = logps.detach() + torch.randn(B, 1, generator=g, dtype=torch.float64) * 0.3 \
+        + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.1
+    ref = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    seq_ratio = torch.exp(((logps.detach() - old) * mask).sum(-1) / mask.sum(-1))
+    assert (seq_ratio < 0.8).any() and (seq_ratio > 1.28).any() and ((seq_ratio > 0.8) & (seq_ratio < 1.28)).any()
+    entropies = torch.zeros(B, T, dtype=torch.float64)
+    monkeypatch.setattr(tr, "_get_per_token_logps_and_entropies", lambda *a, **k: (logps, entropies, None))
+    inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
+              "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask, "advantages": adv,
+              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
+    if beta > 0:
+        inputs["ref_per_token_logps"] = ref
+    theirs = tr._compute_loss(tr.model, inputs)
+    (g_theirs,) = torch.autograd.grad(theirs, logps)
+    ours, metrics = _ours(logps, old, adv, mask, loss_type, beta, ref)
+    (g_ours,) = torch.autograd.grad(ours, logps)
+    assert abs(float(ours) - float(theirs)) < 1e-6
+    torch.testing.assert_close(g_ours, g_theirs, atol=1e-6, rtol=0)
+    assert g_ours.abs().sum() > 0
+    # The sequence level is really another objective than the token level on these tensors.
+    token, _ = _ours(logps, old, adv, mask, loss_type, beta, ref, level="token")
+    assert abs(float(token) - float(ours)) > 1e-3
+    # Clip metrics are shares of completions (TRL's sequence-level reading).
+    low = ((seq_ratio < 0.8) & (adv < 0)).double().mean()
+    assert metrics["clip_ratio/low_mean"] == pytest.approx(float(low), abs=1e-12)
+    assert metrics["ratio_mean"] == pytest.approx(float(seq_ratio.mean()), abs=1e-12)
+
+
+@pytest.mark.parametrize("loss_type,beta", CASES)
+def test_sequence_level_loss_equals_trl_on_a_real_batch(loss_type, beta, trainers):
+    """A batch TRL sampled (float32); the policy is nudged away from the sampler and the reference,
+    so ratios and the KL are not trivially 1 and 0. Values within 1e-4 and every weight's gradient
+    within a relative 1e-3 (a 1% error fails, checked below)."""
+    tr = trainers(loss_type, beta)
+    torch.manual_seed(0)
+    inputs = tr._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(G)])
+    assert bool(inputs["prompt_mask"].all())
+    assert inputs["advantages"].abs().sum() > 0
+    model = tr.model
+    P = inputs["prompt_ids"].shape[1]
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    am = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    cm = inputs["completion_mask"]
+    with torch.no_grad():
+        old_state = {k: v.clone() for k, v in model.state_dict().items()}
+        old, _ = completion_logprobs(model, ids, am, P, cm, temperature=0.9)
+        g = torch.Generator().manual_seed(1)
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.02)
+    inputs = dict(inputs, old_per_token_logps=old)
+    try:
+        mine = copy.deepcopy(model)
+        model.zero_grad()
+        theirs = tr._compute_loss(model, inputs)
+        theirs.backward()
+        lp, _ = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
+        ours, _ = _ours(lp, old, inputs["advantages"], cm, loss_type, beta, inputs.get("ref_per_token_logps"))
+        ours.backward()
+        assert abs(float(ours) - float(theirs)) < 1e-4
+        n = 0
+        for (name, a), (_, b) in zip(mine.named_parameters(), model.named_parameters()):
+            if b.grad is None:
+                assert a.grad is None or a.grad.abs().max() == 0, name
+                continue
+            assert _grad_close(a.grad, b.grad), f"{name}: max diff {float((a.grad - b.grad).abs().max()):.3e}"
+            if b.grad.abs().max() > 0:
+                assert not _grad_close(a.grad, b.grad * 1.01), name
+            n += 1
+        assert n > 10
+    finally:
+        model.load_state_dict(old_state)
+        model.zero_grad()
+
+
+def test_sequence_level_is_refused_where_advantages_are_per_token():
+    for algo in ("ppo", "rloo", "reinforce_pp"):
+        with pytest.raises(ConfigError, match="'importance_sampling_level' 'sequence' .*needs algorithm=grpo"):
+            TrainConfig(algorithm=algo, importance_sampling_level="sequence")
+    with pytest.raises(ConfigError, match="importance_sampling_level"):
+        TrainConfig(importance_sampling_level="seq")
+    assert TrainConfig(importance_sampling_level="sequence", loss_type="dr_grpo").importance_sampling_level == "sequence"
