@@ -186,3 +186,19 @@ def test_left_padded_bf16_logprobs_are_finite_and_near_fp32(tiny_qwen2):
         assert lp.dtype == torch.float32
         assert (lp[cm == 0] == 0).all()
         torch.testing.assert_close(lp[cm == 1], ref.detach()[cm == 1], atol=0.05, rtol=0.01)
+
+
+def test_larger_vocabulary_greedy_equals_generate_over_the_tokenizer_ids(tiny_qwen2):
+    tok = load_tokenizer(str(tiny_qwen2))
+    V = len(tok)
+    torch.manual_seed(1)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=V + 64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=False))
+    with torch.no_grad():
+        model.lm_head.weight[V:] *= 50
+    model.eval()
+    kw = dict(num_generations=1, max_new_tokens=6, eos_ids=eos_token_ids(tok, model), temperature=0.0)
+    ref = generate(model, tok, PROMPTS, engine="hf", **kw)
+    assert int(ref.completion_ids.max()) < V
+    for cache in ("dynamic", "static"):
+        assert torch.equal(generate(model, tok, PROMPTS, cache=cache, **kw).completion_ids, ref.completion_ids)
