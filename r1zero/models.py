@@ -127,7 +127,8 @@ def use_bf16(bf16: bool | None, device: torch.device) -> bool:
 
 
 def autocast_dtype(bf16: bool | None, device: torch.device) -> torch.dtype | None:
-    """The precision of every pass: bf16 autocast (weights stay float32) or none."""
+    """The precision of every pass: bf16 (weights stay float32; the update runs under autocast, the
+    rollout on a bf16 copy, r1zero.rollout.weights) or none."""
     return torch.bfloat16 if use_bf16(bf16, device) else None
 
 
@@ -168,7 +169,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 
 def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32, trainable: bool = True):
-    """A causal LM on ``device``. Weights stay float32 (bf16 runs use autocast), so optimizer
+    """A causal LM on ``device``. Weights stay float32 (bf16 runs: see autocast_dtype), so optimizer
     updates are exact and checkpoints resume bit for bit."""
     from transformers import AutoModelForCausalLM
 
