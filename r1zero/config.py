@@ -43,8 +43,8 @@ class TrainConfig:
     )
     tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer to use if not the model's own.")
     bf16: Optional[bool] = _f(
-        None, "Compute in bfloat16 (autocast, fp32 master weights). Default: on for a GPU that "
-        "supports it, off on CPU."
+        None, "Compute in bfloat16: fp32 master weights and optimizer state, the update under "
+        "autocast, rollouts with a bf16 copy of the weights. Default: on for a GPU that supports it, off on CPU."
     )
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     device: str = _f("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")

@@ -53,11 +53,11 @@ def embedded_model_path() -> Path:
     target = cache_dir() / "models" / "SmolLM2-135M-Instruct-f32"
     if (target / "config.json").is_file():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     gguf = _gguf_path()
     log.info("converting the embedded model %s to a float checkpoint in %s (once)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    tokenizer = gguf_tokenizer(gguf)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     # Drop every trace of the quantization: the weights are already plain float32 tensors.
     if hasattr(model.config, "quantization_config"):
@@ -78,6 +78,24 @@ def embedded_model_path() -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def gguf_tokenizer(path: Path):
+    """The tokenizer of a GGUF file, its EOS and padding tokens as the file states them.
+
+    transformers 5.17's GGUF converter sets SmolLM2's EOS to its BOS (<|im_start|>) and leaves no
+    padding token; 5.24 reads both from the file. Taking them from the file's metadata gives the
+    same tokenizer on every supported version."""
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    fields = GGUFReader(str(path)).fields
+    for attr, key in (("eos_token", "tokenizer.ggml.eos_token_id"), ("pad_token", "tokenizer.ggml.padding_token_id")):
+        f = fields.get(key)
+        if f is not None:
+            setattr(tok, attr, tok.convert_ids_to_tokens(int(f.parts[f.data[0]][0])))
+    return tok
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -109,7 +127,8 @@ def use_bf16(bf16: bool | None, device: torch.device) -> bool:
 
 
 def autocast_dtype(bf16: bool | None, device: torch.device) -> torch.dtype | None:
-    """The precision of every pass: bf16 autocast (weights stay float32) or none."""
+    """The precision of every pass: bf16 (weights stay float32; the update runs under autocast, the
+    rollout on a bf16 copy, r1zero.rollout.weights) or none."""
     return torch.bfloat16 if use_bf16(bf16, device) else None
 
 
@@ -150,7 +169,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 
 def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32, trainable: bool = True):
-    """A causal LM on ``device``. Weights stay float32 (bf16 runs use autocast), so optimizer
+    """A causal LM on ``device``. Weights stay float32 (bf16 runs: see autocast_dtype), so optimizer
     updates are exact and checkpoints resume bit for bit."""
     from transformers import AutoModelForCausalLM
 

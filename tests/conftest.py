@@ -23,10 +23,10 @@ def _gguf_dir() -> Path:
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """The SmolLM2 tokenizer (read from the embedded GGUF file), saved as a normal tokenizer folder."""
-    from transformers import AutoTokenizer
+    from r1zero.models import gguf_tokenizer
 
     out = tmp_path_factory.mktemp("tokenizer")
-    tok = AutoTokenizer.from_pretrained(_gguf_dir(), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    tok = gguf_tokenizer(_gguf_dir() / "SmolLM2-135M-Instruct.Q4_1.gguf")
     tok.save_pretrained(out)
     return out
 

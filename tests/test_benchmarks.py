@@ -40,3 +40,16 @@ def test_rollout_benchmark_toy(tiny_qwen2, capsys):
     out = capsys.readouterr().out.strip().splitlines()
     assert re.fullmatch(r"greedy_identical=True speedup_at_4=\d+\.\d+", out[-1]), out[-1]
     assert "greedy outputs token-identical to transformers' generate: True" in "\n".join(out)
+
+
+def test_gpu_check_dry_run(capsys):
+    """The GPU machine's check at tiny shapes on CPU: every correctness line passes, both tables print."""
+    import gpu_check
+
+    assert gpu_check.main(["--dry-run"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == "gpu_check correctness=4/4", out[-1]
+    checks = [line.split("|")[2].strip() for line in out if line.startswith("|  tiny") and "PASS" in line]
+    assert checks == ["greedy fp32 = transformers generate", "left-padded bf16 log-probs finite",
+                      "GRPO step: finite loss and grad norm", "resume: step 1 restored, step 2 trains"]
+    assert any(line.startswith("|  tiny |    decode B=8 |") for line in out)

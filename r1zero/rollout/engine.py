@@ -15,8 +15,12 @@ What it does differently from transformers' ``generate`` (the models stay transf
 - ``cache="static"``: a preallocated KV cache (transformers' StaticCache) so every decode step has
   the same shapes; on CUDA the decode step is compiled with ``torch.compile(mode="reduce-overhead")``
   (CUDA graphs). In that mode rows are not dropped (fixed shapes are the point); finished rows are
-  fed padding and the loop ends when every row has finished. On CPU it runs eagerly (that is
-  how the tests exercise it).
+  fed padding and the loop ends when every row has finished. On CPU it runs eagerly unless
+  ``compile=True`` (the tests compile it on CPU to run the GPU path's logic). One cache per
+  (rows, length) is kept on the model and reset for the next rollout, so the CUDA graphs, which
+  record buffer addresses, are recorded once, not every step.
+- ``autocast_dtype``: the rollout runs a copy of the weights in that dtype
+  (r1zero.rollout.weights), so compute, keys and values share one dtype.
 """
 from __future__ import annotations
 
@@ -24,9 +28,12 @@ import contextlib
 import logging
 
 import torch
+from torch._dynamo.exc import TorchDynamoException
 from transformers import DynamicCache, StaticCache
 
+from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.layout import left_pad
+from r1zero.rollout.weights import rollout_model
 
 log = logging.getLogger("r1zero")
 
@@ -90,15 +97,24 @@ def sample_next(logits: torch.Tensor, keys: torch.Tensor | None, t: int, *, temp
 
 
 _COMPILED_ATTR = "_r1zero_compiled_decode"
+_CACHES_ATTR = "_r1zero_static_caches"
+_MAX_CACHES = 4  # shapes kept per model; each holds rows x length x layers of K and V
 
 
-def _decode_fn(model, device: torch.device):
-    """The decode-step forward; compiled into CUDA graphs on CUDA (once per model), eager elsewhere."""
-    if device.type != "cuda":
+def _decode_fn(model, compile_step: bool | str):
+    """The decode-step forward: compiled (once per model; CUDA graphs on CUDA) or the model itself.
+    Anything but a bool is the torch.compile backend (the tests trace the step with "aot_eager" on CPU:
+    inductor's code generation takes about 50 s there)."""
+    if not compile_step:
         return model
     fn = model.__dict__.get(_COMPILED_ATTR)
     if fn is None:
-        fn = torch.compile(model, mode="reduce-overhead", fullgraph=False, dynamic=False)
+        if not isinstance(compile_step, bool):
+            fn = torch.compile(model, backend=compile_step, fullgraph=False, dynamic=False)
+        else:
+            # reduce-overhead is CUDA graphs; on CPU the plain inductor compile of the same step.
+            mode = "reduce-overhead" if next(model.parameters()).device.type == "cuda" else None
+            fn = torch.compile(model, mode=mode, fullgraph=False, dynamic=False)
         # Kept on the model itself (not registered as a submodule, so state_dict is unchanged).
         object.__setattr__(model, _COMPILED_ATTR, fn)
     return fn
@@ -108,17 +124,23 @@ def _decode_fn(model, device: torch.device):
 def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                  batch_size: int | None = None, seed: int = 0, autocast_dtype=None,
-                 cache: str = "dynamic", prompt_index: list[int] | None = None) -> torch.Tensor:
+                 cache: str = "dynamic", prompt_index: list[int] | None = None,
+                 compile: bool | str | None = None, vocab_size: int | None = None) -> torch.Tensor:
     """Completion ids (N, C) for N = len(prompt_ids) * num_generations rows (groups contiguous), on
     CPU, padded with ``pad_id`` after each row's EOS; C is at most ``max_new_tokens``.
 
     ``batch_size`` bounds the rows decoded together (whole groups: at least one prompt's G rows).
     ``prompt_index``: each prompt's index in the sampling key (default its position here); under
     torchrun a rank passes the prompts' positions in the global batch, so every process count
-    draws the same samples.
+    draws the same samples. ``compile``: compile the static cache's decode step (default: on CUDA; a string: that
+    torch.compile backend). ``vocab_size``: only ids below it are sampled (the tokenizer's size when
+    the model's embedding is padded beyond it, as Qwen2.5's 151,936 rows for 151,665 tokens: an id
+    the tokenizer lacks would vanish from the scored text but stay in the trained tokens).
     """
     G = num_generations
+    model, autocast_dtype = rollout_model(model, autocast_dtype)
     device = next(model.parameters()).device
+    compile_step = device.type == "cuda" if compile is None else compile
     n_prompts = len(prompt_ids)
     key_index = list(range(n_prompts)) if prompt_index is None else list(prompt_index)
     per_chunk = n_prompts if not batch_size else max(1, batch_size // G)
@@ -135,9 +157,9 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
                 chunk = list(range(p0, min(n_prompts, p0 + per_chunk)))
                 keys = row_keys(seed, [key_index[p] for p in chunk for _ in range(G)], [g for _ in chunk for g in range(G)])
                 rows = torch.arange(p0 * G, (p0 + len(chunk)) * G)
-                step = _decode_static if cache == "static" else _decode_dynamic
-                w = step(model, [prompt_ids[p] for p in chunk], G, max_new_tokens, eos, pad_id, temperature,
-                         top_p, top_k, keys, rows, out, device)
+                args = (model, [prompt_ids[p] for p in chunk], G, max_new_tokens, eos, pad_id, temperature,
+                        top_p, top_k, keys, rows, out, device, vocab_size)
+                w = _decode_static(*args, compile_step) if cache == "static" else _decode_dynamic(*args)
                 width = max(width, w)
     finally:
         if was_training:
@@ -146,12 +168,13 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
 
 
 def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
-                    device) -> int:
+                    device, vocab: int | None = None) -> int:
     ids, mask = left_pad(prompts, pad_id, device)
     pkv = DynamicCache(config=model.config)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=pkv, use_cache=True,
-                   logits_to_keep=1).logits[:, -1]
+    kw = cache_kwarg(model)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                   **{kw: pkv}).logits[:, -1, :vocab]
     # One prefill per prompt, shared by its G samples.
     pkv.batch_repeat_interleave(G)
     logits = logits.repeat_interleave(G, 0)
@@ -174,16 +197,42 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature,
             active, mask, tok = active[keep], mask[keep], tok[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1)
-        logits = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=pos, past_key_values=pkv,
-                       use_cache=True).logits[:, -1]
+        logits = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=pos, use_cache=True,
+                       **{kw: pkv}).logits[:, -1, :vocab]
     return width
 
 
+def _static_cache(model, n: int, max_len: int) -> StaticCache:
+    """The model's cache for (n rows, max_len positions), reset; made on first use (bounded set)."""
+    caches = model.__dict__.get(_CACHES_ATTR)
+    if caches is None:
+        caches = {}
+        object.__setattr__(model, _CACHES_ATTR, caches)
+    pkv = caches.pop((n, max_len), None)
+    if pkv is None:
+        while len(caches) >= _MAX_CACHES:
+            caches.pop(next(iter(caches)))  # the least recently used shape
+        pkv = StaticCache(config=model.config, max_cache_len=max_len)
+    else:
+        pkv.reset()
+    caches[(n, max_len)] = pkv
+    return pkv
+
+
+def _set_position(pkv: StaticCache, position: int) -> None:
+    # transformers writes each layer at its own counter (cumulative_length), not at cache_position:
+    # after a failed step some layers have advanced and some not; put every layer back.
+    for layer in pkv.layers:
+        if getattr(layer, "is_initialized", False):
+            layer.cumulative_length.fill_(position)
+
+
 def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
-                   device) -> int:
+                   device, vocab: int | None = None, compile_step: bool | str = False) -> int:
     ids, mask = left_pad(prompts, pad_id, device)
     P = ids.shape[1]
     n = len(rows)
+    kw = cache_kwarg(model)
     # Cache length rounded up to a multiple of 256: the compiled decode step sees one shape per
     # (rows, bucket), not one per prompt width, so training steps rarely recompile.
     max_len = -(-(P + max_new_tokens) // 256) * 256
@@ -191,16 +240,16 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, 
     # cache of the full batch: the decode step then always sees the same shapes.
     pkv_p = DynamicCache(config=model.config)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=pkv_p, use_cache=True,
-                   logits_to_keep=1).logits[:, -1].repeat_interleave(G, 0)
-    pkv = StaticCache(config=model.config, max_cache_len=max_len)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                   **{kw: pkv_p}).logits[:, -1, :vocab].repeat_interleave(G, 0)
+    pkv = _static_cache(model, n, max_len)
     for li, layer in enumerate(pkv_p.layers):
         k = layer.keys.repeat_interleave(G, 0)
         v = layer.values.repeat_interleave(G, 0)
         pkv.update(k, v, li, {"cache_position": torch.arange(P, device=device)})
     full_mask = torch.zeros((n, max_len), dtype=torch.long, device=device)
     full_mask[:, :P] = mask.repeat_interleave(G, 0)
-    decode = _decode_fn(model, device)
+    decode = _decode_fn(model, compile_step)
     finished = torch.zeros(n, dtype=torch.bool, device=device)
     width = 0
     for t in range(max_new_tokens):
@@ -216,16 +265,25 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, 
         pos = full_mask[:, :P + t + 1].sum(-1, keepdim=True) - 1
         cache_position = torch.tensor([P + t], device=device)
         step_kw = dict(input_ids=tok.unsqueeze(-1), attention_mask=full_mask, position_ids=pos,
-                       past_key_values=pkv, cache_position=cache_position, use_cache=True)
+                       cache_position=cache_position, use_cache=True, **{kw: pkv})
         try:
-            logits = decode(**step_kw).logits[:, -1]
-        except Exception as e:  # a compiler failure must not end a training run: decode eagerly
+            logits = decode(**step_kw).logits[:, -1, :vocab]
+        except TorchDynamoException as e:
+            # A compiler failure must not end a training run: decode eagerly. Only compiler errors:
+            # an out-of-memory or CUDA error is the run's to see.
             if decode is model:
                 raise
             log.warning("compiled decode step failed (%s); decoding eagerly", str(e).splitlines()[0][:200])
             decode = model
             object.__setattr__(model, _COMPILED_ATTR, model)
-            logits = model(**step_kw).logits[:, -1]  # rewrites the same cache slot: idempotent
-        if device.type == "cuda":
+            _set_position(pkv, P + t)
+            logits = model(**step_kw).logits[:, -1, :vocab]
+        if decode is not model and device.type == "cuda":
             logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
     return width
+
+
+def static_caches(model) -> dict:
+    """{(rows, length): StaticCache} that ``model``'s static-cache rollouts reuse (after
+    ``rollout_model``: the copy that sampled)."""
+    return model.__dict__.get(_CACHES_ATTR, {})

@@ -75,6 +75,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     ``generate`` (the baseline the benchmarks compare with; greedy output is identical).
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
+    Only ids the tokenizer has are sampled, by both engines (a model's embedding may be padded beyond it).
     """
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
@@ -89,7 +90,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
         completion_ids = generate_ids(
             model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
-            autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index)
+            autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index, vocab_size=len(tokenizer))
         return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
     if engine != "hf":
         raise ValueError(f"engine: {engine!r} is not 'r1zero' or 'hf'")
@@ -98,6 +99,9 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     model.eval()
     gen_kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
                       use_cache=True)
+    model_vocab = model.get_output_embeddings().weight.shape[0]
+    if model_vocab > len(tokenizer):  # the same ids as the r1zero engine: only the tokenizer's
+        gen_kwargs["suppress_tokens"] = list(range(len(tokenizer), model_vocab))
     if temperature > 0:
         gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None)
     else:

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
+from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.layout import position_ids_from_mask, trim_padding
 
 
@@ -70,8 +71,9 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
     P = prompt_width
     p_ids, p_mask = input_ids[first, :P], attention_mask[first, :P]
     cache = DynamicCache()
+    kw = cache_kwarg(decoder)
     out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids_from_mask(p_mask),
-                  past_key_values=cache, use_cache=True)
+                  use_cache=True, **{kw: cache})
     h_last = out.last_hidden_state[:, -1:].repeat_interleave(counts, 0)  # predicts each first completion token
     for layer in cache.layers:  # the prompt's K/V, once per group, now one copy per row (graph kept)
         layer.keys = layer.keys.repeat_interleave(counts, 0)
@@ -82,7 +84,7 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
     prompt_len = attention_mask[:, :P].sum(-1, keepdim=True)
     pos = prompt_len + torch.arange(C - 1, device=input_ids.device).unsqueeze(0)
     h = decoder(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=pos,
-                past_key_values=cache, use_cache=True).last_hidden_state
+                use_cache=True, **{kw: cache}).last_hidden_state
     return torch.cat([h_last, h], dim=1)
 
 
