@@ -145,3 +145,24 @@ def stopping_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
             model.lm_head.weight[e] = w / w.norm() * 1.5
     model.save_pretrained(out)
     return out
+
+
+def launch_train(cfg: dict, procs: int = 1, *args: str):
+    """``r1zero train`` on ``cfg`` (written next to its output_dir) as a real command: one process, or
+    ``procs`` under torchrun (gloo on CPU); OMP_NUM_THREADS=1, what torchrun sets per process, for both."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    out = Path(cfg["output_dir"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    head = [sys.executable, "-m", "r1zero"] if procs == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "r1zero"]
+    r = subprocess.run([*head, "train", "--config", str(path), *args], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r

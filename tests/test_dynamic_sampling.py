@@ -9,16 +9,12 @@ dapo loss check below needs.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import REPO
+from conftest import REPO, launch_train
 from safetensors.torch import load_file
 
 from r1zero.config import TrainConfig
@@ -47,17 +43,8 @@ def recipe(model_dir: Path, out: Path, **extra) -> dict:
     return r
 
 
-def launch(cfg: dict, procs: int = 1) -> subprocess.CompletedProcess:
-    out = Path(cfg["output_dir"])
-    out.parent.mkdir(parents=True, exist_ok=True)
-    path = out.parent / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    head = [sys.executable, "-m", "r1zero"] if procs == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "r1zero"]
-    r = subprocess.run([*head, "train", "--config", str(path)], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r
+def launch(cfg: dict, procs: int = 1):
+    return launch_train(cfg, procs)
 
 
 def jsonl(path: Path) -> list[dict]:
