@@ -37,9 +37,9 @@ from r1zero.rollout.sampling import Rollout
 from r1zero.training import distributed as dist
 from r1zero.training.samples import StepSamples
 
-# (data rows of this rank's prompts, their sampling keys) -> (prompts, examples, rollout, scores)
 log = logging.getLogger("r1zero")
 
+# (data rows of this rank's prompts, their sampling keys) -> (prompts, examples, rollout, scores)
 RolloutFn = Callable[[list[int], list[int]], tuple[list[str], list[dict], Rollout, BatchScores]]
 
 
