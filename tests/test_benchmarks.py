@@ -53,3 +53,21 @@ def test_gpu_check_dry_run(capsys):
     assert checks == ["greedy fp32 = transformers generate", "left-padded bf16 log-probs finite",
                       "GRPO step: finite loss and grad norm", "resume: step 1 restored, step 2 trains"]
     assert any(line.startswith("|  tiny |    decode B=8 |") for line in out)
+
+
+def test_default_seeds_toy(tiny_llama, capsys, tmp_path):
+    """Two toy runs (seeds 0 1, one thread) of the default recipe on a tiny model: one table row
+    each, read from the runs' own files, and the learned= last line."""
+    import default_seeds
+
+    default_seeds.main(["--seeds", "0", "1", "--threads", "1", "--out", str(tmp_path / "runs"),
+                        f"model_name_or_path={tiny_llama}", "max_steps=1", "eval_limit=2", "report_to=[none]"])
+    out = capsys.readouterr().out.strip().splitlines()
+    m = re.fullmatch(r"learned=(\d+)/2 median_accuracy=(\d+\.\d{3}) max_minutes=(\d+\.\d)", out[-1])
+    assert m, out[-1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out if line.startswith("| ")][2:]
+    assert [(r[0], r[1], r[-2], r[-1]) for r in rows] == [("0", "1", "1", "0"), ("1", "1", "1", "0")]
+    for seed, r in zip((0, 1), rows):
+        evals = [json.loads(x) for x in (tmp_path / "runs" / f"seed{seed}-threads1" / "eval_results.jsonl").read_text().splitlines()]
+        assert r[3] == f"{evals[-1]['accuracy']:.3f}" and r[5] == f"{evals[0]['format_rate']:.3f}"
+    assert int(m.group(1)) == sum(float(r[4]) >= 0.5 for r in rows)
