@@ -23,7 +23,6 @@ A run that failed (non-zero exit) counts as not learned and shows its exit statu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -32,23 +31,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from r1zero.observe.tracking import read_jsonl as _read_jsonl  # noqa: E402
+
 DEFAULT_CONFIG = "configs/countdown-smollm2-cpu.yaml"
 LEARNED_AT = 0.5
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a half-written last line of a killed run
-            continue
-    return rows
+    # A killed run can leave a half-written last line: skip it (r1zero's own reader).
+    return _read_jsonl(path, skip_broken=True)
 
 
 def summarize(run_dir: Path) -> dict:
