@@ -7,18 +7,16 @@ inside and outside the clip range) and on a float32 batch TRL sampled from a tin
 and gradients. TRL 1.16's default ``use_bias_correction_kl`` is turned off (r1zero keeps the classic
 KL term, see test_trl_parity.py).
 """
-import copy
 
 import pytest
 import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from test_trl_parity import assert_same_gradients
+from test_trl_parity import assert_loss_equals_trl_on_real_batch
 
 from r1zero.algorithms import policy_loss
 from r1zero.config import ConfigError, TrainConfig
-from r1zero.training.logprobs import completion_logprobs
 
 G = 4
 PROMPTS = ["hello there", "good morning"]  # equal token lengths: no left padding (see test_trl_parity.py)
@@ -104,31 +102,8 @@ def test_sequence_level_loss_equals_trl_on_a_real_batch(loss_type, beta, trainer
     inputs = tr._generate_and_score_completions([{"prompt": p} for p in PROMPTS for _ in range(G)])
     assert bool(inputs["prompt_mask"].all())
     assert inputs["advantages"].abs().sum() > 0
-    model = tr.model
-    P = inputs["prompt_ids"].shape[1]
-    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
-    am = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
-    cm = inputs["completion_mask"]
-    with torch.no_grad():
-        old_state = {k: v.clone() for k, v in model.state_dict().items()}
-        old, _ = completion_logprobs(model, ids, am, P, cm, temperature=0.9)
-        g = torch.Generator().manual_seed(1)
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    inputs = dict(inputs, old_per_token_logps=old)
-    try:
-        mine = copy.deepcopy(model)
-        model.zero_grad()
-        theirs = tr._compute_loss(model, inputs)
-        theirs.backward()
-        lp, _ = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
-        ours, _ = _ours(lp, old, inputs["advantages"], cm, loss_type, beta, inputs.get("ref_per_token_logps"))
-        ours.backward()
-        assert abs(float(ours) - float(theirs)) < 1e-4
-        assert_same_gradients(mine, model)
-    finally:
-        model.load_state_dict(old_state)
-        model.zero_grad()
+    assert_loss_equals_trl_on_real_batch(
+        tr, inputs, lambda lp, old, adv, cm, ref: _ours(lp, old, adv, cm, loss_type, beta, ref)[0])
 
 
 def test_sequence_level_is_refused_where_advantages_are_per_token():

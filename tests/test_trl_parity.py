@@ -174,21 +174,18 @@ def assert_same_gradients(mine, theirs) -> None:
     assert n > 10
 
 
-@pytest.mark.parametrize("loss_type,beta", CASES)
-def test_policy_loss_equals_trl_on_a_real_batch(loss_type, beta, trainers):
-    """A batch TRL sampled from the tiny model; the policy is then nudged away from the sampler and
-    the reference, so ratios and the KL are not trivially 1 and 0. Values and every weight's gradient."""
-    tr = trainers(loss_type, beta)
-    inputs = _batch(tr)
-    assert bool(inputs["prompt_mask"].all())  # see PROMPTS
-    assert inputs["advantages"].abs().sum() > 0
+def assert_loss_equals_trl_on_real_batch(tr, inputs, ours) -> None:
+    """TRL's ``_compute_loss`` on ``inputs`` (a batch TRL sampled) against ``ours(logprobs, old,
+    advantages, completion_mask, ref)``, a loss tensor: the policy is first nudged away from the
+    sampler and the reference, so ratios and the KL are not trivially 1 and 0; the values within
+    1e-4 and every weight's gradient (assert_same_gradients). The trainer's model is restored."""
     model = tr.model
+    P = inputs["prompt_ids"].shape[1]
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    am = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    cm = inputs["completion_mask"]
     with torch.no_grad():
         old_state = {k: v.clone() for k, v in model.state_dict().items()}
-        P = inputs["prompt_ids"].shape[1]
-        ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
-        am = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
-        cm = inputs["completion_mask"]
         old, _ = completion_logprobs(model, ids, am, P, cm, temperature=0.9)
         g = torch.Generator().manual_seed(1)
         for p in model.parameters():
@@ -200,12 +197,23 @@ def test_policy_loss_equals_trl_on_a_real_batch(loss_type, beta, trainers):
         theirs = tr._compute_loss(model, inputs)
         theirs.backward()
         lp, _ = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
-        ref = inputs.get("ref_per_token_logps")
-        ours, _ = policy_loss(lp, old, inputs["advantages"], cm, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
-                              ref_logprobs=ref, beta=beta, kl_estimator="k3", max_completion_length=MAX_COMPLETION)
-        ours.backward()
-        assert abs(float(ours) - float(theirs)) < 1e-4
+        loss = ours(lp, old, inputs["advantages"], cm, inputs.get("ref_per_token_logps"))
+        loss.backward()
+        assert abs(float(loss) - float(theirs)) < 1e-4
         assert_same_gradients(mine, model)
     finally:
         model.load_state_dict(old_state)
         model.zero_grad()
+
+
+@pytest.mark.parametrize("loss_type,beta", CASES)
+def test_policy_loss_equals_trl_on_a_real_batch(loss_type, beta, trainers):
+    """A batch TRL sampled from the tiny model; the policy is then nudged away from the sampler and
+    the reference, so ratios and the KL are not trivially 1 and 0. Values and every weight's gradient."""
+    tr = trainers(loss_type, beta)
+    inputs = _batch(tr)
+    assert bool(inputs["prompt_mask"].all())  # see PROMPTS
+    assert inputs["advantages"].abs().sum() > 0
+    assert_loss_equals_trl_on_real_batch(tr, inputs, lambda lp, old, adv, cm, ref: policy_loss(
+        lp, old, adv, cm, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28, ref_logprobs=ref, beta=beta,
+        kl_estimator="k3", max_completion_length=MAX_COMPLETION)[0])
