@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from test_trl_parity import assert_loss_equals_trl_on_real_batch
+from test_trl_parity import assert_loss_equals_trl_on_real_batch, trl_loss_and_grad
 
 from r1zero.algorithms import policy_loss
 from r1zero.config import ConfigError, TrainConfig
@@ -69,15 +69,7 @@ def test_sequence_level_loss_equals_trl_on_random_tensors(loss_type, beta, train
     adv = torch.randn(B, generator=g, dtype=torch.float64)
     seq_ratio = torch.exp(((logps.detach() - old) * mask).sum(-1) / mask.sum(-1))
     assert (seq_ratio < 0.8).any() and (seq_ratio > 1.28).any() and ((seq_ratio > 0.8) & (seq_ratio < 1.28)).any()
-    entropies = torch.zeros(B, T, dtype=torch.float64)
-    monkeypatch.setattr(tr, "_get_per_token_logps_and_entropies", lambda *a, **k: (logps, entropies, None))
-    inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
-              "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask, "advantages": adv,
-              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
-    if beta > 0:
-        inputs["ref_per_token_logps"] = ref
-    theirs = tr._compute_loss(tr.model, inputs)
-    (g_theirs,) = torch.autograd.grad(theirs, logps)
+    theirs, g_theirs = trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta)
     ours, metrics = _ours(logps, old, adv, mask, loss_type, beta, ref)
     (g_ours,) = torch.autograd.grad(ours, logps)
     assert abs(float(ours) - float(theirs)) < 1e-6

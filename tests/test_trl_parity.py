@@ -121,6 +121,22 @@ def trainers(tiny_qwen2, tmp_path_factory):
     return get
 
 
+def trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta):
+    """(TRL's ``_compute_loss``, its gradient w.r.t. ``logps``) on these (B, T) tensors: TRL's loss code
+    on our tensors, its log-prob forward replaced by the tensor under test."""
+    B, T = logps.shape
+    entropies = torch.zeros(B, T, dtype=logps.dtype)
+    monkeypatch.setattr(tr, "_get_per_token_logps_and_entropies", lambda *a, **k: (logps, entropies, None))
+    inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
+              "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask, "advantages": adv,
+              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
+    if beta > 0:
+        inputs["ref_per_token_logps"] = ref
+    theirs = tr._compute_loss(tr.model, inputs)
+    (g_theirs,) = torch.autograd.grad(theirs, logps)
+    return theirs, g_theirs
+
+
 @pytest.mark.parametrize("loss_type,beta", CASES)
 def test_policy_loss_equals_trl_on_random_tensors(loss_type, beta, trainers, monkeypatch):
     """float64 tensors with ratios inside and outside the clip range and ragged masks."""
@@ -133,16 +149,7 @@ def test_policy_loss_equals_trl_on_random_tensors(loss_type, beta, trainers, mon
     old = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.3
     ref = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
     adv = torch.randn(B, generator=g, dtype=torch.float64)
-    entropies = torch.zeros(B, T, dtype=torch.float64)
-    # TRL's loss code on our tensors: its log-prob forward is replaced by the tensor under test.
-    monkeypatch.setattr(tr, "_get_per_token_logps_and_entropies", lambda *a, **k: (logps, entropies, None))
-    inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
-              "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask, "advantages": adv,
-              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
-    if beta > 0:
-        inputs["ref_per_token_logps"] = ref
-    theirs = tr._compute_loss(tr.model, inputs)
-    (g_theirs,) = torch.autograd.grad(theirs, logps)
+    theirs, g_theirs = trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta)
     ours, _ = policy_loss(logps, old, adv, mask, loss_type=loss_type, epsilon=0.2, epsilon_high=0.28,
                           ref_logprobs=ref if beta > 0 else None, beta=beta, kl_estimator="k3",
                           max_completion_length=MAX_COMPLETION)
