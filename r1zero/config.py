@@ -427,19 +427,28 @@ def recipe_path(name_or_path: str) -> Path:
     p = Path(os.path.expanduser(name_or_path))
     if p.is_file():
         return p
-    from importlib import resources
-
     stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
-    packaged = resources.files("r1zero.configs") / f"{Path(stem).name}.yaml"
+    packaged = _recipes_dir() / f"{Path(stem).name}.yaml"
     if packaged.is_file():
         return Path(str(packaged))
     raise ConfigError(f"--config: no file {name_or_path}; give a YAML path or one of: {', '.join(recipe_names())}")
 
 
-def recipe_names() -> list[str]:
+def _recipes_dir():
+    """The packaged recipes; from a source checkout on PYTHONPATH (no install, or another checkout's
+    install) ``r1zero.configs`` does not exist and the checkout's own ``configs/`` is used."""
     from importlib import resources
 
-    return sorted(p.name[:-5] for p in resources.files("r1zero.configs").iterdir() if p.name.endswith(".yaml"))
+    source_tree = Path(__file__).resolve().parent.parent / "configs"
+    try:
+        packaged = resources.files("r1zero.configs")
+    except ModuleNotFoundError:
+        return source_tree
+    return source_tree if source_tree.is_dir() and not packaged.is_dir() else packaged
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _recipes_dir().iterdir() if p.name.endswith(".yaml"))
 
 
 def read_config_file(src: str | os.PathLike) -> dict:
