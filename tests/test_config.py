@@ -104,3 +104,24 @@ def test_saved_config_round_trips(tmp_path):
     save_config(c, tmp_path / "config.yaml")
     raw = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert TrainConfig(**raw) == c
+
+
+def test_packaged_recipes_resolve_from_a_source_checkout_on_pythonpath(tmp_path):
+    # A checkout run with PYTHONPATH (benchmarks/default_seeds.py in a second worktree, or no install
+    # at all) has no r1zero.configs package: the checkout's own configs/ folder serves the recipes.
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    shutil.copytree(repo / "r1zero", tmp_path / "r1zero", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(repo / "configs", tmp_path / "configs")
+    out = subprocess.run(
+        [sys.executable, "-c", "import r1zero.config as c; print(c.recipe_path('countdown-smollm2-cpu')); "
+                               "print(len(c.recipe_names()))"],
+        cwd=tmp_path, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    path, count = out.stdout.split()
+    assert Path(path) == tmp_path / "configs" / "countdown-smollm2-cpu.yaml"
+    assert int(count) == len(list((repo / "configs").glob("*.yaml")))

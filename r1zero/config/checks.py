@@ -1,0 +1,163 @@
+"""Checks of a configuration before anything loads: each raw value against its field's type, then the
+cross-field rules. Each failure names the key and the fix."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from r1zero.errors import ConfigError, need
+
+
+# ---------------------------------------------------------------------------------------------
+# Type checking of raw values (YAML and command line) before the dataclass is built.
+
+def type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
+    """(ok, value) where value is converted when the conversion is lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return (value in typing.get_args(tp) and type(value) in {type(a) for a in typing.get_args(tp)}), value
+    if origin in (Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = coerce(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        if isinstance(value, bool):
+            return False, value
+        if isinstance(value, (int, float)):
+            return True, float(value)
+        return False, value
+    if tp is str:
+        return isinstance(value, str), value
+    if tp is list or origin is list:
+        if isinstance(value, str):  # `report_to=wandb` on the command line
+            return True, [value]
+        return isinstance(value, list), value
+    if tp is dict or origin is dict:
+        return isinstance(value, dict), value
+    return True, value
+
+
+def check_types(raw: dict, where: str, hints: dict[str, Any]) -> dict:
+    """``raw`` with each value checked against (and losslessly converted to) the type ``hints`` gives it."""
+    out = {}
+    for key, value in raw.items():
+        if key not in hints:
+            close = _closest(key, list(hints))
+            hint = f"; did you mean '{close}'?" if close else "; see `r1zero train --help-config` for the keys"
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
+        ok, v = coerce(value, hints[key])
+        if not ok:
+            raise ConfigError(
+                f"{where}: '{key}' must be {type_name(hints[key])}, got {value!r} ({type(value).__name__})"
+            )
+        out[key] = v
+    return out
+
+
+def _closest(key: str, keys: list[str]) -> str | None:
+    import difflib
+
+    m = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+    return m[0] if m else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Value checks that need more than a type.
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def validate(c) -> None:
+    """Cross-field checks; each failure names the key and the fix."""
+    # Types first (the dataclass may also be built from Python code).
+    check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config", _hints(type(c)))
+    for key in ("prompts_per_step", "num_generations", "max_prompt_length", "max_completion_length",
+                "num_iterations", "per_device_train_batch_size", "logprob_chunk_size", "logging_steps"):
+        need(getattr(c, key) >= 1, key, "must be at least 1")
+    for key in ("eval_steps", "save_steps"):
+        need(getattr(c, key) >= 0, key, "must be 0 (off) or a positive number of steps")
+    need(c.learning_rate > 0 and math.isfinite(c.learning_rate), "learning_rate", "must be a positive number, e.g. 1e-6")
+    need(c.temperature > 0, "temperature", "must be > 0 (log-probs divide logits by it)")
+    need(0 < c.top_p <= 1, "top_p", "must be in (0, 1]")
+    need(c.top_k >= 0, "top_k", "must be >= 0 (0 = off)")
+    need(c.epsilon > 0, "epsilon", "must be > 0, e.g. 0.2")
+    need(c.epsilon_high is None or c.epsilon_high > 0, "epsilon_high", "must be > 0, e.g. 0.28")
+    need(c.beta >= 0, "beta", "must be >= 0 (0 disables the KL term)")
+    need(0 <= c.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+    need(c.weight_decay >= 0, "weight_decay", "must be >= 0")
+    need(0 <= c.adam_beta1 < 1 and 0 <= c.adam_beta2 < 1, "adam_beta1/adam_beta2", "must be in [0, 1)")
+    need(c.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = no clipping)")
+    need(c.max_skipped_updates >= 1, "max_skipped_updates", "must be >= 1, e.g. 5")
+    need(c.max_failed_reward_steps >= 1, "max_failed_reward_steps", "must be >= 1, e.g. 5")
+    need(0 <= c.reward_timeout < math.inf, "reward_timeout", "must be a number of seconds >= 0 (0 = no limit), e.g. 10")
+    need(c.max_steps == -1 or c.max_steps >= 1, "max_steps", "must be -1 (use num_train_epochs) or >= 1")
+    need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
+    need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")
+    need(c.report_steps >= 0, "report_steps", "must be 0 (report only at the end) or a positive number of steps")
+    need(c.collapse_steps >= 0, "collapse_steps", "must be 0 (never warn) or a number of steps, e.g. 3")
+    need(0 < c.reflection_threshold <= 1, "reflection_threshold", "must be in (0, 1], e.g. 0.1")
+    if c.reflection_words is not None:
+        need(len(c.reflection_words) > 0 and all(isinstance(w, str) and w.strip() for w in c.reflection_words),
+              "reflection_words", "must be a non-empty list of non-empty phrases, or null for the built-in list")
+    need(c.save_total_limit is None or c.save_total_limit >= 1, "save_total_limit", "must be >= 1 or null (keep all)")
+    need(c.eval_limit is None or c.eval_limit >= 1, "eval_limit", "must be >= 1 or null (all test rows)")
+    need(c.train_size is None or c.train_size >= 1, "train_size", "must be >= 1 or null (all rows)")
+    need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
+    need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
+          "test_size", "must be a row count (>= 1) or a fraction in (0, 1)")
+    need(not c.dynamic_sampling or c.num_generations >= 2, "dynamic_sampling",
+         "needs num_generations >= 2 (a group of one completion never has a spread)")
+    need(c.max_sampling_rounds >= 1, "max_sampling_rounds", "must be >= 1 (1 = one round, no extra prompts)")
+    need(0 <= c.overlong_buffer_len < c.max_completion_length, "overlong_buffer_len",
+         f"must be 0 (off) or a token count below max_completion_length ({c.max_completion_length})")
+    need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
+         "must be a positive number, e.g. 1.0")
+    _validate_algorithm(c)
+    if c.mini_batch_prompts is not None:
+        need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
+              f"must divide prompts_per_step ({c.prompts_per_step})")
+    if c.reward_weights is not None:
+        need(len(c.reward_weights) == len(c.reward_funcs), "reward_weights",
+              f"must have one weight per reward_funcs entry ({len(c.reward_funcs)})")
+    for fn in c.reward_funcs:
+        need(isinstance(fn, str) and ":" in fn, "reward_funcs", f"entry {fn!r} must look like 'module:function'")
+    for r in c.report_to:
+        need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
+              f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")
+    need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
+    if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
+        raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
+                          "give a checkpoint-N folder, 'auto' or null")
+
+
+def _validate_algorithm(c) -> None:
+    """The algorithm's own keys and rules, which it owns (r1zero.algorithms)."""
+    from r1zero.algorithms import get_algorithm
+
+    get_algorithm(c.algorithm).check_config(c)

@@ -1,0 +1,147 @@
+"""Reading a configuration: YAML recipes (by path or packaged name) and ``key=value`` overrides, type
+checked before the dataclass is built; writing one back; the reference of every key."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from r1zero import trl_defaults
+from r1zero.errors import ConfigError
+
+
+from r1zero.config.checks import check_types, coerce, type_name
+from r1zero.config.fields import DEFAULT_RECIPE, TrainConfig
+
+
+_HINTS: dict[str, Any] | None = None
+
+
+def field_types() -> dict[str, Any]:
+    global _HINTS
+    if _HINTS is None:
+        _HINTS = typing.get_type_hints(TrainConfig)
+    return _HINTS
+
+
+def _check_types(raw: dict, where: str) -> dict:
+    return check_types(raw, where, field_types())
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading.
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (``beta=0.001``, ``report_to=[wandb]``, ``x=null``)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': write it as key=value, e.g. learning_rate=1e-6")
+    key, _, value = text.partition("=")
+    key = key.strip()
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    # YAML reads 1e-6 as a string (no dot); numbers are what the user meant.
+    if isinstance(parsed, str):
+        try:
+            parsed = float(parsed) if any(ch in parsed.lower() for ch in ".e") and parsed.strip() not in ("", ".") else parsed
+        except ValueError:
+            pass
+    return key, parsed
+
+
+def _fix_yaml_numbers(raw: dict) -> dict:
+    """PyYAML reads ``1e-6`` (no dot) as a string; turn such strings into floats where a number is expected."""
+    hints = field_types()
+    for key, value in list(raw.items()):
+        if isinstance(value, str) and key in hints:
+            ok, _ = coerce(1.0, hints[key])
+            if ok and not coerce(value, hints[key])[0]:
+                try:
+                    raw[key] = float(value)
+                except ValueError:
+                    pass
+    return raw
+
+
+def recipe_path(name_or_path: str) -> Path:
+    """A recipe file: a path, or the bare name of a packaged recipe (``countdown-tinyzero-grpo``)."""
+    p = Path(os.path.expanduser(name_or_path))
+    if p.is_file():
+        return p
+    stem = name_or_path[:-5] if name_or_path.endswith(".yaml") else name_or_path
+    packaged = _recipes_dir() / f"{Path(stem).name}.yaml"
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"--config: no file {name_or_path}; give a YAML path or one of: {', '.join(recipe_names())}")
+
+
+def _recipes_dir():
+    """The packaged recipes; from a source checkout on PYTHONPATH (no install, or another checkout's
+    install) ``r1zero.configs`` does not exist and the checkout's own ``configs/`` is used."""
+    from importlib import resources
+
+    source_tree = Path(__file__).resolve().parents[2] / "configs"
+    try:
+        packaged = resources.files("r1zero.configs")
+    except ModuleNotFoundError:
+        return source_tree
+    return source_tree if source_tree.is_dir() and not packaged.is_dir() else packaged
+
+
+def recipe_names() -> list[str]:
+    return sorted(p.name[:-5] for p in _recipes_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def read_config_file(src: str | os.PathLike) -> dict:
+    """The type-checked keys of one YAML config file (a recipe, or a run's config.yaml)."""
+    src = Path(src)
+    try:
+        raw = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{src}: not valid YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{src}: the recipe must be a mapping of key: value")
+    return _check_types(_fix_yaml_numbers(raw), str(src))
+
+
+def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
+    """The type-checked keys of ``key=value`` command-line overrides."""
+    return _check_types(_fix_yaml_numbers(dict(parse_override(o) for o in overrides)), "override")
+
+
+def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Recipe YAML (or the embedded default when ``path`` is None) with ``key=value`` overrides applied."""
+    raw = read_config_file(recipe_path(path or DEFAULT_RECIPE))
+    raw.update(parse_overrides(overrides))
+    return TrainConfig(**raw)
+
+
+def save_config(c: TrainConfig, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(c.to_dict(), sort_keys=False, allow_unicode=True), encoding="utf-8")
+
+
+def config_reference() -> str:
+    """Markdown reference of every key (docs/CONFIG.md is this text)."""
+    lines = ["# Configuration reference", "",
+             "Every key of `r1zero train` (YAML recipe or `key=value` override). Generated by "
+             "`r1zero train --help-config`; TRL's GRPOConfig names are used where the concept is the same.", "",
+             "| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+    hints = field_types()
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        lines.append(f"| `{f.name}` | {type_name(hints[f.name])} | `{default!r}` | {f.metadata['help']} |")
+    lines += trl_defaults.section(defaults())
+    return "\n".join(lines) + "\n"
+
+
+def defaults() -> dict[str, Any]:
+    """Every key's default."""
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            for f in dataclasses.fields(TrainConfig)}
