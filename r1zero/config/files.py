@@ -81,16 +81,15 @@ def recipe_path(name_or_path: str) -> Path:
 
 
 def _recipes_dir():
-    """The packaged recipes; from a source checkout on PYTHONPATH (no install, or another checkout's
-    install) ``r1zero.configs`` does not exist and the checkout's own ``configs/`` is used."""
+    """The packaged recipes. Run from a source checkout (PYTHONPATH, or an editable install), the
+    checkout's own ``configs/``: ``r1zero.configs`` may be missing there, or map to another checkout
+    that an editable install points at."""
     from importlib import resources
 
-    source_tree = Path(__file__).resolve().parents[2] / "configs"
-    try:
-        packaged = resources.files("r1zero.configs")
-    except ModuleNotFoundError:
-        return source_tree
-    return source_tree if source_tree.is_dir() and not packaged.is_dir() else packaged
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "configs").is_dir():
+        return checkout / "configs"
+    return resources.files("r1zero.configs")
 
 
 def recipe_names() -> list[str]:
