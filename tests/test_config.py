@@ -117,6 +117,7 @@ def test_packaged_recipes_resolve_from_a_source_checkout_on_pythonpath(tmp_path)
     repo = Path(__file__).resolve().parent.parent
     shutil.copytree(repo / "r1zero", tmp_path / "r1zero", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(repo / "configs", tmp_path / "configs")
+    shutil.copy(repo / "pyproject.toml", tmp_path)
     out = subprocess.run(
         [sys.executable, "-c", "import r1zero.config as c; print(c.recipe_path('countdown-smollm2-cpu')); "
                                "print(len(c.recipe_names()))"],
