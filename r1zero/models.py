@@ -120,13 +120,28 @@ def choose_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def use_bf16(bf16: bool | None, device: torch.device) -> bool:
-    if bf16 is None:
-        return device.type == "cuda" and torch.cuda.is_bf16_supported()
-    return bf16
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bf16 matrices natively (AVX512-BF16 or AMX). ``R1ZERO_CPU_BF16=0``
+    or ``1`` overrides the detection; the test suite sets 0 so its numbers do not depend on the CPU
+    of the machine it runs on."""
+    forced = os.environ.get("R1ZERO_CPU_BF16", "")
+    if forced in ("0", "1"):
+        return forced == "1"
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def autocast_dtype(bf16: bool | None, device: torch.device) -> torch.dtype | None:
+def use_bf16(bf16: bool | str | None, device: torch.device) -> bool:
+    """The config's ``bf16`` resolved: None or 'auto' -> on where bf16 runs natively (a CUDA GPU with
+    bf16, a CPU with AVX512-BF16/AMX), off elsewhere."""
+    if bf16 is None or bf16 == "auto":
+        if device.type == "cuda":
+            return torch.cuda.is_bf16_supported()
+        return device.type == "cpu" and cpu_has_native_bf16()
+    return bool(bf16)
+
+
+def autocast_dtype(bf16: bool | str | None, device: torch.device) -> torch.dtype | None:
     """The precision of every pass: bf16 (weights stay float32; the update runs under autocast, the
     rollout on a bf16 copy, r1zero.rollout.weights) or none."""
     return torch.bfloat16 if use_bf16(bf16, device) else None

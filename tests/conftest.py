@@ -6,8 +6,15 @@ import importlib.util
 import json
 from pathlib import Path
 
+import os
+
 import pytest
 import torch
+
+# bf16: auto turns bf16 on for CPUs with native bf16 (r1zero.models.cpu_has_native_bf16). The suite's
+# numbers must not depend on which CPU CI has, so tests (and the runs they start) see a CPU without;
+# the tests of the detection itself set it as they need.
+os.environ.setdefault("R1ZERO_CPU_BF16", "0")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -37,7 +37,7 @@ def test_int_for_float_is_accepted():
     ("learning_rat: 1e-6\n", "unknown key 'learning_rat'; did you mean 'learning_rate'?"),
     ("num_generations: four\n", "'num_generations' must be int, got 'four'"),
     ("num_generations: 2.5\n", "'num_generations' must be int"),
-    ("bf16: yes-please\n", "'bf16' must be bool or null"),
+    ("bf16: yes-please\n", "'bf16' must be bool or 'auto' or null"),
     ("loss_type: ppo\n", "'loss_type' must be 'grpo' | 'bnpo' | 'dr_grpo' | 'dapo'"),
     ("learning_rate: -1.0\n", "'learning_rate' must be a positive number"),
     ("num_generations: 1\n", "'num_generations' must be >= 2 when scale_rewards is 'group'"),

