@@ -2,13 +2,17 @@
 
 Same model weights, prompts (Countdown, rendered by r1zero's task), reward (r1zero's scorer),
 generations per prompt, completion length, micro-batch size, loss (``grpo``, beta 0, one update
-per step) and number of steps; fp32 on CPU, bf16 autocast on GPU; gradient checkpointing off on
-both sides (TRL 1.x turns it on by default, which trades speed for memory). Prints a table
-(samples/s, generated tokens/s, update tokens/s, s/step, peak memory) and, on its last line,
-``speedup_vs_trl=<r1zero samples/s / TRL's> memory_ratio=<r1zero peak / TRL's>``.
+per step), number of steps and precision; gradient checkpointing off on both sides (TRL 1.x turns
+it on by default, which trades speed for memory). ``--precision`` runs the pair in fp32, in bf16
+(``bf16=True`` on both sides: TRL's default, autocast over fp32 weights; r1zero's precision
+policy: fp32 master weights, the update under autocast, sampling on a bf16 copy), or both pairs
+one after the other (the cpu preset's default; the gpu preset's is bf16). Prints a table per pair
+(samples/s, generated tokens/s, update tokens/s, s/step, peak memory), a line
+``<precision>: speedup_vs_trl=... memory_ratio=...`` per pair, and on its last line that of the
+last pair, ``speedup_vs_trl=<r1zero samples/s / TRL's> memory_ratio=<r1zero peak / TRL's>``.
 
-    python benchmarks/grpo_throughput.py --preset cpu      # SmolLM2-135M, 4 x 4 x 64 tokens
-    python benchmarks/grpo_throughput.py --preset gpu      # random Qwen2.5-0.5B / 3B shapes
+    python benchmarks/grpo_throughput.py --preset cpu      # SmolLM2-135M, 4 x 4 x 64 tokens, fp32 and bf16
+    python benchmarks/grpo_throughput.py --preset gpu      # random Qwen2.5-0.5B / 3B shapes, bf16
 
 Update tokens are the real (unpadded) prompt + completion tokens of a step's sequences, so both
 sides are credited for the same work however they compute it. The ``gpu`` preset fixes the
@@ -95,8 +99,8 @@ def make_random_model(shape: str, tokenizer_src: str, out: Path) -> str:
     return str(out)
 
 
-def r1zero_config(spec: dict, model: str, out: str, steps: int) -> TrainConfig:
-    return TrainConfig(
+def r1zero_config(spec: dict, model: str, out: str, steps: int, bf16: bool) -> TrainConfig:
+    return TrainConfig(bf16=bf16,
         model_name_or_path=model, task="countdown", template=spec.get("template", "chat-answer"), reward="shaped",
         task_args={"min_numbers": 2, "max_numbers": 2, "max_number": 20, "operators": "+",
                    "train_size": spec["prompts"], "test_size": 1},
@@ -107,9 +111,9 @@ def r1zero_config(spec: dict, model: str, out: str, steps: int) -> TrainConfig:
         ref_model_offload=False)
 
 
-def run_r1zero(spec: dict, model: str, warmup: int, steps: int, tmp: str) -> SideResult:
+def run_r1zero(spec: dict, model: str, warmup: int, steps: int, tmp: str, bf16: bool) -> SideResult:
     res = SideResult("r1zero")
-    cfg = r1zero_config(spec, model, os.path.join(tmp, "r1zero"), warmup + steps)
+    cfg = r1zero_config(spec, model, os.path.join(tmp, "r1zero"), warmup + steps, bf16)
     with PeakMemory() as mem:
         trainer = Trainer(cfg)
         if spec["fixed_length"]:
@@ -139,7 +143,7 @@ def run_r1zero(spec: dict, model: str, warmup: int, steps: int, tmp: str) -> Sid
     return res
 
 
-def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str) -> SideResult:
+def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str, bf16: bool) -> SideResult:
     from datasets import Dataset
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -148,7 +152,7 @@ def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str) -> S
     from r1zero.rollout.sampling import encode_prompts
 
     res = SideResult("TRL")
-    cfg = r1zero_config(spec, model_path, os.path.join(tmp, "trl"), warmup + steps)
+    cfg = r1zero_config(spec, model_path, os.path.join(tmp, "trl"), warmup + steps, bf16)
     task = build_task(cfg)
     rows, _ = load_data(task, cfg)
     with PeakMemory() as mem:
@@ -169,7 +173,7 @@ def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str) -> S
             gradient_accumulation_steps=n // spec["micro"], num_generations=G, max_completion_length=spec["length"],
             temperature=1.0, learning_rate=1e-6, beta=0.0, loss_type="grpo", max_steps=warmup + steps,
             logging_steps=1, report_to="none", save_strategy="no", use_cpu=device.type == "cpu",
-            bf16=device.type == "cuda", gradient_checkpointing=False, disable_dropout=True, seed=0,
+            bf16=bf16, gradient_checkpointing=False, disable_dropout=True, seed=0,
             remove_unused_columns=False, dataloader_pin_memory=False, generation_kwargs=gen_kwargs,
             disable_tqdm=True)
         trainer = GRPOTrainer(model=model, reward_funcs=[countdown_reward], args=args, train_dataset=data,
@@ -212,13 +216,13 @@ def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str) -> S
     return res
 
 
-def measured_floor(spec: dict, model_path: str, r1: SideResult) -> dict:
+def measured_floor(spec: dict, model_path: str, r1: SideResult, bf16: bool) -> dict:
     """Fractions of the bandwidth (decode) and FLOP (update) floors reached by r1zero."""
     from transformers import AutoConfig
 
     gpu = torch.cuda.is_available()
     dev = "cuda" if gpu else "cpu"
-    dtype = torch.bfloat16 if gpu else torch.float32
+    dtype = torch.bfloat16 if bf16 else torch.float32
     # Copy bandwidth: read + write of a 1 GiB (GPU) / 256 MiB (CPU) buffer.
     x = torch.empty((256 if gpu else 64) * 2**20, dtype=torch.float32, device=dev)
     y = torch.empty_like(x)
@@ -237,12 +241,12 @@ def measured_floor(spec: dict, model_path: str, r1: SideResult) -> dict:
     del x, y, a
     cfg = AutoConfig.from_pretrained(model_path)
     params = sum(p.numel() for p in _param_shapes(cfg))
-    # Decode reads every weight once per step (fp32 master weights; autocast casts them) plus the KV cache.
+    # Decode reads every weight once per step (the bf16 sampling copy, or the fp32 weights) plus the KV cache.
     head_dim = cfg.hidden_size // cfg.num_attention_heads
     n_rows = spec["prompts"] * spec["generations"]
     mean_ctx = r1.prompt_len + sum(r1.gen_tokens) / len(r1.gen_tokens) / n_rows / 2
-    kv_bytes = n_rows * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * mean_ctx * (2 if gpu else 4)
-    decode_floor = (params * 4 + kv_bytes) / bandwidth  # seconds per decode step
+    kv_bytes = n_rows * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * mean_ctx * (2 if bf16 else 4)
+    decode_floor = (params * (2 if bf16 else 4) + kv_bytes) / bandwidth  # seconds per decode step
     decode_measured = sum(r1.gen_s) / len(r1.gen_s) / spec["length"]  # prefill included: a lower bound
     tokens = sum(r1.update_tokens) / len(r1.update_tokens)
     upd_measured = sum(s - g for s, g in zip(r1.step_s, r1.gen_s)) / len(r1.step_s)
@@ -269,6 +273,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=2, help="measured steps")
     ap.add_argument("--warmup", type=int, default=1, help="warm-up steps (not measured)")
     ap.add_argument("--only", choices=["0.5b", "3b"], help="gpu preset: run one of the two shapes")
+    ap.add_argument("--precision", choices=["fp32", "bf16", "both"],
+                    help="the pair's precision (default: both for the cpu preset, bf16 for gpu)")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -281,6 +287,8 @@ def main(argv=None) -> int:
                 s[k] = getattr(a, k)
     print(f"host: {host_description()}; preset {a.preset}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
+    precision = a.precision or ("both" if a.preset == "cpu" else "bf16")
+    precisions = ["fp32", "bf16"] if precision == "both" else [precision]
     results = []
     with tempfile.TemporaryDirectory(prefix="r1zero-bench-") as tmp:
         for spec in specs:
@@ -291,25 +299,32 @@ def main(argv=None) -> int:
                 from r1zero.models import resolve_model_path
 
                 model = resolve_model_path("embedded")
-            r1 = run_r1zero(spec, model, a.warmup, a.steps, tmp)
-            trl = run_trl(spec, model, a.warmup, a.steps, tmp)
-            rr, tr = r1.row(), trl.row()
-            header = ["side"] + list(rr)
-            ratio = [rr[k] / tr[k] if tr[k] else float("nan") for k in rr]
-            name = spec["name"] if spec["model"] in (PRESETS[a.preset][0]["model"], "qwen2.5-3b") else Path(model).name
-            print_table(f"{name}: {spec['prompts']} prompts x {spec['generations']} generations x "
-                        f"{spec['length']} tokens, micro-batch {spec['micro']}, {a.steps} steps after {a.warmup} warm-up",
-                        header, [["r1zero"] + list(rr.values()), ["TRL"] + list(tr.values()),
-                                 ["r1zero/TRL"] + ratio])
-            floor = measured_floor(spec, model, r1)
-            print("floor: " + ", ".join(f"{k}={v:.3g}" for k, v in floor.items()))
-            results.append({"spec": spec, "r1zero": rr, "trl": tr, "floor": floor})
+            for precision in precisions:
+                bf16 = precision == "bf16"
+                r1 = run_r1zero(spec, model, a.warmup, a.steps, tmp, bf16)
+                trl = run_trl(spec, model, a.warmup, a.steps, tmp, bf16)
+                rr, tr = r1.row(), trl.row()
+                header = ["side"] + list(rr)
+                ratio = [rr[k] / tr[k] if tr[k] else float("nan") for k in rr]
+                name = spec["name"] if spec["model"] in (PRESETS[a.preset][0]["model"], "qwen2.5-3b") else Path(model).name
+                print_table(f"{name}, {precision}: {spec['prompts']} prompts x {spec['generations']} generations x "
+                            f"{spec['length']} tokens, micro-batch {spec['micro']}, {a.steps} steps after {a.warmup} "
+                            f"warm-up", header, [["r1zero"] + list(rr.values()), ["TRL"] + list(tr.values()),
+                                                 ["r1zero/TRL"] + ratio])
+                floor = measured_floor(spec, model, r1, bf16)
+                print("floor: " + ", ".join(f"{k}={v:.3g}" for k, v in floor.items()))
+                results.append({"spec": spec, "precision": precision, "r1zero": rr, "trl": tr, "floor": floor})
+                print(f"{precision}: {ratio_line(results[-1])}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))
-    first = results[0]
-    print(f"speedup_vs_trl={first['r1zero']['samples/s'] / first['trl']['samples/s']:.3f} "
-          f"memory_ratio={first['r1zero']['peak GiB'] / first['trl']['peak GiB']:.3f}")
+    print(ratio_line(results[-1] if len(specs) == 1 else results[0]))
     return 0
+
+
+def ratio_line(result: dict) -> str:
+    r1, trl = result["r1zero"], result["trl"]
+    return (f"speedup_vs_trl={r1['samples/s'] / trl['samples/s']:.3f} "
+            f"memory_ratio={r1['peak GiB'] / trl['peak GiB']:.3f}")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,10 @@ def test_grpo_throughput_toy(tiny_qwen2, capsys, tmp_path):
     out = capsys.readouterr().out.strip().splitlines()
     m = re.fullmatch(r"speedup_vs_trl=(\d+\.\d+) memory_ratio=(\d+\.\d+)", out[-1])
     assert m, out[-1]
-    (res,) = json.loads((tmp_path / "bench.json").read_text())
+    # The cpu preset runs the fp32 pair, then the bf16 pair; the last line is the bf16 pair's.
+    fp32, res = json.loads((tmp_path / "bench.json").read_text())
+    assert (fp32["precision"], res["precision"]) == ("fp32", "bf16")
+    assert sum(line.startswith(("fp32: speedup_vs_trl=", "bf16: speedup_vs_trl=")) for line in out) == 2
     r1, trl = res["r1zero"], res["trl"]
     for side in (r1, trl):  # each side trained the 2 x 2 samples of a step, in the time it reports
         assert side["samples/s"] * side["s/step"] == pytest.approx(4, rel=1e-9), side
@@ -30,6 +33,7 @@ def test_grpo_throughput_toy(tiny_qwen2, capsys, tmp_path):
     assert m.group(2) == f"{r1['peak GiB'] / trl['peak GiB']:.3f}"
     table = [line for line in out if line.startswith("|")]
     assert [line.split("|")[1].strip() for line in table[2:5]] == ["r1zero", "TRL", "r1zero/TRL"]
+    assert [line.split("|")[1].strip() for line in table[7:10]] == ["r1zero", "TRL", "r1zero/TRL"]
     assert any(line.startswith("floor: ") for line in out)
 
 

@@ -50,7 +50,9 @@ def test_the_likely_cause_follows_the_rewards():
     rows = [{"step": s, "frac_reward_zero_std": 1.0, "reward": 0.0, "accuracy": 0.0} for s in (4, 5, 6)]
     assert "every completion scored 0: the task is too hard" in collapse_message(rows)
     solved = [{**r, "reward": 1.0, "accuracy": 1.0} for r in rows]
-    assert "the task is too easy" in collapse_message(solved)
+    assert collapse_message(solved) == ("task solved: every completion was correct at steps 4-6 (3 steps in a row), "
+                                        "so there is no learning signal left; make the task harder (task_args) or "
+                                        "stop here")
     # Only stretches of at least `steps` rows count; a row with spread ends a stretch.
     mixed = rows[:2] + [{"step": 7, "frac_reward_zero_std": 0.5}] + rows[2:]
     assert collapses(mixed, 2) == [collapse_message(rows[:2])] and collapses(mixed, 3) == [] and collapses(rows, 0) == []

@@ -74,17 +74,19 @@ def collapse_message(rows: list[dict[str, Any]]) -> str:
     rewards, naming the likely cause from what the rewards were."""
     reward = sum(r.get(REWARD, 0.0) for r in rows) / len(rows)
     accuracy = sum(r.get(ACCURACY, 0.0) for r in rows) / len(rows)
+    steps = f"at steps {rows[0]['step']}-{rows[-1]['step']} ({len(rows)} steps in a row)"
+    if accuracy == 1.0:
+        # Not a failure: the model solves everything it is shown, so the rewards have no spread.
+        return (f"task solved: every completion was correct {steps}, so there is no learning signal left; "
+                "make the task harder (task_args) or stop here")
     if reward == 0.0:
         cause = ("every completion scored 0: the task is too hard for the model or its answer format is never "
                  "produced; try an easier task, another template, more num_generations or max_completion_length")
-    elif accuracy == 1.0:
-        cause = "every completion is correct: the task is too easy for the model; make it harder"
     else:
         cause = (f"every completion of a prompt scored the same (mean reward {reward:.3f}): the completions "
                  "collapsed onto one answer, often the prompt's own example; raise num_generations or temperature, "
                  "lower learning_rate, or change the template")
-    return (f"reward collapse: every group had equal rewards at steps {rows[0]['step']}-{rows[-1]['step']} "
-            f"({len(rows)} steps in a row), so there was no learning signal; likely cause: {cause}")
+    return f"reward collapse: every group had equal rewards {steps}, so there was no learning signal; likely cause: {cause}"
 
 
 def collapses(rows: list[dict[str, Any]], steps: int) -> list[str]:
