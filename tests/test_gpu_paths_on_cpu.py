@@ -202,3 +202,24 @@ def test_larger_vocabulary_greedy_equals_generate_over_the_tokenizer_ids(tiny_qw
     assert int(ref.completion_ids.max()) < V
     for cache in ("dynamic", "static"):
         assert torch.equal(generate(model, tok, PROMPTS, cache=cache, **kw).completion_ids, ref.completion_ids)
+
+
+def test_gpu_process_group_has_a_cpu_backend_for_offloaded_shards(tmp_path):
+    # fsdp_cpu_offload reduces CPU tensors (clip_grad_norm_, the full-state export): NCCL alone
+    # cannot, so on GPUs the group is "cpu:gloo,cuda:nccl". The same multi-backend form, CPU part
+    # only, runs here: a collective on a CPU tensor goes through the gloo half.
+    import subprocess
+    import sys
+
+    from r1zero.training.distributed import process_group_backend
+
+    assert process_group_backend(True) == "cpu:gloo,cuda:nccl" and process_group_backend(False) == "gloo"
+    code = (
+        "import torch, torch.distributed as d\n"
+        f"d.init_process_group('cpu:gloo', init_method='file://{tmp_path}/pg', rank=0, world_size=1)\n"
+        "from r1zero.training import distributed as D\n"
+        "t = torch.ones(3); d.all_reduce(t); print(d.get_backend(), D._comm_device(), t.tolist())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["cpu:gloo", "cpu", "[1.0,", "1.0,", "1.0]"]

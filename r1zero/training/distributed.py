@@ -62,7 +62,7 @@ def init(device: str = "auto") -> DistEnv:
     """Join the process group torchrun describes in the environment; a no-op for one process.
 
     ``device`` is the config's device: 'cpu' (or no GPU at all) selects gloo, else NCCL with one GPU
-    per local rank.
+    per local rank, plus gloo for tensors on the CPU (process_group_backend).
     """
     world = env_world_size()
     if world <= 1:
@@ -72,8 +72,15 @@ def init(device: str = "auto") -> DistEnv:
     if not dist.is_initialized():
         if use_cuda:
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if use_cuda else "gloo")
+        dist.init_process_group(process_group_backend(use_cuda))
     return DistEnv(rank=rank, world_size=world, local_rank=local)
+
+
+def process_group_backend(use_cuda: bool) -> str:
+    """gloo on CPU; on GPUs NCCL for CUDA tensors and gloo for CPU ones: with fsdp_cpu_offload the
+    shards, their gradients (clip_grad_norm_) and the full-state export are CPU tensors, which NCCL
+    alone cannot reduce (torchtune's choice too)."""
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
 def current() -> DistEnv:
@@ -133,7 +140,7 @@ def row_share(n: int, env: DistEnv) -> slice:
 # ---- collectives -----------------------------------------------------------------------------
 
 def _comm_device() -> torch.device:
-    if dist.get_backend() == "nccl":
+    if "nccl" in dist.get_backend():  # "cpu:gloo,cuda:nccl": the collectives here run on the GPU
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
