@@ -570,3 +570,25 @@ def test_custom_task_trains_two_steps_and_resumes_exactly(kind, eos_rich_model, 
         written = json.loads((tmp_path / "eval.json").read_text())
         assert [x["parts"] for x in written["records"]] == [x["parts"] for x in final]
         assert written["summary"]["accuracy"] == evals[-1]["accuracy"]
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    """The YAML and reward functions of README's "Your own data and rewards", as a user would copy them."""
+    import yaml
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Your own data and rewards"):]
+    config = yaml.safe_load(section.split("```yaml\n", 1)[1].split("```", 1)[0])
+    (tmp_path / "rewards.py").write_text(section.split("```python\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+    c = TrainConfig(**{**config, "reward_funcs": [f"{tmp_path / 'rewards.py'}:{f.split(':')[1]}"
+                                                  for f in config["reward_funcs"]]})
+    task = build_task(c)
+    assert task.messages({"question": "2+3?"}) == [{"role": "system", "content": config["system_prompt"]},
+                                                   {"role": "user", "content": "Solve: 2+3?"}]
+    rm = reward_model(c, task)  # each function in its worker process (reward_timeout 10 s)
+    try:
+        s = rm(["It is 2+3 = 5", "6"], [{"question": "2+3?", "answer": 5}] * 2, ["rendered"] * 2)
+    finally:
+        rm.close()
+    assert s.parts == {"accuracy": [1.0, 0.0], "brevity": [-0.013, -0.001]}
+    assert s.rewards == [1.0 + 0.1 * -0.013, 0.1 * -0.001] and s.correct == [True, False]
