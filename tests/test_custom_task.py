@@ -359,6 +359,14 @@ def test_unchanged_trl_reward_functions_work():
     s = rm(comps, [{"prompt": USER}] * 3, ["rendered"] * 3)
     assert s.parts == {"format_reward_func": [1.0, 0.0, 0.0], "think_format_reward": [1.0, 1.0, 0.0]}
     assert s.rewards == [2.0, 1.0, 0.0] and not s.errors
+    # gsm8k's prompt is a conversation too (system + question, as the GSM8K course's TRL script has it).
+    from r1zero.tasks.gsm8k import SYSTEM_PROMPT
+
+    gsm8k = get_task("gsm8k")
+    ex = {"question": "2+2?", "answer": "#### 4"}
+    assert gsm8k.messages(ex) == [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "2+2?"}]
+    rm = RewardModel(gsm8k, [f"{TRL_REWARDS}:format_reward_func"], scheme=False)
+    assert rm(comps, [ex] * 3, ["rendered"] * 3).parts == {"format_reward_func": [1.0, 0.0, 0.0]}
 
 
 def test_the_arguments_are_the_ones_trl_gives(tokenizer):

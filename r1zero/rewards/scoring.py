@@ -104,6 +104,7 @@ class RewardModel:
             return Score(0.0, False, False, {}), True
 
     def _batch(self, completions, examples, prompts, lengths, truncated, completion_ids, trainer_state) -> RewardBatch:
+        """What the user functions may be given (r1zero.rewards.calls.RewardBatch)."""
         n = len(completions)
         if lengths is None:
             if self.overlong is not None:

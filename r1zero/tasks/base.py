@@ -162,13 +162,12 @@ def get_task(name: str, reward: str | None = None, template: str | None = None, 
 
 
 def _make(cls: type[Task], name: str, reward: str | None, template: str | None, options: dict[str, Any]) -> Task:
-    if name in _REGISTRY:
-        return cls(reward=reward, template=template, **options)
     try:
         return cls(reward=reward, template=template, **options)
-    except TaskError:
-        raise
-    except Exception as e:  # the user's constructor
+    except Exception as e:
+        if isinstance(e, TaskError) or name in _REGISTRY:
+            raise
+        # The user's constructor: said in one line, like every other refusal.
         raise TaskError(f"task: '{name}' could not be built ({type(e).__name__}: {e}); its __init__ takes "
                         "reward, template and the task_args as keywords (as r1zero.tasks.Task's does)") from None
 

@@ -145,10 +145,11 @@ class CustomTask(Task):
         return [dict(m) for m in prompt]
 
     def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
-        self._kind(self.prompt(example), "a row")
+        prompt = self.prompt(example)
+        self._kind(prompt, "a row")  # also when rows come from elsewhere than load_split
         messages = self.messages(example)
         if messages is None:
-            return self.prompt(example)
+            return prompt
         return render_chat(tokenizer, messages, "task custom", **self.chat_template_kwargs)
 
     # ---- reward -----------------------------------------------------------------------------
