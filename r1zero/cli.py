@@ -101,6 +101,7 @@ def cmd_eval(args) -> int:
     from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
     from r1zero.observe.eval_settings import DEFAULTS, EVAL_KEYS, eval_settings
     from r1zero.observe.evaluate import evaluate
+    from r1zero.rewards.scoring import reward_model
     from r1zero.rollout.sampling import encode_prompts
     from r1zero.tasks import build_task
 
@@ -112,6 +113,7 @@ def cmd_eval(args) -> int:
     cfg = s.config
     print(s.line())
     task = build_task(cfg)
+    scorer = reward_model(cfg, task, evaluation=True)  # as Trainer.run_eval scores
     _, rows = load_data(task, cfg)
     if cfg.eval_limit:
         rows = rows[:cfg.eval_limit]
@@ -120,11 +122,14 @@ def cmd_eval(args) -> int:
     encode_prompts(task, tokenizer, rows, cfg.max_prompt_length)  # a prompt too long is refused before the model loads
     torch.manual_seed(args.seed)
     model = load_model(s.model, device, trust_remote_code=cfg.trust_remote_code, trainable=False)
-    summary, records = evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
-                                max_new_tokens=s.max_new_tokens, samples=args.samples, temperature=cfg.temperature,
-                                top_p=cfg.top_p, batch_size=s.batch_size, seed=args.seed,
-                                max_prompt_length=cfg.max_prompt_length,
-                                autocast_dtype=autocast_dtype(cfg.bf16, device))
+    try:
+        summary, records = evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
+                                    max_new_tokens=s.max_new_tokens, samples=args.samples,
+                                    temperature=cfg.temperature, top_p=cfg.top_p, batch_size=s.batch_size,
+                                    seed=args.seed, max_prompt_length=cfg.max_prompt_length,
+                                    autocast_dtype=autocast_dtype(cfg.bf16, device), scorer=scorer)
+    finally:
+        scorer.close()
     split = cfg.dataset_test_split
     summary = {"model": s.model, "task": cfg.task, "split": split, **summary}
     for k, v in summary.items():
@@ -170,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder or 'embedded' (default: model_name_or_path of --config/overrides, else the embedded model)")
     e.add_argument("--config", default=None, help="recipe YAML path or packaged recipe name, read as `train --config` does")
     e.add_argument("overrides", nargs="*", help="key=value config overrides as in train, e.g. max_completion_length=64 eval_limit=16")
-    e.add_argument("--task", default=None, help="task name: countdown or gsm8k (config key: task; default: the run's, else countdown)")
+    e.add_argument("--task", default=None, help="task: countdown, gsm8k, custom or module:Class (config key: task; default: the run's, else countdown)")
     e.add_argument("--split", default=None, help="split to evaluate on (config key: dataset_test_split; default: the run's, else test)")
     e.add_argument("--dataset", default=None, help="hub id or local file/folder (config key: dataset_name; default: the run's, else the task's own)")
     e.add_argument("--reward", default=None, help="reward scheme of the task (config key: reward; default: the run's, else the task's own)")

@@ -147,6 +147,13 @@ def validate(c) -> None:
               f"must have one weight per reward_funcs entry ({len(c.reward_funcs)})")
     for fn in c.reward_funcs:
         need(isinstance(fn, str) and ":" in fn, "reward_funcs", f"entry {fn!r} must look like 'module:function'")
+    need(c.task != "custom" or bool(c.reward_funcs), "reward_funcs",
+         "is needed by task custom, which has no reward of its own: give your functions, e.g. [rewards.py:accuracy]")
+    names = [fn.rpartition(":")[2] for fn in c.reward_funcs]
+    for key in ("correct_reward", "format_reward"):
+        need(getattr(c, key) is None or getattr(c, key) in names, key,
+             f"must be the name of a reward_funcs function ({', '.join(names) or 'none given'})")
+    need(math.isfinite(c.correct_threshold), "correct_threshold", "must be a finite number, e.g. 1.0")
     for r in c.report_to:
         need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
               f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")

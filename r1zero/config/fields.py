@@ -51,33 +51,64 @@ class TrainConfig:
     trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
 
     # ---- task and data --------------------------------------------------------------------------
-    task: str = _f("countdown", "Task name: 'countdown' or 'gsm8k' (see r1zero.tasks).")
+    task: str = _f(
+        "countdown", "Task: 'countdown', 'gsm8k', 'custom' (your data, prompts and reward_funcs; README, 'Your own "
+        "data and rewards'), or your own r1zero.tasks.Task subclass as 'module:Class' or 'path/to/file.py:Class', "
+        "built with reward, template and task_args."
+    )
     reward: Optional[str] = _f(
         None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped; gsm8k: xml, "
-        "numeric); 'none' to use only reward_funcs. Default: the task's own."
+        "numeric; custom: none); 'none' to use only reward_funcs. Default: the task's own."
     )
     template: Optional[str] = _f(
-        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat; "
-        "gsm8k: xml). Default: the task's own."
+        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat; gsm8k: xml; custom: "
+        "auto = the tokenizer's chat template for conversations and with system_prompt, text as it is, as TRL does; "
+        "chat = text too becomes the user turn of a chat; plain = text as it is, conversations refused). "
+        "Default: the task's own (custom: auto)."
     )
     task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator.")
+    prompt_template: Optional[str] = _f(
+        None, "task custom: build each prompt from the row's columns with Python's str.format, e.g. 'Solve: {question}' "
+        "(instead of a 'prompt' column; a literal brace is {{ or }}).", task_option=True
+    )
+    system_prompt: Optional[str] = _f(
+        None, "task custom: a system turn put before each prompt (which makes it a conversation); a conversation "
+        "that starts with a system turn keeps its own.", task_option=True
+    )
+    chat_template_kwargs: Optional[dict] = _f(
+        None, "task custom: extra arguments of the tokenizer's apply_chat_template, e.g. {enable_thinking: false} "
+        "for Qwen3 (TRL's key).", task_option=True
+    )
     reward_funcs: list = _f(
-        [], "Your own rewards as 'module:function' (or 'path/to/file.py:function'). Each is called "
-        "as fn(completion=..., prompt=..., **example_fields) and returns a float; added to the scheme's."
+        [], "Your own rewards as 'module:function' (or 'path/to/file.py:function'), added to the scheme's. "
+        "r1zero's form: fn(completion, prompt, **example_fields) -> float, once per completion. TRL's form (a "
+        "parameter named completions): fn(prompts, completions, completion_ids, **columns) -> list of floats "
+        "(None: not applicable, 0 and no failure), once per batch; completions are [{role: assistant, content}] "
+        "when the prompt is a conversation."
     )
     reward_weights: Optional[list] = _f(None, "Weights of reward_funcs (default 1.0 each).")
+    correct_reward: Optional[str] = _f(
+        None, "Without a reward scheme (task custom, reward: none): the reward_funcs function (its name) that says "
+        "an answer is right, when it gives at least correct_threshold; accuracy, eval accuracy and outcome/correct "
+        "count those. Default: the one function named accuracy* or correct*, if exactly one is."
+    )
+    correct_threshold: float = _f(1.0, "The correct_reward value from which an answer counts as correct.")
+    format_reward: Optional[str] = _f(
+        None, "Without a reward scheme: the reward_funcs function whose value > 0 means the answer is well formatted "
+        "(format_rate, outcome/bad_format). Default: every answer counts as formatted."
+    )
     reward_timeout: float = _f(
-        10.0, "Seconds a reward_funcs function may take per completion; it runs in a worker process that "
-        "is killed when a call overruns (that sample scores 0, counted in reward_errors/<fn>). 0 = call "
-        "it in the training process, without a limit."
+        10.0, "Seconds a reward_funcs function may take per completion (a TRL-form function: this x the "
+        "completions of its call); it runs in a worker process that is killed when a call overruns (those "
+        "samples score 0, counted in reward_errors/<fn>). 0 = call it in the training process, without a limit."
     )
     max_failed_reward_steps: int = _f(
         5, "Stop the run when a reward fails (raises, times out, returns None/NaN/not one number) on "
         "every sample of this many consecutive steps."
     )
     dataset_name: Optional[str] = _f(
-        None, "Hub id, local file (.jsonl/.json/.parquet) or folder. Default: the task's own "
-        "(countdown: generated; gsm8k: openai/gsm8k)."
+        None, "Hub id, local file (.jsonl/.json/.parquet/.csv) or folder. Default: the task's own "
+        "(countdown: generated; gsm8k: openai/gsm8k; custom: none, give yours)."
     )
     dataset_config: Optional[str] = _f(None, "Hub dataset config name (gsm8k: 'main').")
     dataset_train_split: str = _f("train", "Split to train on.")

@@ -2,8 +2,8 @@
 
 Every loader returns a plain ``list[dict]`` (one dict per row, the dataset's own fields), so tasks,
 tests and users handle one shape. Local files are read without the ``datasets`` library where we can
-(jsonl/json), so the common offline path has no heavy dependency; parquet and hub ids go through
-``pyarrow`` / ``datasets``.
+(jsonl/json), so the common offline path has no heavy dependency; parquet and csv go through
+``pyarrow`` (csv columns get the types it infers, as ``datasets`` gives them), hub ids through ``datasets``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class DataError(ValueError):
     """A data source that cannot be read; the message is one line naming the source and the fix."""
 
 
-_SUFFIXES = (".jsonl", ".json", ".parquet")
+_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
 
 def _read_jsonl(path: Path) -> list[dict]:
@@ -62,8 +62,19 @@ def _read_parquet(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
 
+def _read_csv(path: Path) -> list[dict]:
+    import pyarrow
+    import pyarrow.csv
+
+    try:
+        return pyarrow.csv.read_csv(path).to_pylist()
+    except pyarrow.ArrowInvalid as e:
+        first = str(e).splitlines()[0] if str(e) else "unreadable"
+        raise DataError(f"{path}: not a valid CSV file ({first}); write a header line and one row per line") from None
+
+
 def read_file(path: str | os.PathLike) -> list[dict]:
-    """Rows of one local .jsonl / .json / .parquet file."""
+    """Rows of one local .jsonl / .json / .parquet / .csv file."""
     path = Path(path)
     if path.suffix == ".jsonl":
         return _read_jsonl(path)
@@ -71,11 +82,13 @@ def read_file(path: str | os.PathLike) -> list[dict]:
         return _read_json(path)
     if path.suffix == ".parquet":
         return _read_parquet(path)
-    raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .jsonl, .json or .parquet")
+    if path.suffix == ".csv":
+        return _read_csv(path)
+    raise DataError(f"{path}: unsupported file type '{path.suffix}'; use .jsonl, .json, .parquet or .csv")
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:
-    """Files of ``split`` in a folder: ``split.jsonl``, ``split-*.parquet``, ``data/split-*``..."""
+    """Files of ``split`` in a folder: ``split.jsonl``, ``split.csv``, ``split-*.parquet``, ``data/split-*``..."""
     found: list[Path] = []
     for base in (folder, folder / "data"):
         if not base.is_dir():
@@ -127,7 +140,7 @@ def load_rows(source: str, split: str = "train", config: str | None = None) -> l
         files = _split_files(p, split)
         if not files:
             raise DataError(
-                f"{source}: no file for split '{split}' (looked for {split}.jsonl, {split}.parquet, "
+                f"{source}: no file for split '{split}' (looked for {split}.jsonl, {split}.parquet, {split}.csv, "
                 f"{split}-*.parquet); name the file after the split or pass the file itself"
             )
         rows: list[dict] = []
@@ -150,7 +163,7 @@ def _load_hub(hub_id: str, split: str, config: str | None) -> list[dict]:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(
             f"{hub_id}: could not load split '{split}' from the hub ({msg}); "
-            "check the id and your connection, or pass a local .jsonl/.parquet file"
+            "check the id and your connection, or pass a local .jsonl/.parquet/.csv file"
         ) from None
     return [dict(r) for r in ds]
 

@@ -35,8 +35,9 @@ def _score_line(rec: dict) -> str:
 
 def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: int, device: str = "auto",
                   batch_size: int = 64, max_prompt_length: int | None = None,
-                  bf16: bool | None = None) -> list[tuple[dict, list[dict]]]:
-    """(summary, records) of r1zero.observe.evaluate for each model in turn (one model in memory at a time)."""
+                  bf16: bool | None = None, scorer=None) -> list[tuple[dict, list[dict]]]:
+    """(summary, records) of r1zero.observe.evaluate for each model in turn (one model in memory at a time);
+    ``scorer`` as evaluate's."""
     from r1zero.models import choose_device, load_generator
     from r1zero.observe.evaluate import evaluate
 
@@ -46,7 +47,7 @@ def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: 
         gen = load_generator(name, dev, bf16=bf16)
         out.append(evaluate(gen.model, gen.tokenizer, task, rows, eos_ids=gen.eos_ids, max_new_tokens=max_new_tokens,
                             batch_size=batch_size, max_prompt_length=max_prompt_length,
-                            autocast_dtype=gen.autocast_dtype))
+                            autocast_dtype=gen.autocast_dtype, scorer=scorer))
         del gen
     return out
 
@@ -57,6 +58,7 @@ def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, 
     (TrainConfig keys: task, template, reward, dataset_name, eval_max_completion_length, ...) on top."""
     from r1zero.observe.eval_settings import eval_settings, resolve_checkpoint, run_config_path
     from r1zero.data.split import load_data
+    from r1zero.rewards.scoring import reward_model
     from r1zero.tasks import build_task
 
     before, after = resolve_checkpoint(before), resolve_checkpoint(after)
@@ -67,12 +69,16 @@ def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, 
     s = eval_settings(of_run, flags=flags)
     cfg = s.config
     task = build_task(cfg)
+    scorer = reward_model(cfg, task, evaluation=True)  # as the run's evaluation scores
     _, rows = load_data(task, cfg)  # the run's held-out rows, as its evaluation cut them
     if limit:
         rows = rows[:limit]
-    (s_before, r_before), (s_after, r_after) = answer_models(
-        [before, after], task, rows, max_new_tokens=s.max_new_tokens, device=cfg.device, batch_size=s.batch_size,
-        max_prompt_length=cfg.max_prompt_length, bf16=cfg.bf16)
+    try:
+        (s_before, r_before), (s_after, r_after) = answer_models(
+            [before, after], task, rows, max_new_tokens=s.max_new_tokens, device=cfg.device, batch_size=s.batch_size,
+            max_prompt_length=cfg.max_prompt_length, bf16=cfg.bf16, scorer=scorer)
+    finally:
+        scorer.close()
     return {"before": {"model": before, "summary": s_before}, "after": {"model": after, "summary": s_after},
             "task": cfg.task, "template": task.template, "reward": task.reward_scheme, "split": cfg.dataset_test_split,
             "max_new_tokens": s.max_new_tokens, "settings": s.line(),

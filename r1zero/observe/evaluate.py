@@ -18,14 +18,15 @@ from r1zero.rollout.sampling import encode_prompts, generate
 def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], max_new_tokens: int,
              samples: int = 1, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64,
              seed: int = 0, max_prompt_length: int | None = None,
-             autocast_dtype=None) -> tuple[dict[str, Any], list[dict]]:
+             autocast_dtype=None, scorer: RewardModel | None = None) -> tuple[dict[str, Any], list[dict]]:
     """(summary, records). summary: accuracy (greedy pass@1), format_rate, mean_reward,
-    mean_length, truncated_rate, n; with samples > 1 also mean@K and pass@K."""
-    scorer = RewardModel(task)
+    mean_length, truncated_rate, n; with samples > 1 also mean@K and pass@K. ``scorer``: what scores
+    (r1zero.rewards.scoring.reward_model(cfg, task, evaluation=True)); default: the task's scheme."""
+    scorer = scorer or RewardModel(task)
     texts, ids = encode_prompts(task, tokenizer, rows, max_prompt_length)
     greedy = generate(model, tokenizer, ids, num_generations=1, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
                       temperature=0.0, batch_size=batch_size, autocast_dtype=autocast_dtype)
-    scores = scorer(greedy.completions, rows)
+    scores = _score(scorer, greedy, rows, texts)
     n = len(rows)
     summary: dict[str, Any] = {
         "n": n,
@@ -45,12 +46,18 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
         sampled = generate(model, tokenizer, ids, num_generations=samples, max_new_tokens=max_new_tokens,
                            eos_ids=eos_ids, temperature=temperature, top_p=top_p, batch_size=batch_size,
                            seed=seed, autocast_dtype=autocast_dtype)
-        examples = [ex for ex in rows for _ in range(samples)]
-        s = scorer(sampled.completions, examples)
+        s = _score(scorer, sampled, [ex for ex in rows for _ in range(samples)],
+                   [t for t in texts for _ in range(samples)])
         per_problem = [s.correct[i * samples:(i + 1) * samples] for i in range(n)]
         summary[f"mean@{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
         summary[f"pass@{samples}"] = sum(any(p) for p in per_problem) / n
     return summary, records
+
+
+def _score(scorer: RewardModel, roll, examples: list[dict], prompts: list[str]):
+    """The rollout's completions scored as training scores them (no trainer_state: not training)."""
+    return scorer(roll.completions, examples, prompts, roll.lengths.tolist(), roll.truncated.tolist(),
+                  roll.completion_id_lists)
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:

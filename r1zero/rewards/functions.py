@@ -1,14 +1,13 @@
 """Users' reward functions, named ``module:function`` or ``path/to/file.py:function``, loaded by name
 (in the trainer, to refuse a bad name before any model loads, and in each reward worker process);
-what of the rollout they may ask for by name; and DAPO's overlong punishment."""
+which of the two forms a function has (r1zero's per sample, TRL's per batch); what of the rollout
+it may ask for by name; and DAPO's overlong punishment."""
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
-from pathlib import Path
 from typing import Any, Callable
+
+from r1zero.user_code import load_object
 
 
 class RewardError(ValueError):
@@ -17,29 +16,21 @@ class RewardError(ValueError):
 
 def load_reward_func(spec: str) -> Callable[..., Any]:
     """``mypkg.rewards:my_fn`` or ``path/to/file.py:my_fn`` -> the function."""
-    target, _, name = spec.rpartition(":")
-    if not target or not name:
-        raise RewardError(f"reward_funcs: '{spec}' must look like 'module:function' or 'file.py:function'")
-    try:
-        if target.endswith(".py"):
-            path = Path(target).expanduser().resolve()
-            if not path.is_file():
-                raise RewardError(f"reward_funcs: no file {target}; check the path in '{spec}'")
-            mod_name = f"r1zero_user_reward_{path.stem}"
-            module_spec = importlib.util.spec_from_file_location(mod_name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[mod_name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(target)
-    except RewardError:
-        raise
-    except Exception as e:
-        raise RewardError(f"reward_funcs: cannot import '{target}' ({type(e).__name__}: {e}); check '{spec}'") from None
-    fn = getattr(module, name, None)
+    fn = load_object(spec, "reward_funcs", "function", RewardError)
     if not callable(fn):
+        target, _, name = spec.rpartition(":")
         raise RewardError(f"reward_funcs: '{target}' has no function '{name}'; check '{spec}'")
     return fn
+
+
+def is_batched(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` has TRL's form: a parameter named ``completions`` (called once per batch with
+    lists); otherwise it has r1zero's per-sample form (``completion``, called once per completion)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    return "completions" in params and params["completions"].kind is not inspect.Parameter.VAR_KEYWORD
 
 
 def reward_name(spec: str) -> str:

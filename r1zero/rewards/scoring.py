@@ -1,27 +1,39 @@
 """Scoring a batch of completions: the task's reward scheme plus the user's own reward functions.
 
-A user's reward is a plain callable named ``module:function`` (or ``path/to/file.py:function``),
-called once per completion as ``fn(completion=..., prompt=..., **example_fields)`` and returning a
-float, like TRL's reward functions but one sample at a time. A reward that raises, returns None,
-NaN or something that is not a number scores 0 for that sample and is counted in
-``reward_errors/<name>``; the run goes on. Each call has a time limit (``reward_timeout``): the
-function runs in a worker process that is killed when a call overruns (r1zero.rewards.worker).
-A function that names ``completion_length`` or ``truncated`` among its parameters also gets the
-completion's token count (EOS included) and whether it hit the length limit.
+A user's reward is a callable named ``module:function`` (or ``path/to/file.py:function``) in one of
+two forms (r1zero.rewards.calls): r1zero's, called once per completion as
+``fn(completion=..., prompt=..., **example_fields)`` and returning a float; or TRL's, a function
+naming ``completions``, called once per batch with lists and returning a list (None: not
+applicable to that sample). A reward that raises, or returns what is not a number (None, NaN...,
+for a TRL-form function: anything but a list of numbers and Nones, one per completion) scores 0
+for those samples and is counted in ``reward_errors/<name>``; the run goes on. Each call has a time
+limit (``reward_timeout`` per completion): the function runs in a worker process that is killed
+when a call overruns (r1zero.rewards.worker). A function that names ``completion_length`` or
+``truncated`` among its parameters also gets the completion's token count (EOS included) and
+whether it hit the length limit.
+
+``correct`` and ``formatted`` (accuracy, format rate, the outcome breakdown) are the task scheme's
+verdicts; a run without a scheme (task ``custom``, or ``reward: none``) takes them from the reward
+functions its ``Verdicts`` name.
 
 ``overlong=(max_completion_length, buffer_len, factor)`` adds DAPO's soft overlong punishment
 (r1zero.rewards.functions.overlong_penalty) as the reward part ``overlong``.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from r1zero.rewards.functions import (RewardError, load_reward_func, overlong_penalty,  # noqa: F401  (RewardError: public here)
-                                      reward_name, rollout_args)
-from r1zero.rewards.worker import RewardWorker, score_one
+from r1zero.errors import ConfigError
+from r1zero.rewards.calls import RewardBatch, TrainerState, score_batch, score_sample
+from r1zero.rewards.functions import (RewardError, is_batched, load_reward_func,  # noqa: F401  (RewardError: public here)
+                                      overlong_penalty, reward_name, rollout_args)
+from r1zero.rewards.worker import RewardWorker
 from r1zero.tasks import Score, Task
+
+log = logging.getLogger("r1zero")
 
 
 @dataclass
@@ -37,16 +49,32 @@ class BatchScores:
     error_reasons: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Verdicts:
+    """For a run without a task scheme: a completion is correct when the reward function named
+    ``correct`` gave it at least ``threshold``, formatted when ``formatted``'s gave it more than 0
+    (every completion when ``formatted`` is None). A failed or not-applicable value is neither."""
+
+    correct: str | None
+    threshold: float = 1.0
+    formatted: str | None = None
+
+
 class RewardModel:
-    """The task's scheme (unless ``reward == 'none'``) plus weighted user functions.
+    """The task's scheme (when ``scheme``; default: unless the task's scheme is ``none``) plus weighted
+    user functions, with ``verdicts`` for a run without a scheme.
 
     With ``timeout > 0`` each user function runs in its own worker process (r1zero.rewards.worker)
     and gets at most ``timeout`` seconds per completion; with 0 it is called in-process, unbounded.
+    ``task`` also turns rows into the conversations TRL-form functions see (Task.messages).
     """
 
     def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None,
-                 timeout: float = 0.0, overlong: tuple[int, int, float] | None = None):
+                 timeout: float = 0.0, overlong: tuple[int, int, float] | None = None, *,
+                 scheme: bool | None = None, verdicts: Verdicts | None = None):
         self.task = task
+        self.scheme = (task is not None and task.reward_scheme != "none") if scheme is None else scheme
+        self.verdicts = verdicts
         self.overlong = overlong if overlong is not None and overlong[1] > 0 else None
         # Loaded here too, so a bad spec is refused before any model is loaded.
         self.funcs = [(reward_name(s), load_reward_func(s)) for s in funcs]
@@ -57,13 +85,14 @@ class RewardModel:
         for w in self.workers or ():
             w.close()
 
-    def _user_values(self, j: int, completions, examples, prompts, rollouts) -> list[tuple[float | None, str | None]]:
-        prompts = list(prompts) if prompts else [None] * len(completions)
+    def _user_values(self, j: int, batch: RewardBatch) -> list[tuple[float | None, str | None]]:
         if self.workers is not None:
-            return self.workers[j](completions, examples, prompts, rollouts)
+            return self.workers[j].score(batch)
         fn = self.funcs[j][1]
         wants = rollout_args(fn)
-        return [score_one(fn, c, e, p, r, wants) for c, e, p, r in zip(completions, examples, prompts, rollouts)]
+        if is_batched(fn):
+            return score_batch(fn, batch, wants)
+        return [score_sample(fn, batch, i, wants) for i in range(len(batch))]
 
     def _task_score(self, completion: str, example: Mapping[str, Any]) -> tuple[Score, bool]:
         try:
@@ -74,13 +103,9 @@ class RewardModel:
         except Exception:
             return Score(0.0, False, False, {}), True
 
-    def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
-                 prompts: Sequence[str] | None = None, lengths: Sequence[int] | None = None,
-                 truncated: Sequence[bool] | None = None) -> BatchScores:
-        """Scores of N completions; ``lengths`` (tokens, EOS included) and ``truncated`` come from the
-        rollout and are needed by the overlong punishment and the functions that ask for them."""
+    def _batch(self, completions, examples, prompts, lengths, truncated, completion_ids, trainer_state) -> RewardBatch:
+        """What the user functions may be given (r1zero.rewards.calls.RewardBatch)."""
         n = len(completions)
-        out = BatchScores([0.0] * n, [False] * n, [False] * n, {}, {})
         if lengths is None:
             if self.overlong is not None:
                 raise ValueError("the overlong punishment needs the completions' lengths")
@@ -88,10 +113,26 @@ class RewardModel:
         else:
             cut = list(truncated) if truncated is not None else [False] * n
             rollouts = [{"completion_length": int(L), "truncated": bool(t)} for L, t in zip(lengths, cut)]
-        user = [self._user_values(j, completions, examples, prompts, rollouts) for j in range(len(self.funcs))]
+        conversations = [self.task.messages(ex) for ex in examples] if self.task is not None and self.funcs else None
+        return RewardBatch(list(completions), [dict(e) for e in examples],
+                           list(prompts) if prompts else [None] * n, rollouts, conversations,
+                           [list(map(int, ids)) for ids in completion_ids] if completion_ids is not None else None,
+                           trainer_state)
+
+    def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
+                 prompts: Sequence[str] | None = None, lengths: Sequence[int] | None = None,
+                 truncated: Sequence[bool] | None = None, completion_ids: Sequence[Sequence[int]] | None = None,
+                 trainer_state: TrainerState | None = None) -> BatchScores:
+        """Scores of N completions; ``lengths`` (tokens, EOS included) and ``truncated`` come from the
+        rollout and are needed by the overlong punishment and the functions that ask for them;
+        ``completion_ids`` and ``trainer_state`` are what TRL-form functions get besides."""
+        n = len(completions)
+        out = BatchScores([0.0] * n, [False] * n, [False] * n, {}, {})
+        batch = self._batch(completions, examples, prompts, lengths, truncated, completion_ids, trainer_state)
+        user = [self._user_values(j, batch) for j in range(len(self.funcs))]
         for i, (comp, ex) in enumerate(zip(completions, examples)):
             total = 0.0
-            if self.task is not None:
+            if self.scheme:
                 s, failed = self._task_score(comp, ex)
                 if failed:
                     out.errors[self.task.name] = out.errors.get(self.task.name, 0) + 1
@@ -99,17 +140,67 @@ class RewardModel:
                 out.correct[i], out.formatted[i] = bool(s.correct), bool(s.formatted)
                 for k, v in s.parts.items():
                     out.parts.setdefault(k, [0.0] * n)[i] = float(v)
-            for j, ((name, fn), w) in enumerate(zip(self.funcs, self.weights)):
+            for j, ((name, _), w) in enumerate(zip(self.funcs, self.weights)):
                 value, why = user[j][i]
-                if value is None:
+                if value is None and why is not None:  # a failure; (None, None) is "not applicable"
                     out.errors[name] = out.errors.get(name, 0) + 1
-                    out.error_reasons.setdefault(name, why or "failed")
-                    value = 0.0
+                    out.error_reasons.setdefault(name, why)
+                value = 0.0 if value is None else value
                 out.parts.setdefault(name, [0.0] * n)[i] = value
                 total += w * value
             if self.overlong is not None:
-                value = overlong_penalty(rollouts[i]["completion_length"], *self.overlong)
+                value = overlong_penalty(batch.rollouts[i]["completion_length"], *self.overlong)
                 out.parts.setdefault("overlong", [0.0] * n)[i] = value
                 total += value
             out.rewards[i] = total
+        if not self.scheme and self.verdicts is not None:
+            self._judge(out, user)
         return out
+
+    def _judge(self, out: BatchScores, user: list[list[tuple[float | None, str | None]]]) -> None:
+        """correct / formatted from the functions the verdicts name (raw values, before weights)."""
+        v, names = self.verdicts, [name for name, _ in self.funcs]
+        correct = user[names.index(v.correct)] if v.correct is not None else None
+        formatted = user[names.index(v.formatted)] if v.formatted is not None else None
+        for i in range(len(out.rewards)):
+            if correct is not None:
+                value = correct[i][0]
+                out.correct[i] = value is not None and value >= v.threshold
+            value = formatted[i][0] if formatted is not None else None
+            out.formatted[i] = formatted is None or (value is not None and value > 0)
+
+
+def correct_function(cfg) -> str | None:
+    """The reward function that says a completion is right: ``correct_reward``, else the one
+    reward_funcs function named ``accuracy*`` or ``correct*`` (TRL's ``accuracy_reward``, the GSM8K
+    course's ``correctness_reward_func``) when there is exactly one; else None."""
+    if cfg.correct_reward is not None:
+        return cfg.correct_reward
+    named = [n for n in map(reward_name, cfg.reward_funcs) if n.lower().startswith(("accuracy", "correct"))]
+    return named[0] if len(named) == 1 else None
+
+
+def reward_model(cfg, task: Task, evaluation: bool = False) -> RewardModel:
+    """The RewardModel a config asks for (r1zero.config.TrainConfig), for training or for evaluation.
+
+    Training: the task's scheme (unless ``reward: none`` or the task has none) plus ``reward_funcs``
+    and the overlong punishment. Evaluation scores what the task's scheme says, as it always has; a
+    run without a scheme is evaluated with its ``reward_funcs`` (no overlong punishment: that is a
+    training signal, not a verdict)."""
+    scheme = cfg.reward != "none" and task.reward_scheme != "none"
+    if scheme and (cfg.correct_reward or cfg.format_reward):
+        key = "correct_reward" if cfg.correct_reward else "format_reward"
+        raise ConfigError(f"config: '{key}' is for a run without a reward scheme; task '{task.name}' judges with "
+                          f"its scheme '{task.reward_scheme}': remove {key}, or set reward: none")
+    verdicts = None
+    if not scheme:
+        correct = correct_function(cfg)
+        if correct is None and cfg.reward_funcs and not evaluation:
+            log.warning("correct_reward: not set and no reward function is named accuracy* or correct*: accuracy "
+                        "and outcome/correct stay 0; set correct_reward to the function that says an answer is right")
+        verdicts = Verdicts(correct, cfg.correct_threshold, cfg.format_reward)
+    funcs = () if evaluation and scheme else cfg.reward_funcs
+    return RewardModel(task, funcs, cfg.reward_weights if funcs else None, timeout=cfg.reward_timeout,
+                       overlong=None if evaluation else (cfg.max_completion_length, cfg.overlong_buffer_len,
+                                                          cfg.overlong_penalty_factor),
+                       scheme=scheme, verdicts=verdicts)

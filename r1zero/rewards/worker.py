@@ -3,10 +3,12 @@
 A user's reward is arbitrary Python. A signal cannot stop one stuck in C code (``2 ** (10 ** 10)``
 holds the interpreter until the number is built), so each reward function runs in its own worker
 process: the trainer sends a whole step's completions at once (one message, so the per-call cost
-is one small pickle each way), the worker answers one value per completion, and the trainer waits
-at most ``timeout`` seconds for each answer. A worker that misses the limit, or dies (segfault,
-``os._exit``), is killed with SIGKILL; that completion scores 0 and is counted, and a fresh worker
-takes the rest of the batch.
+is one small pickle each way). A per-sample function answers one value per completion, and the
+trainer waits at most ``timeout`` seconds for each answer; a TRL-form function (r1zero.rewards.calls)
+answers the whole batch in one call, and the trainer waits at most ``timeout`` x the batch's size
+for it, the same total a per-sample function gets. A worker that misses the limit, or dies
+(segfault, ``os._exit``), is killed with SIGKILL; that completion (for a TRL-form function: the
+whole batch) scores 0 and is counted, and a fresh worker takes the rest of the batch.
 
 A worker exits when the trainer's end of its pipe closes, and on Linux the kernel kills it when
 the trainer dies (PR_SET_PDEATHSIG), so a trainer killed with SIGKILL leaves no worker behind.
@@ -14,14 +16,14 @@ the trainer dies (PR_SET_PDEATHSIG), so a trainer killed with SIGKILL leaves no 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import subprocess
 import sys
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
-from r1zero.rewards.functions import load_reward_func, rollout_args
+from r1zero.rewards.calls import RewardBatch, score_batch, score_sample
+from r1zero.rewards.functions import is_batched, load_reward_func, rollout_args
 
 log = logging.getLogger("r1zero")
 
@@ -29,53 +31,27 @@ log = logging.getLogger("r1zero")
 START_TIMEOUT_S = 120.0
 
 
-def score_one(fn: Callable[..., Any], completion: str, example: Mapping[str, Any],
-              prompt: str | None, rollout: Mapping[str, Any] | None = None,
-              wants: tuple[str, ...] | None = None) -> tuple[float | None, str | None]:
-    """(value, None) or (None, why): one call of a user reward.
-
-    ``rollout`` holds the completion's ``completion_length`` and ``truncated``; the function gets
-    those it names as parameters (``wants``: r1zero.rewards.functions.rollout_args(fn), computed
-    here when not given). A failure is an exception, or a return value that is not one finite
-    number (None, NaN, inf, a list or tuple of values, a string...).
-    """
-    try:
-        wants = rollout_args(fn) if wants is None else wants
-        kwargs = {k: v for k, v in example.items() if k not in ("completion", "prompt")}
-        if rollout is not None:  # over an example field of the same name
-            kwargs.update({k: rollout[k] for k in wants if k in rollout})
-        raw = fn(completion=completion, prompt=prompt, **kwargs)
-    except Exception as e:  # the user's code: anything can come out
-        return None, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
-    if raw is None:
-        return None, "returned None"
-    if isinstance(raw, (list, tuple, dict, str, bytes)):
-        return None, f"returned a {type(raw).__name__}, not one number"
-    try:
-        value = float(raw)
-    except Exception:
-        return None, f"returned {type(raw).__name__}, not a number"
-    if not math.isfinite(value):
-        return None, f"returned {value}"
-    return value, None
-
-
 def _serve(spec: str, conn) -> None:
-    """Worker loop: load the function, then answer batches one value at a time."""
+    """Worker loop: load the function (and say which form it has), then answer each RewardBatch:
+    one value at a time (per-sample form) or the whole list at once (TRL's form)."""
     try:
         fn = load_reward_func(spec)
     except Exception as e:
         conn.send(("failed", f"{type(e).__name__}: {e}"))
         return
-    conn.send(("ready", None))
+    batched = is_batched(fn)
+    conn.send(("ready", batched))
     wants = rollout_args(fn)
     while True:
         try:
-            completions, examples, prompts, rollouts = conn.recv()
+            batch = conn.recv()
         except (EOFError, OSError):  # the trainer is gone
             return
-        for comp, ex, prompt, ro in zip(completions, examples, prompts, rollouts):
-            conn.send(score_one(fn, comp, ex, prompt, ro, wants))
+        if batched:
+            conn.send(score_batch(fn, batch, wants))
+            continue
+        for i in range(len(batch)):
+            conn.send(score_sample(fn, batch, i, wants))
 
 
 def _die_with_parent() -> None:
@@ -113,6 +89,7 @@ class RewardWorker:
         self.conn: Connection | None = None
         self.out: Connection | None = None
         self.restarts = 0
+        self.batched = False  # TRL's form: known once a worker has loaded the function
 
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
@@ -132,12 +109,13 @@ class RewardWorker:
             self._kill()
             raise RuntimeError(f"reward_funcs: '{self.spec}' did not load within {START_TIMEOUT_S:.0f} s")
         try:
-            status, why = self.conn.recv()
+            status, said = self.conn.recv()
         except EOFError:
-            status, why = "failed", "the worker exited"
+            status, said = "failed", "the worker exited"
         if status != "ready":
             self._kill()
-            raise RuntimeError(f"reward_funcs: '{self.spec}' failed to load in its worker ({why})")
+            raise RuntimeError(f"reward_funcs: '{self.spec}' failed to load in its worker ({said})")
+        self.batched = bool(said)
 
     def _kill(self) -> None:
         if self.proc is not None:
@@ -169,23 +147,29 @@ class RewardWorker:
     def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
                  prompts: Sequence[str | None], rollouts: Sequence[Mapping[str, Any] | None] | None = None,
                  ) -> list[tuple[float | None, str | None]]:
-        """(value or None, why) per completion; each completion gets at most ``timeout`` seconds.
-        ``rollouts``: each completion's length and truncation (see score_one), or None."""
+        """score() of the batch these lists make (``rollouts``: each completion's length and truncation)."""
         n = len(completions)
-        rollouts = list(rollouts) if rollouts is not None else [None] * n
+        return self.score(RewardBatch(list(completions), [dict(e) for e in examples], list(prompts),
+                                      list(rollouts) if rollouts is not None else [None] * n))
+
+    def score(self, batch: RewardBatch) -> list[tuple[float | None, str | None]]:
+        """(value or None, why) per completion (r1zero.rewards.calls): each completion gets at most
+        ``timeout`` seconds, a TRL-form call ``timeout`` x its completions for all of them."""
+        n = len(batch)
         out: list[tuple[float | None, str | None]] = [(None, "not scored")] * n
         i = 0
         while i < n:
             if self.proc is None:
                 self._start()
             try:
-                self.out.send((list(completions[i:]), [dict(e) for e in examples[i:]], list(prompts[i:]),
-                               rollouts[i:]))
+                self.out.send(batch.tail(i) if i else batch)
             except Exception as e:  # an example field that cannot be pickled: these samples fail, counted
                 self._kill()
                 for j in range(i, n):
                     out[j] = (None, f"cannot send to the worker ({type(e).__name__})")
                 return out
+            if self.batched:
+                return self._answer_batch(n)
             while i < n:
                 if not self.conn.poll(self.timeout):
                     out[i] = (None, f"timed out after {self.timeout:g} s")
@@ -195,13 +179,28 @@ class RewardWorker:
                 try:
                     out[i] = self.conn.recv()
                 except (EOFError, OSError):
-                    code = self.proc.poll() if self.proc is not None else None
-                    out[i] = (None, f"worker died (exit code {code})")
-                    self._kill()
+                    out[i] = (None, self._died())
                     i += 1
                     break
                 i += 1
         return out
+
+    def _answer_batch(self, n: int) -> list[tuple[float | None, str | None]]:
+        """The worker's one answer to a TRL-form call of ``n`` completions, or n failures."""
+        limit = self.timeout * n
+        if not self.conn.poll(limit):
+            self._kill()
+            return [(None, f"timed out after {limit:g} s ({n} completions x {self.timeout:g} s)")] * n
+        try:
+            return self.conn.recv()
+        except (EOFError, OSError):
+            return [(None, self._died())] * n
+
+    def _died(self) -> str:
+        """Why a worker stopped answering (it died); it is cleaned up for a fresh start."""
+        code = self.proc.poll() if self.proc is not None else None
+        self._kill()
+        return f"worker died (exit code {code})"
 
 
 def worker_pid(worker: RewardWorker) -> int | None:
@@ -209,7 +208,7 @@ def worker_pid(worker: RewardWorker) -> int | None:
     return worker.proc.pid if worker.proc is not None else None
 
 
-__all__ = ["RewardWorker", "score_one", "worker_pid", "START_TIMEOUT_S"]
+__all__ = ["RewardWorker", "worker_pid", "START_TIMEOUT_S"]
 
 
 if __name__ == "__main__":  # the worker process: python -m r1zero.rewards.worker SPEC READ_FD WRITE_FD

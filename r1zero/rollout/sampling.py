@@ -39,6 +39,11 @@ class Rollout:
     def lengths(self) -> torch.Tensor:
         return self.completion_mask.sum(-1)
 
+    @property
+    def completion_id_lists(self) -> list[list[int]]:
+        """Each completion's sampled token ids up to and including its EOS (TRL's ``completion_ids``)."""
+        return [row[:int(n)].tolist() for row, n in zip(self.completion_ids, self.lengths)]
+
     def select(self, rows) -> "Rollout":
         return Rollout(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
                        self.completion_mask[rows], self.truncated[rows], [self.completions[i] for i in rows])

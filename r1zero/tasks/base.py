@@ -5,15 +5,22 @@ three calls:
 
 - ``task.load_split(split, ...)`` -> list of example dicts (the dataset's fields),
 - ``task.render_prompt(example, tokenizer)`` -> the exact text fed to the model,
-- ``task.score(completion, example)`` -> :class:`Score`.
+- ``task.score(completion, example)`` -> :class:`Score`,
+
+and reward functions in TRL's form see ``task.messages(example)``, the prompt as a conversation.
+A task is a registered name (``get_task("countdown")``) or the user's own Task subclass, named
+``module:Class`` or ``path/to/file.py:Class`` (``get_task("mytasks.py:MyTask")``).
 
 ``completion`` is the model's output text only (decoded without special tokens); a scorer must never
 raise, hang or run code whatever that text is: a malformed completion scores 0.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
+
+from r1zero.user_code import load_object
 
 
 @dataclass
@@ -45,6 +52,9 @@ class Task:
     default_template: str = ""
     default_reward: str = ""
     required_fields: tuple[str, ...] = ()
+    # Top-level config keys (marked ``task_option`` in r1zero.config.fields) this task takes as
+    # options; build_task refuses them, when set, for a task that does not list them.
+    config_options: tuple[str, ...] = ()
 
     def __init__(self, reward: str | None = None, template: str | None = None, **options: Any):
         self.reward_scheme = reward or self.default_reward
@@ -87,9 +97,28 @@ class Task:
     def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
         raise NotImplementedError
 
+    def messages(self, example: Mapping[str, Any]) -> list[dict] | None:
+        """The prompt as a conversation (TRL's conversational format: a list of {role, content}
+        messages) when render_prompt is the chat template applied to exactly these messages, else
+        None (the prompt is text). TRL-form reward functions get it as their ``prompts``."""
+        return None
+
     # ---- reward -----------------------------------------------------------------------------
     def score(self, completion: str, example: Mapping[str, Any]) -> Score:
         raise NotImplementedError
+
+
+def render_chat(tokenizer: Any, messages: list[dict], who: str, **kwargs: Any) -> str:
+    """``messages`` through the tokenizer's chat template, the assistant turn opened; a tokenizer
+    without a template is refused in one line naming ``who`` (the task)."""
+    if tokenizer is None:
+        raise TaskError(f"{who}: the prompt renders with the model's chat template; pass the tokenizer")
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kwargs)
+    except ValueError as e:  # transformers: "Cannot use chat template functions ... no template"
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TaskError(f"{who}: the tokenizer cannot render a chat ({first}); use an instruct model or set "
+                        "tokenizer.chat_template") from None
 
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
@@ -110,15 +139,57 @@ def task_names() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def task_class(name: str) -> type[Task]:
+    """The Task class ``name`` means: a registered task, or the user's ``module:Class`` / ``file.py:Class``."""
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if ":" not in name:
+        raise TaskError(f"task: unknown task '{name}'; use one of {', '.join(task_names())}, or your own Task "
+                        "subclass as 'module:Class' or 'path/to/file.py:Class'")
+    cls = load_object(name, "task", "class", TaskError)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        what = f"the class {cls.__name__}" if isinstance(cls, type) else f"a {type(cls).__name__}"
+        raise TaskError(f"task: '{name}' is {what}, not a subclass of r1zero.tasks.Task; name a Task subclass")
+    if not cls.name:  # named after the class, for messages and reward_errors/<name>
+        cls.name = cls.__name__
+    return cls
+
+
 def get_task(name: str, reward: str | None = None, template: str | None = None, **options: Any) -> Task:
-    """Build a task by name: ``get_task("countdown", reward="tinyzero", template="base")``."""
-    if name not in _REGISTRY:
-        raise TaskError(f"task: unknown task '{name}'; use one of {', '.join(task_names())}")
-    return _REGISTRY[name](reward=reward, template=template, **options)
+    """Build a task by name: ``get_task("countdown", reward="tinyzero", template="base")``, or
+    ``get_task("path/to/file.py:MyTask", **options)``."""
+    return _make(task_class(name), name, reward, template, options)
+
+
+def _make(cls: type[Task], name: str, reward: str | None, template: str | None, options: dict[str, Any]) -> Task:
+    try:
+        return cls(reward=reward, template=template, **options)
+    except Exception as e:
+        if isinstance(e, TaskError) or name in _REGISTRY:
+            raise
+        # The user's constructor: said in one line, like every other refusal.
+        raise TaskError(f"task: '{name}' could not be built ({type(e).__name__}: {e}); its __init__ takes "
+                        "reward, template and the task_args as keywords (as r1zero.tasks.Task's does)") from None
+
+
+def config_options(cfg, cls: type[Task]) -> dict[str, Any]:
+    """The config's task options (fields marked ``task_option``, all None by default) that are set:
+    for a task that takes them, its options; for any other task, a refusal naming the key."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not f.metadata.get("task_option") or value is None:
+            continue
+        if f.name not in cls.config_options:
+            raise TaskError(f"{f.name}: task '{cfg.task}' renders its own prompts and does not use it; remove it, "
+                            "or use task: custom")
+        out[f.name] = value
+    return out
 
 
 def build_task(cfg) -> Task:
-    """The task a config names (``task``, ``reward``, ``template``, ``task_args``), as train, eval and
-    compare build it."""
-    return get_task(cfg.task, reward=None if cfg.reward == "none" else cfg.reward, template=cfg.template,
-                    **cfg.task_args)
+    """The task a config names (``task``, ``reward``, ``template``, ``task_args`` and the task options
+    such as ``prompt_template``), as train, eval and compare build it."""
+    cls = task_class(cfg.task)
+    options = {**cfg.task_args, **config_options(cfg, cls)}
+    return _make(cls, cfg.task, None if cfg.reward == "none" else cfg.reward, cfg.template, options)

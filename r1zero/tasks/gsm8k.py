@@ -38,7 +38,7 @@ from fractions import Fraction
 from typing import Any, Mapping
 
 from r1zero.data.files import load_rows
-from r1zero.tasks.base import Score, Task, TaskError, register_task
+from r1zero.tasks.base import Score, Task, TaskError, register_task, render_chat
 
 HUB_ID = "openai/gsm8k"
 HUB_CONFIG = "main"
@@ -297,21 +297,11 @@ class GSM8KTask(Task):
     def prompt_is_chat(self) -> bool:
         return True
 
+    def messages(self, example: Mapping[str, Any]) -> list[dict]:
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": example["question"]}]
+
     def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
-        if tokenizer is None:
-            raise TaskError("gsm8k: template 'xml' renders with the model's chat template; pass the tokenizer")
-        messages = [
-            {"role": "system", "content": SYSTEM_PROMPT},
-            {"role": "user", "content": example["question"]},
-        ]
-        try:
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        except ValueError as e:  # transformers: "Cannot use chat template functions ... no template"
-            first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise TaskError(
-                f"gsm8k: the tokenizer cannot render a chat ({first}); use an instruct model or set "
-                "tokenizer.chat_template"
-            ) from None
+        return render_chat(tokenizer, self.messages(example), "gsm8k")
 
     # ---- reward ---------------------------------------------------------------------------------
     def score(self, completion: str, example: Mapping[str, Any]) -> Score:

@@ -63,7 +63,8 @@ from r1zero.observe import report
 from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
-from r1zero.rewards.scoring import RewardModel
+from r1zero.rewards.calls import TrainerState
+from r1zero.rewards.scoring import reward_model
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
@@ -93,10 +94,7 @@ class Trainer:
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder = RewardModel(None if cfg.reward == "none" else self.task, cfg.reward_funcs, cfg.reward_weights,
-                                    timeout=cfg.reward_timeout, overlong=(cfg.max_completion_length,
-                                                                          cfg.overlong_buffer_len,
-                                                                          cfg.overlong_penalty_factor))
+        self.rewarder, self.eval_rewarder = reward_model(cfg, self.task), reward_model(cfg, self.task, evaluation=True)
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
@@ -226,7 +224,8 @@ class Trainer:
                             cache="dynamic" if self.sharded else "auto")
         t_gen.append(time.perf_counter() - t0)
         scores = self.rewarder(roll.completions, [ex for ex in examples for _ in range(G)],
-                               [p for p in prompts for _ in range(G)], roll.lengths.tolist(), roll.truncated.tolist())
+                               [p for p in prompts for _ in range(G)], roll.lengths.tolist(), roll.truncated.tolist(),
+                               roll.completion_id_lists, TrainerState(step - 1, self.max_steps))
         return prompts, examples, roll, scores
 
     def _learn(self, batch: RolloutBatch, step: int):
@@ -298,7 +297,7 @@ class Trainer:
                     self.model, self.tokenizer, self.task, mine, eos_ids=self.eos_ids,
                     max_new_tokens=cfg.eval_max_completion_length or cfg.max_completion_length,
                     batch_size=cfg.generation_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
-                    autocast_dtype=self.autocast_dtype)
+                    autocast_dtype=self.autocast_dtype, scorer=self.eval_rewarder)
         self.model.train()
         if self.env.enabled:
             parts = dist.gather((summary, records), self.env)
@@ -356,6 +355,7 @@ class Trainer:
         finally:
             tracker.close()
             self.rewarder.close()
+            self.eval_rewarder.close()
         return result
 
 
