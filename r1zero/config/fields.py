@@ -59,6 +59,12 @@ class TrainConfig:
         "gsm8k: xml). Default: the task's own."
     )
     task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator.")
+    reference_quirks: bool = _f(
+        False, "Score exactly as the reference scorers do where r1zero departs from them on purpose: countdown's "
+        "tinyzero and datawhale schemes then accept decimal glue (1.5*2 for nums [1, 5, 2] reads as using 1, 5 "
+        "and 2, and is 3), as TinyZero and Datawhale-R1 do. Default false: such answers are formatted but wrong "
+        "(tinyzero 0.1, datawhale equation 0). Tasks without such departures ignore it."
+    )
     reward_funcs: list = _f(
         [], "Your own rewards as 'module:function' (or 'path/to/file.py:function'). Each is called "
         "as fn(completion=..., prompt=..., **example_fields) and returns a float; added to the scheme's."

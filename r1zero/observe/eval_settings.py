@@ -15,8 +15,8 @@ from r1zero.training.checkpoint import is_checkpoint_name, latest_checkpoint, li
 
 # The TrainConfig keys that decide what an evaluation asks and how it scores and generates
 # (r1zero.training.trainer.build_task, r1zero.data.split.load_data and Trainer.run_eval read these and no others).
-EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "dataset_name", "dataset_config",
-             "dataset_train_split", "dataset_test_split", "data_shuffle_seed", "data_max_rows", "train_size",
+EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "reference_quirks", "dataset_name",
+             "dataset_config", "dataset_train_split", "dataset_test_split", "data_shuffle_seed", "data_max_rows", "train_size",
              "test_size", "eval_limit", "max_prompt_length", "max_completion_length", "eval_max_completion_length",
              "generation_batch_size", "temperature", "top_p", "bf16", "device", "trust_remote_code")
 # What a run's config.yaml still says when a later layer names another task: nothing about the task.

@@ -37,7 +37,11 @@ class TaskError(ValueError):
 
 class Task:
     """Base class. Subclasses set ``name``, ``templates``, ``reward_schemes``, ``required_fields``
-    and the defaults, and implement the hooks below."""
+    and the defaults, and implement the hooks below.
+
+    ``reference_quirks`` (config key of the same name): score as the reference scorers do, bit for
+    bit, where r1zero departs from them on purpose (countdown: decimal glue); a task without such
+    departures ignores it."""
 
     name: str = ""
     templates: tuple[str, ...] = ()
@@ -46,7 +50,11 @@ class Task:
     default_reward: str = ""
     required_fields: tuple[str, ...] = ()
 
-    def __init__(self, reward: str | None = None, template: str | None = None, **options: Any):
+    def __init__(self, reward: str | None = None, template: str | None = None, *,
+                 reference_quirks: bool = False, **options: Any):
+        if not isinstance(reference_quirks, bool):
+            raise TaskError(f"reference_quirks: must be true or false, got {reference_quirks!r}")
+        self.reference_quirks = reference_quirks
         self.reward_scheme = reward or self.default_reward
         self.template = template or self.default_template
         if self.reward_scheme not in self.reward_schemes:
@@ -118,7 +126,10 @@ def get_task(name: str, reward: str | None = None, template: str | None = None, 
 
 
 def build_task(cfg) -> Task:
-    """The task a config names (``task``, ``reward``, ``template``, ``task_args``), as train, eval and
-    compare build it."""
+    """The task a config names (``task``, ``reward``, ``template``, ``task_args``, ``reference_quirks``),
+    as train, eval and compare build it."""
+    options = dict(cfg.task_args)
+    if cfg.reference_quirks:  # passed only when set, so a task class of one's own need not know it
+        options["reference_quirks"] = True
     return get_task(cfg.task, reward=None if cfg.reward == "none" else cfg.reward, template=cfg.template,
-                    **cfg.task_args)
+                    **options)
