@@ -37,6 +37,14 @@ class BatchScores:
     error_reasons: dict[str, str] = field(default_factory=dict)
 
 
+def _usable(score: Any) -> bool:
+    """A Score with a finite reward (None: the task could not judge that sample)."""
+    try:
+        return isinstance(score, Score) and math.isfinite(score.reward)
+    except TypeError:
+        return False
+
+
 class RewardModel:
     """The task's scheme (unless ``reward == 'none'``) plus weighted user functions.
 
@@ -74,6 +82,18 @@ class RewardModel:
         except Exception:
             return Score(0.0, False, False, {}), True
 
+    def _task_scores(self, completions, examples) -> list[tuple[Score, bool]]:
+        """(score, failed) per completion from one ``score_batch`` call (a task's worker round trip);
+        a sample it could not judge (None) or a non-finite one failed; a call that raises is retried
+        one sample at a time, so one bad sample fails alone."""
+        try:
+            scores = list(self.task.score_batch(completions, examples))
+            if len(scores) != len(completions):
+                raise ValueError("score_batch returned the wrong number of scores")
+        except Exception:
+            return [self._task_score(c, e) for c, e in zip(completions, examples)]
+        return [(s, False) if _usable(s) else (Score(0.0, False, False, {}), True) for s in scores]
+
     def __call__(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]],
                  prompts: Sequence[str] | None = None, lengths: Sequence[int] | None = None,
                  truncated: Sequence[bool] | None = None) -> BatchScores:
@@ -89,10 +109,11 @@ class RewardModel:
             cut = list(truncated) if truncated is not None else [False] * n
             rollouts = [{"completion_length": int(L), "truncated": bool(t)} for L, t in zip(lengths, cut)]
         user = [self._user_values(j, completions, examples, prompts, rollouts) for j in range(len(self.funcs))]
-        for i, (comp, ex) in enumerate(zip(completions, examples)):
+        task_scores = self._task_scores(completions, examples) if self.task is not None else None
+        for i in range(n):
             total = 0.0
-            if self.task is not None:
-                s, failed = self._task_score(comp, ex)
+            if task_scores is not None:
+                s, failed = task_scores[i]
                 if failed:
                     out.errors[self.task.name] = out.errors.get(self.task.name, 0) + 1
                 total += s.reward

@@ -5,7 +5,8 @@ three calls:
 
 - ``task.load_split(split, ...)`` -> list of example dicts (the dataset's fields),
 - ``task.render_prompt(example, tokenizer)`` -> the exact text fed to the model,
-- ``task.score(completion, example)`` -> :class:`Score`.
+- ``task.score(completion, example)`` -> :class:`Score` (the trainer calls ``task.score_batch`` with a
+  step's completions, which is ``score`` on each unless the task batches its work).
 
 ``completion`` is the model's output text only (decoded without special tokens); a scorer must never
 raise, hang or run code whatever that text is: a malformed completion scores 0.
@@ -13,7 +14,7 @@ raise, hang or run code whatever that text is: a malformed completion scores 0.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 
 @dataclass
@@ -98,6 +99,13 @@ class Task:
     # ---- reward -----------------------------------------------------------------------------
     def score(self, completion: str, example: Mapping[str, Any]) -> Score:
         raise NotImplementedError
+
+    def score_batch(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> list[Score | None]:
+        """Scores of many completions in one call (the trainer's per step). None for a completion
+        the scorer could not judge (it timed out, its worker died): that sample scores 0 and is
+        counted in ``reward_errors/<task>``. A task with a cost per call (a round trip to a worker
+        process) overrides this; the default is ``score`` on each."""
+        return [self.score(c, e) for c, e in zip(completions, examples)]
 
 
 _REGISTRY: dict[str, Callable[..., Task]] = {}
