@@ -49,16 +49,18 @@ class TrainConfig:
     trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
 
     # ---- task and data --------------------------------------------------------------------------
-    task: str = _f("countdown", "Task name: 'countdown' or 'gsm8k' (see r1zero.tasks).")
+    task: str = _f("countdown", "Task name: 'countdown', 'gsm8k' or 'math' (the final \\boxed{} answer checked by "
+                   "math-verify; needs dataset_name). See r1zero.tasks.")
     reward: Optional[str] = _f(
         None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped; gsm8k: xml, "
-        "numeric); 'none' to use only reward_funcs. Default: the task's own."
+        "numeric; math: boxed, shaped); 'none' to use only reward_funcs. Default: the task's own."
     )
     template: Optional[str] = _f(
-        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat; "
-        "gsm8k: xml). Default: the task's own."
+        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat, chat-answer; "
+        "gsm8k: xml; math: chat, base). Default: the task's own."
     )
-    task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator.")
+    task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator, "
+                         "{verify_timeout: 5} for math.")
     reference_quirks: bool = _f(
         False, "Score exactly as the reference scorers do where r1zero departs from them on purpose: countdown's "
         "tinyzero and datawhale schemes then accept decimal glue (1.5*2 for nums [1, 5, 2] reads as using 1, 5 "
@@ -81,7 +83,7 @@ class TrainConfig:
     )
     dataset_name: Optional[str] = _f(
         None, "Hub id, local file (.jsonl/.json/.parquet) or folder. Default: the task's own "
-        "(countdown: generated; gsm8k: openai/gsm8k)."
+        "(countdown: generated; gsm8k: openai/gsm8k; math: none, it must be given)."
     )
     dataset_config: Optional[str] = _f(None, "Hub dataset config name (gsm8k: 'main').")
     dataset_train_split: str = _f("train", "Split to train on.")
