@@ -124,6 +124,16 @@ def test_decimals_can_be_refused():
     assert evaluate("(44 + 19) + 35", allow_decimals=False) == 98
 
 
+def test_decimal_glue_can_be_refused():
+    # allow_glue=False: no digits after the point, and some before it ("2." is 2, "1.5" and ".5" glue)
+    for expr in ("1.5*2", "3.0 * 2", ".5 * 4", "2 * 0.5", "05.5", "1.50"):
+        assert evaluate(expr, allow_glue=False) is None, expr
+        assert evaluate(expr) is not None, expr
+    assert evaluate("44. + 19 + 35", allow_glue=False) == 98
+    assert evaluate("(1 + 5) / 2", allow_glue=False) == 3
+    assert evaluate("2.", allow_glue=False) == 2 and evaluate("2.", allow_decimals=False) is None
+
+
 def test_bounds():
     nested_ok = "(" * MAX_DEPTH + "1" + ")" * MAX_DEPTH
     assert evaluate(nested_ok) == 1

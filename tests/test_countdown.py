@@ -231,17 +231,69 @@ def test_megabyte_completions_are_fast(completion):
     assert timed_score(task(), "x" * 1_000_000 + answer(GOOD)).reward == 1.0
 
 
-def test_decimals_gluing_numbers():
-    # For nums [1, 5, 2], "1.5*2" holds the integers 1, 5, 2 and is 3: the reference schemes give
-    # it full marks (TinyZero's eval gives 3.0), and so do we; our shaped scheme refuses it.
-    ex = {"nums": [1, 5, 2], "target": 3}
-    assert timed_score(task(), answer("1.5*2"), ex).reward == 1.0
-    assert timed_score(task(reward="datawhale"), answer("1.5*2"), ex).parts["equation"] == 1.0
-    shaped = timed_score(task(reward="shaped"), answer("1.5*2"), ex)
+# Decimal glue: for nums [1, 5, 2] the reference scorers read "1.5*2" as using 1, 5 and 2
+# (re.findall(r"\d+")) and eval it to 3. Refused by default (formatted but wrong); reference_quirks
+# gives the reference verdict. (answer, nums, target)
+GLUE = [
+    ("1.5*2", [1, 5, 2], 3),  # 1 and 5 glued into 1.5
+    ("(1.5*2)", [1, 5, 2], 3),
+    ("2*1.5", [2, 1, 5], 3),
+    ("4.4 * 5 + 19 + 35", [4, 4, 5, 19, 35], 76),  # 4 and 4 glued into 4.4
+    ("3.0 * 2", [3, 0, 2], 6),  # a 0 swallowed after the point
+    (".5 * 4", [5, 4], 2),  # 5 read as a half
+]
+NOT_GLUE = [  # honest answers, unchanged by the option
+    ("(1+5)/2", [1, 5, 2], 3),
+    ("1*5-2", [1, 5, 2], 3),
+    ("44. + 19 + 35", [44, 19, 35], 98),  # "44." is 44: nothing glued
+    ("44 + 19 + 35", [44, 19, 35], 98),
+]
+
+
+@pytest.mark.parametrize("expr,nums,target", GLUE)
+def test_decimal_glue_is_refused_unless_reference_quirks(expr, nums, target):
+    ex = {"nums": nums, "target": target}
+    long_think = "x" * 1001 + "</think>\n"
+    assert timed_score(task(), answer(expr), ex).parts == {"answer": 0.1}
+    assert not task().score(answer(expr), ex).correct
+    assert timed_score(task(reference_quirks=True), answer(expr), ex).parts == {"answer": 1.0}
+    dw = timed_score(task(reward="datawhale"), long_think + answer(expr, before=""), ex)
+    assert dw.parts == {"format": 1.0, "equation": 0.0, "thought_length": 1.0} and dw.reward == 2.0
+    dw = timed_score(task(reward="datawhale", reference_quirks=True), long_think + answer(expr, before=""), ex)
+    assert dw.parts == {"format": 1.0, "equation": 1.0, "thought_length": 1.0} and dw.reward == 3.0
+    shaped = timed_score(task(reward="shaped"), answer(expr), ex)  # ours refuses every decimal point anyway
     assert shaped.parts == {"format": 0.25, "numbers": 0.25, "equation": 0.0}
-    assert not shaped.correct
-    # gluing to a wrong value is an ordinary wrong answer
-    assert timed_score(task(), answer("1.5*2"), {"nums": [1, 5, 2], "target": 4}).reward == 0.1
+    assert task(reward="shaped", reference_quirks=True).score(answer(expr), ex).parts == shaped.parts
+
+
+@pytest.mark.parametrize("expr,nums,target", NOT_GLUE)
+@pytest.mark.parametrize("quirks", [False, True])
+def test_honest_answers_do_not_depend_on_reference_quirks(expr, nums, target, quirks):
+    ex = {"nums": nums, "target": target}
+    assert timed_score(task(reference_quirks=quirks), answer(expr), ex).parts == {"answer": 1.0}
+    dw = task(reward="datawhale", reference_quirks=quirks).score("x</think>\n" + answer(expr, before=""), ex)
+    assert dw.parts == {"format": 1.0, "equation": 1.0, "thought_length": 0.0}
+
+
+def test_glue_to_a_wrong_value_is_wrong_either_way():
+    ex = {"nums": [1, 5, 2], "target": 4}
+    for quirks in (False, True):
+        assert task(reference_quirks=quirks).score(answer("1.5*2"), ex).reward == 0.1
+        assert task(reward="datawhale", reference_quirks=quirks).score(answer("1.5*2"), ex).parts["equation"] == 0.0
+
+
+def test_reference_quirks_comes_from_the_config():
+    from r1zero.config import TrainConfig
+    from r1zero.tasks import build_task
+
+    ex = {"nums": [1, 5, 2], "target": 3}
+    assert TrainConfig().reference_quirks is False
+    assert build_task(TrainConfig()).score(answer("1.5*2"), ex).reward == 0.1
+    quirky = build_task(TrainConfig(reference_quirks=True))
+    assert quirky.reference_quirks is True and quirky.score(answer("1.5*2"), ex).reward == 1.0
+    assert build_task(TrainConfig(task="gsm8k", reference_quirks=True)).reference_quirks is True  # accepted, no effect
+    with pytest.raises(TaskError, match="reference_quirks: must be true or false"):
+        task(reference_quirks="yes")
 
 
 def test_leading_zero_integer_is_not_evaluable_as_in_python():
@@ -450,11 +502,16 @@ def test_agrees_with_reference_scorers(completion, target):
         return
     nums = [44, 19, 35]
     ex = {"nums": nums, "target": target}
-    # the TinyZero scorer sees prompt + completion
-    assert task().score(completion, ex).reward == ref_tinyzero(BASE_98 + completion, nums, target)
-    qwen = task(template="qwen-instruct").score(completion, ex).reward
+    # the TinyZero scorer sees prompt + completion; reference_quirks reproduces it bit for bit
+    quirks = {"reference_quirks": True}
+    assert task(**quirks).score(completion, ex).reward == ref_tinyzero(BASE_98 + completion, nums, target)
+    qwen = task(template="qwen-instruct", **quirks).score(completion, ex).reward
     assert qwen == ref_tinyzero(QWEN_98 + completion, nums, target)
-    assert task(reward="datawhale").score(completion, ex).parts == ref_datawhale(completion, nums, target)
+    assert task(reward="datawhale", **quirks).score(completion, ex).parts == ref_datawhale(completion, nums, target)
+    # by default only decimal glue (digits after a point, or a point before digits) can score lower
+    if not re.search(r"\.[0-9]", completion):
+        assert task().score(completion, ex).reward == task(**quirks).score(completion, ex).reward
+        assert task(reward="datawhale").score(completion, ex).parts == ref_datawhale(completion, nums, target)
 
 
 @settings(max_examples=500, deadline=None)

@@ -52,21 +52,29 @@ class TrainConfig:
 
     # ---- task and data --------------------------------------------------------------------------
     task: str = _f(
-        "countdown", "Task: 'countdown', 'gsm8k', 'custom' (your data, prompts and reward_funcs; README, 'Your own "
-        "data and rewards'), or your own r1zero.tasks.Task subclass as 'module:Class' or 'path/to/file.py:Class', "
-        "built with reward, template and task_args."
+        "countdown", "Task: 'countdown', 'gsm8k', 'math' (the final \\boxed{} answer checked by math-verify; needs "
+        "dataset_name), 'custom' (your data, prompts and reward_funcs; README, 'Your own data and rewards'), or your "
+        "own r1zero.tasks.Task subclass as 'module:Class' or 'path/to/file.py:Class', built with reward, template "
+        "and task_args."
     )
     reward: Optional[str] = _f(
         None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped; gsm8k: xml, "
-        "numeric; custom: none); 'none' to use only reward_funcs. Default: the task's own."
+        "numeric; math: boxed, shaped; custom: none); 'none' to use only reward_funcs. Default: the task's own."
     )
     template: Optional[str] = _f(
-        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat; gsm8k: xml; custom: "
-        "auto = the tokenizer's chat template for conversations and with system_prompt, text as it is, as TRL does; "
-        "chat = text too becomes the user turn of a chat; plain = text as it is, conversations refused). "
-        "Default: the task's own (custom: auto)."
+        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat, chat-answer; gsm8k: xml; "
+        "math: chat, base; custom: auto = the tokenizer's chat template for conversations and with system_prompt, "
+        "text as it is, as TRL does; chat = text too becomes the user turn of a chat; plain = text as it is, "
+        "conversations refused). Default: the task's own (custom: auto)."
     )
-    task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator.")
+    task_args: dict = _f({}, "Extra task options, e.g. {min_numbers: 3, max_numbers: 4} for countdown's generator, "
+                         "{verify_timeout: 5} for math.")
+    reference_quirks: bool = _f(
+        False, "Score exactly as the reference scorers do where r1zero departs from them on purpose: countdown's "
+        "tinyzero and datawhale schemes then accept decimal glue (1.5*2 for nums [1, 5, 2] reads as using 1, 5 "
+        "and 2, and is 3), as TinyZero and Datawhale-R1 do. Default false: such answers are formatted but wrong "
+        "(tinyzero 0.1, datawhale equation 0). Tasks without such departures ignore it."
+    )
     prompt_template: Optional[str] = _f(
         None, "task custom: build each prompt from the row's columns with Python's str.format, e.g. 'Solve: {question}' "
         "(instead of a 'prompt' column; a literal brace is {{ or }}).", task_option=True
@@ -108,7 +116,7 @@ class TrainConfig:
     )
     dataset_name: Optional[str] = _f(
         None, "Hub id, local file (.jsonl/.json/.parquet/.csv) or folder. Default: the task's own "
-        "(countdown: generated; gsm8k: openai/gsm8k; custom: none, give yours)."
+        "(countdown: generated; gsm8k: openai/gsm8k; math and custom: none, give yours)."
     )
     dataset_config: Optional[str] = _f(None, "Hub dataset config name (gsm8k: 'main').")
     dataset_train_split: str = _f("train", "Split to train on.")

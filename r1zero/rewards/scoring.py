@@ -60,6 +60,14 @@ class Verdicts:
     formatted: str | None = None
 
 
+def _usable(score: Any) -> bool:
+    """A Score with a finite reward (None: the task could not judge that sample)."""
+    try:
+        return isinstance(score, Score) and math.isfinite(score.reward)
+    except TypeError:
+        return False
+
+
 class RewardModel:
     """The task's scheme (when ``scheme``; default: unless the task's scheme is ``none``) plus weighted
     user functions, with ``verdicts`` for a run without a scheme.
@@ -103,6 +111,18 @@ class RewardModel:
         except Exception:
             return Score(0.0, False, False, {}), True
 
+    def _task_scores(self, completions, examples) -> list[tuple[Score, bool]]:
+        """(score, failed) per completion from one ``score_batch`` call (a task's worker round trip);
+        a sample it could not judge (None) or a non-finite one failed; a call that raises is retried
+        one sample at a time, so one bad sample fails alone."""
+        try:
+            scores = list(self.task.score_batch(completions, examples))
+            if len(scores) != len(completions):
+                raise ValueError("score_batch returned the wrong number of scores")
+        except Exception:
+            return [self._task_score(c, e) for c, e in zip(completions, examples)]
+        return [(s, False) if _usable(s) else (Score(0.0, False, False, {}), True) for s in scores]
+
     def _batch(self, completions, examples, prompts, lengths, truncated, completion_ids, trainer_state) -> RewardBatch:
         """What the user functions may be given (r1zero.rewards.calls.RewardBatch)."""
         n = len(completions)
@@ -130,10 +150,11 @@ class RewardModel:
         out = BatchScores([0.0] * n, [False] * n, [False] * n, {}, {})
         batch = self._batch(completions, examples, prompts, lengths, truncated, completion_ids, trainer_state)
         user = [self._user_values(j, batch) for j in range(len(self.funcs))]
-        for i, (comp, ex) in enumerate(zip(completions, examples)):
+        task_scores = self._task_scores(completions, examples) if self.scheme else None
+        for i in range(n):
             total = 0.0
-            if self.scheme:
-                s, failed = self._task_score(comp, ex)
+            if task_scores is not None:
+                s, failed = task_scores[i]
                 if failed:
                     out.errors[self.task.name] = out.errors.get(self.task.name, 0) + 1
                 total += s.reward

@@ -12,6 +12,8 @@ whole batch) scores 0 and is counted, and a fresh worker takes the rest of the b
 
 A worker exits when the trainer's end of its pipe closes, and on Linux the kernel kills it when
 the trainer dies (PR_SET_PDEATHSIG), so a trainer killed with SIGKILL leaves no worker behind.
+That signal follows the *thread* that started the worker, so workers are started from one
+long-lived thread of the trainer's: a worker started by a scoring thread that then ends would die with it.
 """
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Mapping, Sequence
 
@@ -65,6 +69,20 @@ def _die_with_parent() -> None:
         pass  # elsewhere the worker still exits at its next read (EOF)
 
 
+_spawner: tuple[int, ThreadPoolExecutor] | None = None  # (pid, its thread): a forked child needs its own
+_spawner_lock = threading.Lock()
+
+
+def _popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
+    """``subprocess.Popen`` run by one thread that lives as long as the process (see the module
+    docstring: the kernel's parent-death signal is sent when the starting thread ends)."""
+    global _spawner
+    with _spawner_lock:
+        if _spawner is None or _spawner[0] != os.getpid():
+            _spawner = (os.getpid(), ThreadPoolExecutor(max_workers=1, thread_name_prefix="r1zero-reward-workers"))
+    return _spawner[1].submit(subprocess.Popen, *args, **kwargs).result()
+
+
 class _Duplex:
     """Two one-way pipes seen as one connection."""
 
@@ -97,7 +115,7 @@ class RewardWorker:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
-            self.proc = subprocess.Popen(
+            self.proc = _popen(
                 [sys.executable, "-m", "r1zero.rewards.worker", self.spec, str(to_child_r), str(from_child_w)],
                 pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
         finally:

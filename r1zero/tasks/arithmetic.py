@@ -18,10 +18,13 @@ Where the reference ``eval`` and this evaluator agree, and where they differ on 
 
 - Same verdict on every input the reference filter accepts except the two operators that are not
   in the game: ``**`` and ``//`` are refused here (not evaluable) where ``eval`` computes them.
-- Decimal literals are accepted and read exactly (``1.5`` is 3/2), because ``eval`` accepts them:
-  for nums [1, 5, 2] the answer ``1.5*2`` holds the integers 1, 5, 2 (``re.findall(r"\\d+")``), so
-  the reference gives it full marks, and so do we for the reference schemes. Our own ``shaped``
-  scheme passes ``allow_decimals=False`` and refuses such "glued" numbers.
+- Decimal literals are read exactly (``1.5`` is 3/2), as ``eval`` reads them. For nums [1, 5, 2]
+  the answer ``1.5*2`` holds the integers 1, 5, 2 (``re.findall(r"\\d+")``) and is 3, so the
+  reference scorers give it full marks: a reward hack ("decimal glue"). ``allow_glue=False`` (the
+  reference schemes' default; ``reference_quirks`` turns it off) refuses every literal that reads a
+  given number as another value: digits after the point (``1.5`` glues 1 and 5, ``3.0`` swallows
+  a 0) or none before it (``.5`` is not 5). ``2.`` is still 2. Our own ``shaped`` scheme passes
+  ``allow_decimals=False`` and refuses every decimal point.
 - Python rejects integer literals with leading zeros (``05``; ``00`` and ``05.5`` are fine); so do
   we, so that ``05 + 10`` gets the reference's verdict (not evaluable).
 - Whitespace: space, tab and form feed anywhere; CR/LF only inside parentheses (as in ``eval``).
@@ -56,7 +59,7 @@ class _Invalid(Exception):
     """Internal: the text is not an expression we evaluate (caught in evaluate)."""
 
 
-def _tokenize(expr: str, allow_decimals: bool) -> list:
+def _tokenize(expr: str, allow_decimals: bool, allow_glue: bool) -> list:
     """Tokens: ``Fraction`` for numbers, one-character strings for operators and parentheses."""
     tokens: list = []
     depth = 0  # parentheses open so far, only to know where a newline is allowed
@@ -92,6 +95,8 @@ def _tokenize(expr: str, allow_decimals: bool) -> list:
                 tokens.append(Fraction(int(int_part)))
             else:
                 if not allow_decimals or not (int_part or frac_part):  # a lone "." is not a number
+                    raise _Invalid
+                if not allow_glue and (frac_part or not int_part):  # "1.5", "3.0", ".5": not the numbers given
                     raise _Invalid
                 scale = 10 ** len(frac_part)
                 tokens.append(Fraction(int(int_part or "0") * scale + int(frac_part or "0"), scale))
@@ -176,16 +181,18 @@ class _Parser:
         raise _Invalid  # None (end of input), ")", "*", "/"
 
 
-def evaluate(expr: str, *, allow_decimals: bool = True) -> Fraction | None:
+def evaluate(expr: str, *, allow_decimals: bool = True, allow_glue: bool = True) -> Fraction | None:
     """The exact value of ``expr``, or None when it is not an evaluable arithmetic expression.
 
     Never raises, never runs code; refuses anything over the module's bounds before scanning it.
-    ``allow_decimals=False`` refuses literals with a decimal point (``1.5``, ``2.``).
+    ``allow_decimals=False`` refuses literals with a decimal point (``1.5``, ``2.``);
+    ``allow_glue=False`` only those with digits after the point or none before it (``1.5``, ``3.0``,
+    ``.5``: decimal glue, see the module docstring), so ``2.`` stays 2.
     """
     if not isinstance(expr, str) or len(expr) > MAX_EXPR_CHARS:
         return None
     try:
-        tokens = _tokenize(expr, allow_decimals)
+        tokens = _tokenize(expr, allow_decimals, allow_glue)
         if not tokens:
             return None
         return _Parser(tokens).parse()

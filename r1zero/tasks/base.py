@@ -5,7 +5,8 @@ three calls:
 
 - ``task.load_split(split, ...)`` -> list of example dicts (the dataset's fields),
 - ``task.render_prompt(example, tokenizer)`` -> the exact text fed to the model,
-- ``task.score(completion, example)`` -> :class:`Score`,
+- ``task.score(completion, example)`` -> :class:`Score` (the trainer calls ``task.score_batch`` with a
+  step's completions, which is ``score`` on each unless the task batches its work),
 
 and reward functions in TRL's form see ``task.messages(example)``, the prompt as a conversation.
 A task is a registered name (``get_task("countdown")``) or the user's own Task subclass, named
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 from r1zero.user_code import load_object
 
@@ -44,7 +45,11 @@ class TaskError(ValueError):
 
 class Task:
     """Base class. Subclasses set ``name``, ``templates``, ``reward_schemes``, ``required_fields``
-    and the defaults, and implement the hooks below."""
+    and the defaults, and implement the hooks below.
+
+    ``reference_quirks`` (config key of the same name): score as the reference scorers do, bit for
+    bit, where r1zero departs from them on purpose (countdown: decimal glue); a task without such
+    departures ignores it."""
 
     name: str = ""
     templates: tuple[str, ...] = ()
@@ -56,7 +61,11 @@ class Task:
     # options; build_task refuses them, when set, for a task that does not list them.
     config_options: tuple[str, ...] = ()
 
-    def __init__(self, reward: str | None = None, template: str | None = None, **options: Any):
+    def __init__(self, reward: str | None = None, template: str | None = None, *,
+                 reference_quirks: bool = False, **options: Any):
+        if not isinstance(reference_quirks, bool):
+            raise TaskError(f"reference_quirks: must be true or false, got {reference_quirks!r}")
+        self.reference_quirks = reference_quirks
         self.reward_scheme = reward or self.default_reward
         self.template = template or self.default_template
         if self.reward_scheme not in self.reward_schemes:
@@ -106,6 +115,13 @@ class Task:
     # ---- reward -----------------------------------------------------------------------------
     def score(self, completion: str, example: Mapping[str, Any]) -> Score:
         raise NotImplementedError
+
+    def score_batch(self, completions: Sequence[str], examples: Sequence[Mapping[str, Any]]) -> list[Score | None]:
+        """Scores of many completions in one call (the trainer's per step). None for a completion
+        the scorer could not judge (it timed out, its worker died): that sample scores 0 and is
+        counted in ``reward_errors/<task>``. A task with a cost per call (a round trip to a worker
+        process) overrides this; the default is ``score`` on each."""
+        return [self.score(c, e) for c, e in zip(completions, examples)]
 
 
 def render_chat(tokenizer: Any, messages: list[dict], who: str, **kwargs: Any) -> str:
@@ -188,8 +204,10 @@ def config_options(cfg, cls: type[Task]) -> dict[str, Any]:
 
 
 def build_task(cfg) -> Task:
-    """The task a config names (``task``, ``reward``, ``template``, ``task_args`` and the task options
-    such as ``prompt_template``), as train, eval and compare build it."""
+    """The task a config names (``task``, ``reward``, ``template``, ``task_args``, ``reference_quirks``
+    and the task options such as ``prompt_template``), as train, eval and compare build it."""
     cls = task_class(cfg.task)
     options = {**cfg.task_args, **config_options(cfg, cls)}
+    if cfg.reference_quirks:  # passed only when set, so a task class of one's own need not know it
+        options["reference_quirks"] = True
     return _make(cls, cfg.task, None if cfg.reward == "none" else cfg.reward, cfg.template, options)

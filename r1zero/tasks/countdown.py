@@ -1,7 +1,8 @@
 """Countdown: reach ``target`` with ``nums`` (each used once), ``+ - * /`` and parentheses.
 
 This module holds the task's prompts (verbatim from SPEC.md: they are data), its reward schemes
-(``tinyzero`` and ``datawhale`` reproduce the reference scorers' verdicts exactly; ``shaped`` is our
+(``tinyzero`` and ``datawhale`` reproduce the reference scorers' verdicts, except that they refuse
+decimal glue, ``1.5*2`` for nums [1, 5, 2], unless the task has ``reference_quirks``; ``shaped`` is our
 own, for weak models), a seeded task generator and an exhaustive solver.
 
 Scoring never evaluates model text with ``eval``: answers go through the bounded, exact evaluator
@@ -30,13 +31,13 @@ _INSTRUCTION = (
     "<answer> (1 + 2) / 3 </answer>."
 )
 
-BASE_TEMPLATE = (
+# The R1-Zero conversation's opening (the math task's base template starts with it too).
+CONVERSATION = (
     "A conversation between User and Assistant. The user asks a question, and the Assistant solves "
     "it. The assistant first thinks about the reasoning process in the mind and then provides the "
     "user with the answer.\n"
-    "User: " + _INSTRUCTION + "\n"
-    "Assistant: Let me solve this step by step.\n<think>"
 )
+BASE_TEMPLATE = CONVERSATION + "User: " + _INSTRUCTION + "\nAssistant: Let me solve this step by step.\n<think>"
 
 QWEN_INSTRUCT_TEMPLATE = (
     "<|im_start|>system\nYou are a helpful assistant. You first thinks about the reasoning process "
@@ -195,10 +196,11 @@ class CountdownTask(Task):
             # Only the base template's prompt holds "Assistant:"; in every chat prompt TinyZero's
             # first "Assistant:" can be one the model wrote.
             return score_tinyzero(
-                completion, nums, target, ASSISTANT_PREFIX[self.template], self.template == "base"
+                completion, nums, target, ASSISTANT_PREFIX[self.template], self.template == "base",
+                reference_quirks=self.reference_quirks,
             )
         if self.reward_scheme == "datawhale":
-            return score_datawhale(completion, nums, target)
+            return score_datawhale(completion, nums, target, reference_quirks=self.reference_quirks)
         # The prefilled part of the answer (chat-answer's "<answer>") is the model's answer too.
         prefilled = ASSISTANT_PREFIX[self.template] if self.template == "chat-answer" else ""
         return score_shaped(prefilled + completion, nums, target)
@@ -216,9 +218,13 @@ def _zero(scheme: str) -> Score:
 
 
 def score_tinyzero(
-    completion: str, nums: list[int], target: int, assistant_prefix: str = "", prompt_has_colon_marker: bool = True
+    completion: str, nums: list[int], target: int, assistant_prefix: str = "", prompt_has_colon_marker: bool = True,
+    *, reference_quirks: bool = False,
 ) -> Score:
     """TinyZero: last line of the assistant text, last <answer> on it; 0 / 0.1 / 1.0.
+
+    Decimal glue (``1.5*2`` for nums [1, 5, 2]: arithmetic.py) is formatted but wrong, 0.1, unless
+    ``reference_quirks``, which gives TinyZero's verdict, 1.0.
 
     TinyZero cuts prompt+completion after the first "Assistant:", else after the first
     "<|im_start|>assistant". A prompt without "Assistant:" (every template but ``base``) is
@@ -234,20 +240,21 @@ def score_tinyzero(
     if answer is None:
         return Score(0.0, False, False, {"answer": 0.0})
     answer = answer.strip()
-    right = numbers_ok(answer, nums) and within_tolerance(evaluate(answer), target)
+    right = numbers_ok(answer, nums) and within_tolerance(evaluate(answer, allow_glue=reference_quirks), target)
     value = 1.0 if right else 0.1
     return Score(value, right, True, {"answer": value})
 
 
-def score_datawhale(completion: str, nums: list[int], target: int) -> Score:
-    """Datawhale-R1: format + equation + thought length, each 0 or 1, on "<think>" + completion."""
+def score_datawhale(completion: str, nums: list[int], target: int, *, reference_quirks: bool = False) -> Score:
+    """Datawhale-R1: format + equation + thought length, each 0 or 1, on "<think>" + completion.
+    Decimal glue gets equation 0 unless ``reference_quirks`` (Datawhale-R1's verdict: 1)."""
     text = "<think>" + completion
     fmt = 1.0 if datawhale_format_ok(text) else 0.0
     answer = first_tag_content_one_line(text, "<answer>", "</answer>")
     right = False
     if answer is not None:
         answer = answer.strip()
-        right = numbers_ok(answer, nums) and within_tolerance(evaluate(answer), target)
+        right = numbers_ok(answer, nums) and within_tolerance(evaluate(answer, allow_glue=reference_quirks), target)
     thought = first_tag_content_one_line(text, "<think>", "</think>")
     long_thought = 1.0 if thought is not None and len(thought.strip()) > 1000 else 0.0
     parts = {"format": fmt, "equation": 1.0 if right else 0.0, "thought_length": long_thought}
