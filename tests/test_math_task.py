@@ -298,12 +298,14 @@ def test_refusals_keep_honest_shapes():
     assert MAX_TAIL_CHARS == 50_000 and last_boxed("\\boxed{4}" + " " * (MAX_TAIL_CHARS - 9)) == "4"
 
 
-def test_the_adversarial_corpus_in_boxes(task):
+def test_the_adversarial_corpus_in_boxes():
     """Every case of the scorers' adversarial corpus (r1zero.testing.fuzz), bare and as a box's content
     (1,136 distinct answers, about 5 s): a verdict for each, none timed out, in bounded time. (Some are
-    right: a box holding ``44 + 19 + 35`` is 98.)"""
+    right: a box holding ``44 + 19 + 35`` is 98.) The slowest answer, ``(9**9)**9``, took 1.5 s on a quiet
+    machine: its own time limit is 30 s here so a loaded machine cannot turn it into a timeout."""
     from r1zero.testing import fuzz
 
+    task = get_task("math", verify_timeout=30)
     texts = [c.completion for c in fuzz.adversarial_corpus()]
     completions = texts + ["\\boxed{" + t + "}" for t in texts]
     restarts = task.worker.restarts
@@ -313,6 +315,7 @@ def test_the_adversarial_corpus_in_boxes(task):
     assert all(isinstance(s, Score) for s in scores) and task.worker.restarts == restarts
     assert not any(s.correct for s in scores[:len(texts)])  # no box, no answer
     assert elapsed < 60, f"{elapsed:.1f} s for {len(completions)} completions"
+    task.close()
 
 
 def test_megabyte_completion_with_an_answer(task):
