@@ -126,3 +126,14 @@ def test_packaged_recipes_resolve_from_a_source_checkout_on_pythonpath(tmp_path)
     path, count = out.stdout.split()
     assert Path(path) == tmp_path / "configs" / "countdown-smollm2-cpu.yaml"
     assert int(count) == len(list((repo / "configs").glob("*.yaml")))
+
+
+def test_overriding_the_task_drops_the_recipes_task_keys():
+    # The default recipe's countdown task_args/template/reward would be refused by gsm8k.
+    cfg = load_config(None, ["task=gsm8k"])
+    assert (cfg.task, cfg.task_args, cfg.template, cfg.reward) == ("gsm8k", {}, None, None)
+    assert cfg.model_name_or_path == load_config(None).model_name_or_path  # the rest of the recipe stays
+    cfg = load_config(None, ["task=gsm8k", "reward=numeric"])
+    assert cfg.reward == "numeric"
+    same = load_config(None, ["task=countdown"])  # the recipe's own task: nothing dropped
+    assert same.task_args == load_config(None).task_args and same.template == "chat-answer"

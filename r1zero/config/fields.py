@@ -55,7 +55,8 @@ class TrainConfig:
         "countdown", "Task: 'countdown', 'gsm8k', 'math' (the final \\boxed{} answer checked by math-verify; needs "
         "dataset_name), 'custom' (your data, prompts and reward_funcs; README, 'Your own data and rewards'), or your "
         "own r1zero.tasks.Task subclass as 'module:Class' or 'path/to/file.py:Class', built with reward, template "
-        "and task_args."
+        "and task_args. Overriding it on the command line (task=gsm8k) drops the recipe's task_args, template, reward "
+        "and dataset keys unless they are overridden too."
     )
     reward: Optional[str] = _f(
         None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped; gsm8k: xml, "

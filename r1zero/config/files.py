@@ -116,10 +116,24 @@ def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
-    """Recipe YAML (or the embedded default when ``path`` is None) with ``key=value`` overrides applied."""
+    """Recipe YAML (or the embedded default when ``path`` is None) with ``key=value`` overrides applied.
+
+    An override naming another task than the recipe's (``r1zero train task=gsm8k``) also drops the
+    recipe's keys that belong to its task (TASK_KEYS) unless they are overridden too: countdown's
+    task_args mean nothing to gsm8k."""
     raw = read_config_file(recipe_path(path or DEFAULT_RECIPE))
-    raw.update(parse_overrides(overrides))
+    extra = parse_overrides(overrides)
+    if "task" in extra and extra["task"] != raw.get("task", TrainConfig.task):
+        for key in TASK_KEYS:
+            if key not in extra:
+                raw.pop(key, None)
+    raw.update(extra)
     return TrainConfig(**raw)
+
+
+# The keys whose meaning depends on the task.
+TASK_KEYS = ("task_args", "template", "reward", "dataset_name", "dataset_config", "dataset_train_split",
+             "dataset_test_split")
 
 
 def save_config(c: TrainConfig, path: str | os.PathLike) -> None:
