@@ -53,8 +53,8 @@ class TrainConfig:
         False, "Train a LoRA adapter (peft) instead of every weight: the base weights stay frozen and the optimizer "
         "holds only the adapter and lora_modules_to_save. The KL reference (beta > 0) is the base with the adapter "
         "disabled, no second model; rollouts sample with the adapter merged into the sampling copy of the weights. "
-        "Checkpoints hold the adapter (adapter_config.json + adapter_model.safetensors, peft's format) and the "
-        "trainer state; the last one also the merged model. The lora_* keys are ignored without it (as in TRL)."
+        "Checkpoints hold the adapter in adapter/ (peft's format: adapter_config.json + adapter_model.safetensors) "
+        "and the trainer state; the last one also the merged model (AutoModelForCausalLM.from_pretrained). The lora_* keys are ignored without it (as in TRL)."
     )
     lora_r: int = _f(16, "LoRA rank: each adapted weight W (out x in) learns B (out x r) A (r x in).")
     lora_alpha: int = _f(32, "LoRA scale: the adapter adds (lora_alpha / lora_r) B A x (lora_alpha / sqrt(lora_r) with use_rslora).")
