@@ -88,6 +88,12 @@ def worker(model_name: str, mode: str, rows: int, tokens: int, warmup: int, step
     torch.manual_seed(0)
     rss0 = read_vm("VmRSS")
     model = build_model(model_name)
+    # A loaded checkpoint's weights can be mmapped from its file: resident only once touched, and
+    # copied on the first write (a full fine-tune's first AdamW step). Private memory from the start,
+    # so that `weights` counts them and `update peak` holds only what the update adds.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.data = p.data.clone()
     if MODES[mode] is not None:
         lora.attach(model, lora_cfg(MODES[mode], r))
     rss_model = read_vm("VmRSS")
@@ -174,20 +180,19 @@ def sampling_rows(model_name: str, r: int, prompts: int, generations: int, lengt
                 if p.requires_grad:
                     p.normal_(0, 0.02, generator=torch.Generator().manual_seed(p.numel()))
         for dtype in (None, torch.bfloat16):
-            runs = {"unmerged": lambda: (model, dtype), "merged": lambda: (pol.sampler(dtype), dtype)}
-            secs: dict[str, list[float]] = {k: [] for k in runs}
+            secs: dict[str, list[float]] = {"unmerged": [], "merged": []}
             for i in range(rounds + 1):  # round 0 warms up (and builds the copies)
-                for name, get in runs.items():
-                    m, dt = get()
+                for name in secs:
+                    # Unmerged: the policy itself (under bf16, r1zero.rollout.weights' bf16 copy of it).
+                    m = model if name == "unmerged" else pol.sampler(dtype)
                     t0 = time.perf_counter()
                     generate(m, tok, ids, num_generations=generations, max_new_tokens=length, eos_ids=[],
-                             temperature=1.0, seed=i, autocast_dtype=dt)
+                             temperature=1.0, seed=i, autocast_dtype=dtype)
                     if i:
                         secs[name].append(time.perf_counter() - t0)
             un, me = statistics.median(secs["unmerged"]), statistics.median(secs["merged"])
             rows.append([f"lora {targets}" if targets != "default" else "lora", "bf16" if dtype else "fp32",
                          un, me, un / me])
-        del model, pol
     return rows
 
 

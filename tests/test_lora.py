@@ -183,6 +183,46 @@ def test_merged_weights_equal_peft_merge_and_unload(trained):
     assert ours.keys() == theirs.keys() and max_diff(ours, theirs) == 0.0
 
 
+@pytest.fixture(scope="module")
+def tied_llama(tiny_llama, tmp_path_factory) -> Path:
+    """The tiny Llama with its head tied to the input embeddings, as SmolLM2 (the embedded model) has it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path_factory.mktemp("tied-llama")
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, tie_word_embeddings=True)
+    model.tie_weights()
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_llama).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("case,extra", [
+    ("gradient_checkpointing", dict(gradient_checkpointing=True)),
+    ("bf16", dict(bf16=True)),  # the update under autocast, sampling with the bf16 merged copy
+    ("ppo", dict(algorithm="ppo", beta=0.0, kl_coef=0.05, critic_learning_rate=1e-3)),  # reward-KL reference
+    ("tied all-linear", dict(lora_target_modules=["all-linear"], lora_modules_to_save=None)),
+])
+def test_lora_trains_with_other_settings(request, tiny_qwen2, tmp_path, case, extra):
+    from transformers import AutoModelForCausalLM
+
+    model_dir = request.getfixturevalue("tied_llama") if case.startswith("tied") else tiny_qwen2
+    t = Trainer(TrainConfig(**recipe(model_dir, tmp_path / "run", reward_timeout=0.0, max_steps=1, eval_on_end=False,
+                                     **extra)))
+    start = {k: v.clone() for k, v in t.adapter.merged_state_dict().items()}
+    metrics, _ = t.train_step()
+    assert metrics["grad_norm"] > 0 and all(v == v for v in metrics.values() if isinstance(v, float))
+    now = t.adapter.merged_state_dict()
+    moved = {k for k in now if not torch.equal(now[k], start[k])}
+    assert moved and all(any(k.startswith(n + ".") for n in t.adapter.layers) or k.startswith("lm_head") for k in moved)
+    ck = t.save()  # the last step: the merged model is saved too, a plain folder
+    merged = AutoModelForCausalLM.from_pretrained(ck)
+    ids = torch.tensor([[1, 5, 700, 42, 9, 301, 77, 2, 13]])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
+        assert (logits(merged, ids) - logits(t.model, ids)).abs().max() < 1e-5
+    if case.startswith("tied"):
+        assert merged.lm_head.weight is merged.model.embed_tokens.weight
+
+
 # ---- resume and processes: real `r1zero train` commands ---------------------------------------
 
 def test_two_steps_then_resume_equals_uninterrupted(tiny_qwen2, tmp_path):
@@ -291,9 +331,11 @@ def test_a_tied_head_is_not_a_module_to_save():
     with torch.device("meta"):
         model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                              num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True))
-    with pytest.raises(ConfigError, match="'lora_modules_to_save' 'lm_head' is tied to the Qwen2ForCausalLM's other "
-                                          "embedding"):
-        lora.check_modules(model, TrainConfig(use_peft=True, lora_modules_to_save=["lm_head"]))
+    for key in ("lora_modules_to_save", "lora_target_modules"):
+        with pytest.raises(ConfigError) as e:
+            lora.check_modules(model, TrainConfig(use_peft=True, **{key: ["lm_head"]}))
+        assert str(e.value) == (f"config: '{key}' 'lm_head' is tied to the Qwen2ForCausalLM's other embedding "
+                                "(tie_word_embeddings): training it alone would untie them; remove it")
     lora.check_modules(model, TrainConfig(use_peft=True, lora_modules_to_save=["model.norm"]))
 
 

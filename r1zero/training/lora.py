@@ -70,7 +70,8 @@ def check(cfg, resume_from: Path | None) -> None:
 
     from r1zero.models import resolve_model_path
 
-    config = AutoConfig.from_pretrained(resolve_model_path(cfg.model_name_or_path), trust_remote_code=cfg.trust_remote_code)
+    path = resolve_model_path(cfg.model_name_or_path)
+    config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
     with torch.device("meta"):  # module names and types, no weights
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=cfg.trust_remote_code)
     check_modules(model, cfg)
@@ -91,6 +92,10 @@ def check_modules(model, cfg) -> None:
     names = {n: m for n, m in model.named_modules() if n}
     kinds = sorted({n.rsplit(".", 1)[-1] for n, m in names.items() if isinstance(m, linear)})
     arch = type(model).__name__
+    # A trained copy of, or an adapter on, an embedding the model ties to its head would untie them.
+    tied = {n for n, m in names.items() if getattr(model.config, "tie_word_embeddings", False)
+            and m in (model.get_input_embeddings(), model.get_output_embeddings())}
+    tie_note = f"is tied to the {arch}'s other embedding (tie_word_embeddings): training it alone would untie them"
     targets = target_modules(cfg)
     if targets is None:
         need(model.config.model_type in DEFAULTS, "lora_target_modules",
@@ -98,18 +103,15 @@ def check_modules(model, cfg) -> None:
              f"name them, e.g. [all-linear] or some of: {', '.join(kinds)}")
     elif targets != ALL_LINEAR:
         for t in targets:
-            hit = [m for n, m in names.items() if n == t or n.endswith("." + t)]
-            need(bool(hit) and all(isinstance(m, linear) for m in hit), "lora_target_modules",
+            hit = [n for n in names if n == t or n.endswith("." + t)]
+            need(bool(hit) and all(isinstance(names[n], linear) for n in hit), "lora_target_modules",
                  f"{t!r} {'is not a linear layer' if hit else 'names no module'} of {arch}; its linear layers: "
                  f"{', '.join(kinds)}")
-    tied = {n for n, m in names.items() if getattr(model.config, "tie_word_embeddings", False)
-            and m in (model.get_input_embeddings(), model.get_output_embeddings())}
+            need(not set(hit) & tied, "lora_target_modules", f"{t!r} {tie_note}; remove it")
     for t in cfg.lora_modules_to_save or []:
         hit = [n for n in names if n.endswith(t)]
         need(bool(hit), "lora_modules_to_save", f"{t!r} names no module of {arch}; e.g. lm_head, model.norm")
-        need(not set(hit) & tied, "lora_modules_to_save",
-             f"{t!r} is tied to the {arch}'s other embedding (tie_word_embeddings): a trained copy would untie "
-             "them; remove it")
+        need(not set(hit) & tied, "lora_modules_to_save", f"{t!r} {tie_note}; remove it")
 
 
 def target_modules(cfg):
