@@ -221,6 +221,21 @@ def test_lora_trains_with_other_settings(request, tiny_qwen2, tmp_path, case, ex
         assert (logits(merged, ids) - logits(t.model, ids)).abs().max() < 1e-5
     if case.startswith("tied"):
         assert merged.lm_head.weight is merged.model.embed_tokens.weight
+    # What a resume loads: the base, then the checkpoint's adapter; the same weights exactly.
+    again = lora.attach(load_model(str(model_dir), torch.device("cpu")), t.cfg, ck)
+    assert max_diff(again.merged_state_dict(), now) == 0.0
+
+
+def test_rslora_scales_by_the_square_root_of_the_rank():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    for rslora, scale in ((False, 8 / 4), (True, 8 / 2)):
+        with torch.device("meta"):
+            model = Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=16, intermediate_size=32,
+                                                 num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+        pol = lora.attach(model, TrainConfig(use_peft=True, lora_r=4, lora_alpha=8, use_rslora=rslora))
+        assert sorted(pol.layers) == ["model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.v_proj"]
+        assert {s for s, _ in pol.layers.values()} == {scale}
 
 
 # ---- resume and processes: real `r1zero train` commands ---------------------------------------
