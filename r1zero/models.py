@@ -104,6 +104,11 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(embedded_model_path())
     p = Path(os.path.expanduser(name_or_path))
     if p.exists():
+        if not (p / "config.json").is_file() and (p / "adapter" / "adapter_config.json").is_file():
+            # A LoRA checkpoint (r1zero.training.lora) before the run's last: the adapter alone.
+            raise ModelError(f"model_name_or_path: {p} holds a LoRA adapter without merged weights (only a run's last "
+                             f"checkpoint has them); give that one, or load {p / 'adapter'} with "
+                             "peft.PeftModel.from_pretrained onto the base model")
         if not (p / "config.json").is_file():
             raise ModelError(f"model_name_or_path: {p} has no config.json; give a Hugging Face model folder or hub id")
         return str(p)

@@ -29,6 +29,10 @@ OTHER_DIFFERENCES = (
     "TRL derives a step's prompts from `per_device_train_batch_size` x `gradient_accumulation_steps` x processes / "
     "`num_generations`; r1zero sets `prompts_per_step`, and `per_device_train_batch_size` only cuts micro-batches.",
     "TRL's `entropy_coef` is r1zero's `entropy_coeff` (veRL's name).",
+    "LoRA keys are TRL's `ModelConfig` names (`use_peft`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`, "
+    "`lora_modules_to_save`, `lora_task_type`, `use_rslora`) with its defaults, except `lora_dropout`: 0, not 0.05 "
+    "(every other pass runs without dropout). `use_dora`, `lora_target_parameters` and quantized bases "
+    "(`load_in_4bit`, ...) are not supported (refused as unknown keys).",
 )
 
 

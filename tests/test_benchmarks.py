@@ -75,3 +75,32 @@ def test_default_seeds_toy(tiny_llama, capsys, tmp_path):
         evals = [json.loads(x) for x in (tmp_path / "runs" / f"seed{seed}-threads1" / "eval_results.jsonl").read_text().splitlines()]
         assert r[3] == f"{evals[-1]['accuracy']:.3f}" and r[5] == f"{evals[0]['format_rate']:.3f}"
     assert int(m.group(1)) == sum(float(r[4]) >= 0.5 for r in rows)
+
+
+def test_lora_memory_toy(tiny_qwen2, capsys, tmp_path):
+    """The LoRA benchmark at toy size: its three update rows (each in its own process), the computed
+    Qwen2.5-3B table and the sampling table print, and the last line is the first model's ratios."""
+    import lora_memory
+
+    lora_memory.main(["--models", str(tiny_qwen2), "--rows", "1", "--tokens", "16", "--steps", "1", "--warmup", "1",
+                      "--sampling", "--sampling-length", "4", "--sampling-rounds", "1",
+                      "--json", str(tmp_path / "bench.json")])
+    out = capsys.readouterr().out.strip().splitlines()
+    m = re.fullmatch(r"update_memory_ratio=(\d+\.\d+) update_time_ratio=(\d+\.\d+)", out[-1])
+    assert m, out[-1]
+    res = json.loads((tmp_path / "bench.json").read_text())
+    full, lora, all_linear = res["update"]
+    assert [r["mode"] for r in res["update"]] == ["full", "lora", "lora all-linear"]
+    assert full["trainable"] == full["params"]
+    # peft's default for Qwen2 (q_proj, v_proj) at r=16 on the tiny model (hidden 32, 2 KV heads of 8): 2 layers.
+    assert lora["trainable"] == 2 * 16 * ((32 + 32) + (32 + 16))
+    assert lora["trainable"] < all_linear["trainable"] < full["trainable"]
+    assert all(r["update_peak"] > 0 and r["s_update"] > 0 for r in res["update"])
+    assert m.group(1) == f"{full['update_peak'] / lora['update_peak']:.3f}"
+    assert m.group(2) == f"{full['s_update'] / lora['s_update']:.3f}"
+    # Qwen2.5-3B, computed: 36 layers x r 16 x ((2048 + 2048) + (2048 + 256)) adapter weights.
+    c_full, c_lora, _ = res["computed_3b"]
+    assert c_lora["trainable"] == 36 * 16 * (4096 + 2304)
+    assert c_full["grads"] == 4 * c_full["params"] and c_lora["adam"] == 8 * c_lora["trainable"]
+    titles = [line for line in out if line.startswith(("Update:", "Qwen2.5-3B", "Sampling"))]
+    assert len(titles) == 3

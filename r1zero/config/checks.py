@@ -138,6 +138,7 @@ def validate(c) -> None:
          f"must be 0 (off) or a token count below max_completion_length ({c.max_completion_length})")
     need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
          "must be a positive number, e.g. 1.0")
+    _validate_lora(c)
     _validate_algorithm(c)
     if c.mini_batch_prompts is not None:
         need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
@@ -161,6 +162,26 @@ def validate(c) -> None:
     if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
         raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
                           "give a checkpoint-N folder, 'auto' or null")
+
+
+def _validate_lora(c) -> None:
+    """The LoRA keys (TRL's ModelConfig names); the ones that need the model's module names are checked
+    by r1zero.training.lora before the weights load. Without use_peft they are ignored, as in TRL."""
+    if not c.use_peft:
+        return
+    need(c.lora_r >= 1, "lora_r", "must be at least 1, e.g. 16")
+    need(c.lora_alpha > 0, "lora_alpha", "must be > 0, e.g. 32 (twice lora_r)")
+    need(0 <= c.lora_dropout < 1, "lora_dropout", "must be in [0, 1), e.g. 0")
+    for key in ("lora_target_modules", "lora_modules_to_save"):
+        names = getattr(c, key)
+        if names is not None:
+            need(len(names) > 0 and all(isinstance(n, str) and n.strip() for n in names), key,
+                 "must be a non-empty list of module names, or null for the default")
+    targets = c.lora_target_modules or []
+    need("all-linear" not in targets or len(targets) == 1, "lora_target_modules",
+         "'all-linear' stands alone: give [all-linear] or a list of module names")
+    need(not c.ref_model_offload, "ref_model_offload",
+         "has nothing to offload with use_peft (the reference is the base weights with the adapter disabled); remove it")
 
 
 def _validate_algorithm(c) -> None:

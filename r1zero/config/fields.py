@@ -50,6 +50,34 @@ class TrainConfig:
     fsdp_cpu_offload: bool = _f(False, "With distributed=fsdp, keep the shards and their optimizer state in CPU memory.")
     trust_remote_code: bool = _f(False, "Allow model code from the hub (only for models you trust).")
 
+    # ---- LoRA (TRL's ModelConfig names; r1zero.training.lora) ----------------------------------
+    use_peft: bool = _f(
+        False, "Train a LoRA adapter (peft) instead of every weight: the base weights stay frozen and the optimizer "
+        "holds only the adapter and lora_modules_to_save. The KL reference (beta > 0) is the base with the adapter "
+        "disabled, no second model; rollouts sample with the adapter merged into the sampling copy of the weights. "
+        "Checkpoints hold the adapter in adapter/ (peft's format: adapter_config.json + adapter_model.safetensors) "
+        "and the trainer state; the last one also the merged model (AutoModelForCausalLM.from_pretrained). The lora_* keys are ignored without it (as in TRL)."
+    )
+    lora_r: int = _f(16, "LoRA rank: each adapted weight W (out x in) learns B (out x r) A (r x in).")
+    lora_alpha: int = _f(32, "LoRA scale: the adapter adds (lora_alpha / lora_r) B A x (lora_alpha / sqrt(lora_r) with use_rslora).")
+    lora_dropout: float = _f(
+        0.0, "Dropout on the adapter's input in the policy's passes. r1zero's default is 0 (TRL's 0.05): every other "
+        "layer runs without dropout so that sampling, pi_old and the update compute one function; > 0 adds noise to "
+        "the update and, with num_iterations > 1, to pi_old."
+    )
+    lora_target_modules: Optional[list] = _f(
+        None, "Linear layers that get an adapter: a module is adapted when its name is an entry or ends with "
+        "'.' + entry, e.g. [q_proj, k_proj, v_proj, o_proj]; [all-linear] adapts every linear layer but the output "
+        "head; null (TRL's default) takes peft's default for the architecture (Llama, Qwen2: q_proj, v_proj). "
+        "Names that match no linear layer of the model are refused, listing the ones it has."
+    )
+    lora_modules_to_save: Optional[list] = _f(
+        None, "Modules trained in full besides the adapter and saved with it (peft's modules_to_save: every module "
+        "whose name ends with an entry), e.g. [lm_head]. Refused for an embedding or head that the model ties."
+    )
+    lora_task_type: Literal["CAUSAL_LM"] = _f("CAUSAL_LM", "peft task type; the policy is a causal LM (TRL's default).")
+    use_rslora: bool = _f(False, "Rank-stabilised LoRA: scale the adapter by lora_alpha / sqrt(lora_r) instead of lora_alpha / lora_r.")
+
     # ---- task and data --------------------------------------------------------------------------
     task: str = _f(
         "countdown", "Task: 'countdown', 'gsm8k', 'math' (the final \\boxed{} answer checked by math-verify; needs "

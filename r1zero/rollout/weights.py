@@ -33,14 +33,15 @@ def _signature(model) -> tuple:
     return tuple((p._version, p.data_ptr(), p.device) for p in model.parameters())
 
 
-def _make_copy(model, dtype: torch.dtype):
-    # deepcopy with every floating parameter pre-mapped to its cast: no second fp32 copy is made.
-    # Buffers (the rotary inv_freq) keep their dtype, as a model loaded in bf16 keeps them.
+def copy_module(model, param_for):
+    """A deepcopy of ``model`` in eval mode whose parameter ``p`` is ``param_for(p)`` (a cast, a clone or
+    ``p`` itself: no other copy of the weights is made; tied weights stay tied). Buffers (the rotary
+    inv_freq) keep their dtype, as a model loaded in bf16 keeps them; the per-model state kept on
+    ``model`` (its rollout copy, compiled decode step, static caches) is not copied."""
     memo = {}
     for p in model.parameters():
         if id(p) not in memo:
-            data = p.detach().to(dtype) if p.is_floating_point() else p.detach().clone()
-            memo[id(p)] = torch.nn.Parameter(data, requires_grad=False)
+            memo[id(p)] = param_for(p)
     saved = {k: model.__dict__.pop(k) for k in _PRIVATE_ATTRS if k in model.__dict__}
     try:
         twin = copy.deepcopy(model, memo)
@@ -48,6 +49,17 @@ def _make_copy(model, dtype: torch.dtype):
         model.__dict__.update(saved)
     twin.eval()
     return twin
+
+
+def cast_param(p: torch.nn.Parameter, dtype: torch.dtype) -> torch.nn.Parameter:
+    """A frozen copy of ``p``, in ``dtype`` when it is floating point."""
+    data = p.detach().to(dtype) if p.is_floating_point() else p.detach().clone()
+    return torch.nn.Parameter(data, requires_grad=False)
+
+
+def _make_copy(model, dtype: torch.dtype):
+    # Every parameter pre-mapped to its cast: no second fp32 copy is made.
+    return copy_module(model, lambda p: cast_param(p, dtype))
 
 
 def rollout_model(model, dtype: torch.dtype | None):

@@ -110,7 +110,10 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     sel = completion_mask.bool()
     targets = input_ids[:, prompt_width:][sel]  # (N,)
 
-    if decoder is not None and decoder is not model and isinstance(head, torch.nn.Linear):
+    # A Linear head, or peft's wrapper of one (lora_modules_to_save: [lm_head]), whose .weight/.bias
+    # are the trained copy's (the original's with the adapter disabled).
+    linear_head = isinstance(head, torch.nn.Linear) or isinstance(getattr(head, "original_module", None), torch.nn.Linear)
+    if decoder is not None and decoder is not model and linear_head:
         first, counts = (prompt_groups(input_ids[:, :prompt_width], attention_mask[:, :prompt_width])
                          if share_prompts and prompt_width > 0 else (None, None))
         if (first is not None and len(first) < B

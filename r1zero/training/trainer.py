@@ -19,7 +19,8 @@ One step, in order (each line names the module that does it):
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
              with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
              the starting weights, loaded only when the algorithm's KL needs it; with
-             ``ref_model_offload`` on the CPU between uses).
+             ``ref_model_offload`` on the CPU between uses; with ``use_peft`` the policy with its
+             LoRA adapter disabled, r1zero.training.lora).
 6. update    the one update loop (r1zero.training.update): passes x mini-batches x micro-batches,
              the algorithm's loss, one AdamW step per mini-batch, gradients clipped to
              ``max_grad_norm``, non-finite updates skipped (r1zero.training.guards); the learning
@@ -70,6 +71,7 @@ from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
 from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
+from r1zero.training import lora
 from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses
 from r1zero.training.optim import make_optimizer
@@ -106,6 +108,7 @@ class Trainer:
                               f"{self.device.type} the weights are in CPU memory already: remove it")
         self.autocast_dtype = autocast_dtype(cfg.bf16, self.device)
         self.tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code)
+        lora.check(cfg, self.resume_from)  # LoRA modules the model lacks, a checkpoint of the other kind
         # Prompts that do not fit are refused now, not at step 500: the first 256 train rows (all
         # rows would cost minutes on a 300k-row set); a longer one further in stops the run when its
         # step draws it (train_step), after the checkpoints before it.
@@ -114,8 +117,10 @@ class Trainer:
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
 
         torch.manual_seed(cfg.seed)
-        self.model = load_model(str(self.resume_from or cfg.model_name_or_path), self.device,
-                                trust_remote_code=cfg.trust_remote_code)
+        # A LoRA run starts from the base weights also on a resume: the checkpoint holds the adapter.
+        source = cfg.model_name_or_path if cfg.use_peft else self.resume_from or cfg.model_name_or_path
+        self.model = load_model(str(source), self.device, trust_remote_code=cfg.trust_remote_code)
+        self.adapter = lora.attach(self.model, cfg, self.resume_from) if cfg.use_peft else None
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         # What the update calls: one forward per micro-batch, replicated (DDP) or sharded (FSDP2)
@@ -124,7 +129,9 @@ class Trainer:
                                 cpu_offload=cfg.fsdp_cpu_offload)
         self.sharded = bool(dist.fsdp_modules(self.policy))
         self.ref_model = self.ref_policy = None
-        if algorithm.uses_reference(cfg):  # always the starting model, also after a resume
+        if algorithm.uses_reference(cfg) and self.adapter is not None:
+            self.ref_policy = self.policy  # the base weights: the adapter disabled (lora.reference)
+        elif algorithm.uses_reference(cfg):  # always the starting model, also after a resume
             # Offloaded: kept on the CPU and moved in per use; sharded: FSDP's CPU offload does it.
             ref_device = torch.device("cpu") if cfg.ref_model_offload and not self.sharded else self.device
             self.ref_model = load_model(cfg.model_name_or_path, ref_device, trust_remote_code=cfg.trust_remote_code,
@@ -192,7 +199,9 @@ class Trainer:
         weights, extra = dist.full_state_dict(self.model), self.algo.extra_models()
         final = self.out / f"checkpoint-{self.step}"
         if self.env.is_main:
-            final = ckpt.save_checkpoint(self.out, self.step, self.model, self.tokenizer, state, heavy_state=heavy,
+            # LoRA: the adapter, and in the run's last checkpoint also the merged model.
+            model = self.model if self.adapter is None else self.adapter.writer(merged=self.step >= self.max_steps)
+            final = ckpt.save_checkpoint(self.out, self.step, model, self.tokenizer, state, heavy_state=heavy,
                                          total_limit=self.cfg.save_total_limit, extra_models=extra,
                                          model_state_dict=weights, tmp=tmp)
         dist.barrier(self.env)  # nobody goes on (or resumes) before the checkpoint is in place
@@ -209,6 +218,10 @@ class Trainer:
         finally:
             model.to("cpu")
 
+    def _sampler(self):
+        """What rollouts and evaluations run: the policy, or with LoRA its merged copy (r1zero.training.lora)."""
+        return self.model if self.adapter is None else self.adapter.sampler(self.autocast_dtype)
+
     def _rollout(self, step: int, rows: list[int], prompt_index: list[int], t_gen: list[float]):
         """This rank's prompts (data ``rows``, sampling keys ``prompt_index``) encoded, sampled and scored."""
         cfg, G = self.cfg, self.cfg.num_generations
@@ -216,7 +229,7 @@ class Trainer:
         prompts, prompt_ids = encode_prompts(self.task, self.tokenizer, examples, cfg.max_prompt_length)
         t0 = time.perf_counter()
         with dist.full_weights(self.policy):  # FSDP: whole weights, no communication while decoding
-            roll = generate(self.model, self.tokenizer, prompt_ids, num_generations=G,
+            roll = generate(self._sampler(), self.tokenizer, prompt_ids, num_generations=G,
                             max_new_tokens=cfg.max_completion_length, eos_ids=self.eos_ids,
                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             batch_size=cfg.generation_batch_size, seed=cfg.seed * 1_000_003 + step,
@@ -235,7 +248,8 @@ class Trainer:
             batch.old_logprobs = self._frozen_logprobs(self.policy, batch)
         if self.ref_policy is not None:
             offload = self.cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
-            batch.ref_logprobs = self._frozen_logprobs(self.ref_policy, batch, self.ref_model if offload else None)
+            with lora.reference(self.adapter):
+                batch.ref_logprobs = self._frozen_logprobs(self.ref_policy, batch, self.ref_model if offload else None)
         advantages, algo_metrics = self.algo.advantages(batch)
         update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
                             optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
@@ -294,7 +308,7 @@ class Trainer:
         with dist.full_weights(self.policy):
             if mine:
                 summary, records = evaluate(
-                    self.model, self.tokenizer, self.task, mine, eos_ids=self.eos_ids,
+                    self._sampler(), self.tokenizer, self.task, mine, eos_ids=self.eos_ids,
                     max_new_tokens=cfg.eval_max_completion_length or cfg.max_completion_length,
                     batch_size=cfg.generation_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
                     autocast_dtype=self.autocast_dtype, scorer=self.eval_rewarder)
