@@ -314,7 +314,8 @@ def test_the_adversarial_corpus_in_boxes():
     elapsed = time.perf_counter() - t0
     assert all(isinstance(s, Score) for s in scores) and task.worker.restarts == restarts
     assert not any(s.correct for s in scores[:len(texts)])  # no box, no answer
-    assert elapsed < 60, f"{elapsed:.1f} s for {len(completions)} completions"
+    # About 10-20 s on a quiet 2-core machine, 65 s measured at nice 19 beside two training runs.
+    assert elapsed < 180, f"{elapsed:.1f} s for {len(completions)} completions"
     task.close()
 
 
