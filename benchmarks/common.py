@@ -9,6 +9,14 @@ import time
 
 import torch
 
+QWEN_SHAPES = {
+    # The published configs of Qwen2.5-0.5B and -3B (random weights: no download needed).
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
+                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+}
+
 
 def host_description() -> str:
     if torch.cuda.is_available():

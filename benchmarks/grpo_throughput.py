@@ -38,18 +38,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import PeakMemory, Timer, host_description, print_table, sync  # noqa: E402
+from common import QWEN_SHAPES, PeakMemory, Timer, host_description, print_table, sync  # noqa: E402
 
 from r1zero.config import TrainConfig  # noqa: E402
 from r1zero.training.trainer import Trainer, build_task, load_data  # noqa: E402
-
-QWEN_SHAPES = {
-    # The published configs of Qwen2.5-0.5B and -3B (random weights: no download needed).
-    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-}
 
 PRESETS = {
     "cpu": [dict(name="SmolLM2-135M-Instruct", model="embedded", prompts=4, generations=4, length=64,

@@ -43,15 +43,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import host_description, print_table, read_vm  # noqa: E402
+from common import QWEN_SHAPES, host_description, print_table, read_vm  # noqa: E402
 
-QWEN_SHAPES = {
-    # The published configs of Qwen2.5-0.5B and -3B (random weights: no download needed).
-    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
-                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "qwen2.5-3b": dict(hidden_size=2048, intermediate_size=11008, num_hidden_layers=36, num_attention_heads=16,
-                       num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-}
 MODES = {"full": None, "lora": "default", "lora all-linear": "all-linear"}
 LABELS = {"embedded": "SmolLM2-135M", "qwen2.5-0.5b": "Qwen2.5-0.5B shape"}
 
