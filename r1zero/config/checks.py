@@ -89,14 +89,15 @@ def _closest(key: str, keys: list[str]) -> str | None:
 # Value checks that need more than a type.
 
 @functools.lru_cache(maxsize=None)
-def _hints(cls: type) -> dict[str, Any]:
+def type_hints(cls: type) -> dict[str, Any]:
+    """The resolved field types of a config class (computed once per class)."""
     return typing.get_type_hints(cls)
 
 
 def validate(c) -> None:
     """Cross-field checks; each failure names the key and the fix."""
     # Types first (the dataclass may also be built from Python code).
-    check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config", _hints(type(c)))
+    check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config", type_hints(type(c)))
     for key in ("prompts_per_step", "num_generations", "max_prompt_length", "max_completion_length",
                 "num_iterations", "per_device_train_batch_size", "logprob_chunk_size", "logging_steps"):
         need(getattr(c, key) >= 1, key, "must be at least 1")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
 from pathlib import Path
 from typing import Any
 
@@ -14,18 +13,12 @@ from r1zero import trl_defaults
 from r1zero.errors import ConfigError
 
 
-from r1zero.config.checks import check_types, coerce, type_name
+from r1zero.config.checks import check_types, coerce, type_hints, type_name
 from r1zero.config.fields import DEFAULT_RECIPE, TrainConfig
 
 
-_HINTS: dict[str, Any] | None = None
-
-
 def field_types() -> dict[str, Any]:
-    global _HINTS
-    if _HINTS is None:
-        _HINTS = typing.get_type_hints(TrainConfig)
-    return _HINTS
+    return type_hints(TrainConfig)
 
 
 def _check_types(raw: dict, where: str) -> dict:
