@@ -11,7 +11,10 @@ transformers' ``generate`` in fp32; left-padded bf16 log-probs finite; one GRPO 
 Trainer with a finite loss and gradient norm; for the smallest shape, a resume from that step's
 checkpoint that trains one more step. Speed: decode tokens/s of the engine (bf16, the rollout's
 precision) against ``generate`` (bf16 weights) at fixed length, the GRPO step time, peak memory,
-and the engine's tokens/s as a share of the weight-bandwidth floor.
+and the engine's tokens/s as a share of the weight-bandwidth floor. When ``trl`` and ``datasets``
+import (carried as wheels: benchmarks/trl_wheels.py builds the folder, 1.7 MiB), also GRPO
+samples/s against TRL's GRPOTrainer on the smallest shape (benchmarks/grpo_throughput.py's two
+sides, fixed length, bf16 on the GPU); otherwise the table says it was skipped.
 
     python benchmarks/gpu_check.py              # the GPU machine (at most about 8 minutes on an H200)
     python benchmarks/gpu_check.py --dry-run    # the same code at tiny shapes on CPU (CI, under a minute)
@@ -161,7 +164,8 @@ def check_grpo(model_dir: Path, out: Path, plan, device, resume: bool) -> tuple[
         trainer.step_time = t.s
         ok = math.isfinite(metrics[M.LOSS]) and math.isfinite(metrics[M.GRAD_NORM])
         results.append(("GRPO step: finite loss and grad norm", ok,
-                        f"loss {metrics[M.LOSS]:.4g}, grad_norm {metrics[M.GRAD_NORM]:.4g}"))
+                        f"loss {metrics[M.LOSS]:.4g}, grad_norm {metrics[M.GRAD_NORM]:.4g}, sampler-trainer "
+                        f"|logp gap| {metrics.get(M.SAMPLING_LOGP_DIFF, float('nan')):.3g}"))
         step_time = t.s
         if resume:
             trainer.save()
@@ -194,6 +198,28 @@ def decode_speed(model, tok, plan, device, batch: int) -> tuple[float, float]:
         generate(low, tok, ids, engine="hf", **kw)
     model.to(torch.float32)
     return n_tok / t_ours.s, n_tok / t_hf.s
+
+
+def trl_pair(shape: str, model_dir: Path, plan, device, tmp: Path) -> list[list]:
+    """Rows of GRPO samples/s and peak memory, r1zero against TRL's GRPOTrainer, on the same work
+    (benchmarks/grpo_throughput.py's sides); one row saying why when trl/datasets do not import."""
+    import importlib.util
+
+    missing = [m for m in ("trl", "datasets") if importlib.util.find_spec(m) is None]
+    if missing:
+        return [[shape, f"GRPO vs TRL: skipped ({', '.join(missing)} not importable; carry them as wheels: "
+                        "python benchmarks/trl_wheels.py)", "-", "-", "-", "-", "-"]]
+    import grpo_throughput as gt
+
+    spec = dict(name=shape, model=str(model_dir), prompts=plan["prompts_per_step"], generations=plan["generations"],
+                length=plan["completion"], micro=plan["generations"], fixed_length=True, template="base")
+    bf16 = device.type == "cuda"
+    warmup = 1 if device.type == "cuda" else 0  # the dry run checks the code path, not the speed
+    ours = gt.run_r1zero(spec, str(model_dir), warmup, 1, str(tmp), bf16)
+    theirs = gt.run_trl(spec, str(model_dir), warmup, 1, str(tmp), bf16)
+    a, b = ours.row(), theirs.row()
+    return [[shape, "GRPO samples/s (baseline: TRL)", a["samples/s"], b["samples/s"], a["samples/s"] / b["samples/s"],
+             f"{a['peak GiB']:.2f} vs {b['peak GiB']:.2f}", "-"]]
 
 
 def main(argv=None) -> int:
@@ -238,10 +264,12 @@ def main(argv=None) -> int:
             correctness += [(shape, name, ok, note) for name, ok, note in results]
             peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else "-"
             speed_rows.append([shape, "GRPO step (s)", timing["step_s"], "-", "-", peak, "-"])
+            if si == 0:
+                speed_rows += trl_pair(shape, model_dir, plan, device, tmp / f"trl-{shape}")
     print_table("correctness", ["shape", "check", "pass", "detail"],
                 [[s, c, "PASS" if ok else "FAIL", d] for s, c, ok, d in correctness])
-    print_table("speed (decode: new tokens/s, bf16, fixed length)",
-                ["shape", "what", "r1zero", "generate", "ratio", "peak GiB", "of bandwidth floor"], speed_rows)
+    print_table("speed (decode: new tokens/s, bf16, fixed length; baseline: transformers generate unless named)",
+                ["shape", "what", "r1zero", "baseline", "ratio", "peak GiB", "of bandwidth floor"], speed_rows)
     print(f"\ntotal {time.perf_counter() - t_all:.0f} s")
     passed = sum(ok for _, _, ok, _ in correctness)
     print(f"gpu_check correctness={passed}/{len(correctness)}")

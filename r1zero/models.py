@@ -152,6 +152,15 @@ def autocast_dtype(bf16: bool | str | None, device: torch.device) -> torch.dtype
     return torch.bfloat16 if use_bf16(bf16, device) else None
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timer read after it measures the work (CUDA and MPS
+    run asynchronously; the CPU does not)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 @dataclass
 class Generator:
     """A model ready to answer prompts: what ``r1zero eval`` and ``compare`` load, set up as training does."""

@@ -5,6 +5,7 @@ import re
 import sys
 
 import pytest
+import torch
 
 from conftest import REPO
 
@@ -47,7 +48,8 @@ def test_rollout_benchmark_toy(tiny_qwen2, capsys):
 
 
 def test_gpu_check_dry_run(capsys):
-    """The GPU machine's check at tiny shapes on CPU: every correctness line passes, both tables print."""
+    """The GPU machine's check at tiny shapes on CPU: every correctness line passes, both tables print,
+    and with trl installed (here, not on the GPU machine unless carried) its TRL row has a ratio."""
     import gpu_check
 
     assert gpu_check.main(["--dry-run"]) == 0
@@ -56,7 +58,9 @@ def test_gpu_check_dry_run(capsys):
     checks = [line.split("|")[2].strip() for line in out if line.startswith("|  tiny") and "PASS" in line]
     assert checks == ["greedy fp32 = transformers generate", "left-padded bf16 log-probs finite",
                       "GRPO step: finite loss and grad norm", "resume: step 1 restored, step 2 trains"]
-    assert any(line.startswith("|  tiny |    decode B=8 |") for line in out)
+    assert any(re.match(r"\|\s+tiny \|\s+decode B=8 \|", line) for line in out)
+    trl_row = next(line for line in out if "GRPO samples/s (baseline: TRL)" in line)
+    assert re.fullmatch(r"\d+\.\d+", trl_row.split("|")[5].strip()), trl_row  # r1zero / TRL samples/s
 
 
 def test_default_seeds_toy(tiny_llama, capsys, tmp_path):
@@ -104,3 +108,16 @@ def test_lora_memory_toy(tiny_qwen2, capsys, tmp_path):
     assert c_full["grads"] == 4 * c_full["params"] and c_lora["adam"] == 8 * c_lora["trainable"]
     titles = [line for line in out if line.startswith(("Update:", "Qwen2.5-3B", "Sampling"))]
     assert len(titles) == 3
+
+
+def test_gpu_check_names_the_wheels_when_trl_is_missing(monkeypatch, tmp_path):
+    """The GPU machine has no trl or datasets: the TRL side is one row saying so and how to carry them."""
+    import importlib.util
+
+    import gpu_check
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in ("trl", "datasets") else real(name, *a))
+    (row,) = gpu_check.trl_pair("tiny", tmp_path, gpu_check.PLAN["dry"], torch.device("cpu"), tmp_path)
+    assert row[1] == ("GRPO vs TRL: skipped (trl, datasets not importable; carry them as wheels: "
+                      "python benchmarks/trl_wheels.py)")

@@ -223,3 +223,105 @@ def test_gpu_process_group_has_a_cpu_backend_for_offloaded_shards(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["cpu:gloo", "cpu", "[1.0,", "1.0,", "1.0]"]
+
+
+# ---- bounded shapes, no host sync per decode step, the sampler's log-probs ----------------------
+
+
+class HostReads:
+    """Counts r1zero's reads of tensor values by the host (``bool``/``int``/``float``, ``.item()``,
+    ``.tolist()``, ``.cpu()``) from the functions in ``where``: on CUDA each one waits for the queued
+    work (the CPU's stand-in for ``torch.cuda.set_sync_debug_mode``). transformers' own reads are
+    not counted (its SDPA mask check reads a padded 2-D mask once per forward, in its generate too)."""
+
+    METHODS = ("__bool__", "__int__", "__float__", "item", "tolist", "cpu")
+
+    def __init__(self, monkeypatch, where: str):
+        import sys
+
+        self.count = 0
+        for name in self.METHODS:
+            real = getattr(torch.Tensor, name)
+
+            def counted(t, *a, _real=real, **k):
+                if where in sys._getframe(1).f_code.co_filename:
+                    self.count += 1
+                return _real(t, *a, **k)
+            monkeypatch.setattr(torch.Tensor, name, counted)
+
+
+def _eos_rich(eos_rich_model):
+    tok = load_tokenizer(str(eos_rich_model))
+    model = _model(eos_rich_model)
+    return tok, model, eos_token_ids(tok, model)
+
+
+@pytest.mark.parametrize("cache", ["static", "dynamic"])
+def test_decode_loop_reads_the_device_once_per_check_not_per_step(tiny_qwen2, monkeypatch, cache):
+    """On CUDA every host read of a tensor waits for the device; the decode loop looked at its
+    tokens and finished rows every step (``.cpu()`` twice and ``bool()`` per step: 72 reads for
+    24 steps). Now the tokens stay on the device and the finished rows are looked at every 8 steps."""
+    model = _model(tiny_qwen2)
+    kw = dict(cache=cache, eos_ids=[], max_new_tokens=24, compile=False, check_every=8, autocast_dtype=None)
+    _ids(model, **kw)  # warm: the first call sets up what later calls reuse
+    reads = HostReads(monkeypatch, "r1zero/rollout/")
+    out = _ids(model, **kw)
+    monkeypatch.undo()
+    assert out.shape == (6, 24)
+    assert reads.count <= 24 // 8 + 4, reads.count  # one look per 8 steps, the final copy and width
+
+
+def test_deferred_drops_of_finished_rows_sample_the_same(eos_rich_model):
+    """CUDA's policy (look every 8 steps, drop finished rows once a quarter of the batch has
+    finished, feed the others padding meanwhile) samples what the CPU's (every step, at once) does."""
+    tok, model, eos = _eos_rich(eos_rich_model)
+    ids = [tok(p).input_ids for p in ("Count to ten:", "3 + 4 =", "Once upon a time")]
+    kw = dict(num_generations=4, max_new_tokens=24, eos_ids=eos, pad_id=tok.pad_token_id, temperature=1.0, seed=11)
+    every_step = generate_ids(model, ids, cache="dynamic", check_every=1, **kw)
+    lengths = (every_step != tok.pad_token_id).sum(-1)
+    assert lengths.min() < 8 and lengths.max() > 16  # rows finish at different steps
+    for check in (3, 8):
+        assert torch.equal(generate_ids(model, ids, cache="dynamic", check_every=check, **kw), every_step)
+    assert torch.equal(generate_ids(model, ids, cache="static", **kw), every_step)
+
+
+def test_static_chunks_have_one_row_count_and_one_cache_length(tiny_qwen2):
+    """A short last chunk, an evaluation batch and another prompt width used to be new shapes for
+    the compiled step (and past dynamo's recompile limit it silently runs eagerly): the last chunk
+    is filled with finished copies of its last row, and the cache length comes from the run's
+    prompt + completion length."""
+    model = _model(tiny_qwen2)
+    eager = _ids(model, cache="dynamic", temperature=0.0, autocast_dtype=None)
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = _model(tiny_qwen2)
+    # 3 prompts in chunks of 2: the second chunk has one prompt, filled up to 2.
+    out = _ids(compiled, cache="static", temperature=0.0, autocast_dtype=None, batch_size=4, compile=counter,
+               max_cache_len=300)
+    assert torch.equal(out, eager)
+    long_prompt = [[5 + (i % 40) for i in range(280)]]  # 280 + 8 tokens: past the first 256 bucket
+    generate_ids(compiled, long_prompt, num_generations=4, max_new_tokens=8, eos_ids=[2], pad_id=2, temperature=0.0,
+                 cache="static", compile=counter, max_cache_len=300)
+    assert list(static_caches(compiled)) == [(4, 512)]
+    assert counter.frame_count == 1  # one graph for every chunk and both prompt widths
+
+
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_sampler_logprobs_are_the_trainers_in_fp32_and_near_them_in_bf16(tiny_qwen2, cache):
+    """The rollout returns its log-prob of every sampled token (tempered, unfiltered: the trainer's
+    formula); the trainer logs how far its own are from them (sampling/sampling_logp_difference)."""
+    tok = load_tokenizer(str(tiny_qwen2))
+    model = _model(tiny_qwen2)
+    kw = dict(num_generations=2, max_new_tokens=8, eos_ids=eos_token_ids(tok, model), temperature=0.7, top_k=20,
+              seed=3, cache=cache)
+    for dtype, tol in ((None, 1e-5), (BF16, 0.05)):
+        roll = generate(model, tok, PROMPTS, autocast_dtype=dtype, **kw)
+        assert roll.sampled_logprobs.shape == roll.completion_ids.shape
+        assert (roll.sampled_logprobs[roll.completion_mask == 0] == 0).all()
+        with torch.no_grad():
+            trained, _ = completion_logprobs(model, roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1],
+                                             roll.completion_mask, temperature=0.7)
+        gap = (trained - roll.sampled_logprobs).abs()[roll.completion_mask == 1]
+        assert gap.max() < tol, (dtype, gap.max())
+        if dtype is BF16:
+            assert gap.max() > 0  # bf16 sampling is slightly off-policy: the metric has something to show
+    assert generate(model, tok, PROMPTS, **{**kw, "temperature": 0.0}).sampled_logprobs is None

@@ -75,8 +75,11 @@ def test_two_steps_then_resume_equals_uninterrupted(family, request, tmp_path):
     assert [m["step"] for m in train_rows] == [1, 2]
     for key in ("reward", "reward/answer", "reward/vowel_share", "accuracy", "format_rate", "completions/mean_length",
                 "completions/max_length", "completions/clipped_ratio", "frac_reward_zero_std", "entropy",
-                "clip_ratio/region_mean", "learning_rate", "grad_norm", "loss"):
+                "clip_ratio/region_mean", "learning_rate", "grad_norm", "loss",
+                "sampling/sampling_logp_difference/mean"):
         assert key in train_rows[0], key
+    # fp32 sampling and training: the sampler's log-probs are the trainer's (bf16: tests/test_gpu_paths_on_cpu.py).
+    assert all(m["sampling/sampling_logp_difference/mean"] < 1e-4 for m in train_rows)
     if FAMILIES[family]["beta"] > 0:
         assert "kl" in train_rows[0] and train_rows[1]["kl"] > 0  # policy moved away from the reference
     samples = [json.loads(line) for line in (full / "samples.jsonl").read_text().splitlines()]

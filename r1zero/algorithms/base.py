@@ -40,6 +40,7 @@ class RolloutBatch:
     group_size: int                # G
     old_logprobs: torch.Tensor | None = None  # (N, C) under the policy that sampled (when computed)
     ref_logprobs: torch.Tensor | None = None  # (N, C) under the reference model (when there is one)
+    sampled_logprobs: torch.Tensor | None = None  # (N, C) the sampler's own (r1zero engine), for the mismatch metric
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]

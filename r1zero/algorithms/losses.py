@@ -76,8 +76,9 @@ def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator:
     raise ValueError(f"unknown KL estimator {estimator!r}; expected one of {KL_ESTIMATORS}")
 
 
-def _mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    return float(masked_mean(values, mask))
+def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # A 0-d tensor, not a float: reading it here would make the host wait before backward().
+    return masked_mean(values, mask).detach()
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
@@ -137,8 +138,9 @@ def policy_loss(
             ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
 
     Returns:
-        ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and python
-        floats ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``,
+        ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and 0-d
+        tensors (detached, on the device: the update loop reads them after backward, all at once)
+        ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``,
         ``ratio_mean`` and (when ``ref_logprobs`` is given) ``kl``, all masked token means (at the
         sequence level the clip ratios and ``ratio_mean`` are means over the completions that have
         tokens, TRL's per-sequence reading).

@@ -62,8 +62,9 @@ def gae(token_level_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Ten
 
 
 def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               cliprange_value: float, total_tokens: float | None = None) -> tuple[torch.Tensor, float]:
-    """(0.5 x clipped squared error summed over the mask / total_tokens, share of tokens where the clip bites)."""
+               cliprange_value: float, total_tokens: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(0.5 x clipped squared error summed over the mask / total_tokens, share of tokens where the clip
+    bites: a detached 0-d tensor, read after backward)."""
     mask = mask.to(values.dtype)
     clipped = old_values + (values - old_values).clamp(-cliprange_value, cliprange_value)
     l1 = (values - returns) ** 2
@@ -73,7 +74,7 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     # Where the clip is active and raises the loss. (veRL counts l2 > l1 alone, which also counts
     # ties broken by rounding: old + (v - old) is not always v in floating point.)
     bites = ((values - old_values).abs() > cliprange_value) & (l2 > l1)
-    clipfrac = float(masked_mean(bites.to(values.dtype), mask))
+    clipfrac = masked_mean(bites.to(values.dtype), mask).detach()
     return loss, clipfrac
 
 
@@ -175,7 +176,7 @@ class PPO(RewardKLAlgorithm):
             vl, clipfrac = value_loss(v, self.values[rows].to(v.device), self.returns[rows].to(v.device), mask,
                                       self.cfg.cliprange_value, total_tokens=total_tokens)
             (vl * W).backward()  # this process's share of the mini-batch's token mean (see the update loop)
-        metrics.add("critic/value_loss", float(vl.detach()))
+        metrics.add("critic/value_loss", vl.detach())  # read after the update (r1zero.training.update.MetricSums)
         metrics.add_weighted("critic/value_clip_frac", clipfrac, float(batch.loss_mask[rows].sum()))
 
     def end_mini_batch(self, metrics) -> None:

@@ -24,8 +24,10 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
     (r1zero.rewards.scoring.reward_model(cfg, task, evaluation=True)); default: the task's scheme."""
     scorer = scorer or RewardModel(task)
     texts, ids = encode_prompts(task, tokenizer, rows, max_prompt_length)
+    # The static cache (CUDA) at one length for every evaluation: one compiled shape.
+    cache_len = (max_prompt_length or 0) + max_new_tokens
     greedy = generate(model, tokenizer, ids, num_generations=1, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                      temperature=0.0, batch_size=batch_size, autocast_dtype=autocast_dtype)
+                      temperature=0.0, batch_size=batch_size, autocast_dtype=autocast_dtype, max_cache_len=cache_len)
     scores = _score(scorer, greedy, rows, texts)
     n = len(rows)
     summary: dict[str, Any] = {
@@ -45,7 +47,7 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
     if samples > 1:
         sampled = generate(model, tokenizer, ids, num_generations=samples, max_new_tokens=max_new_tokens,
                            eos_ids=eos_ids, temperature=temperature, top_p=top_p, batch_size=batch_size,
-                           seed=seed, autocast_dtype=autocast_dtype)
+                           seed=seed, autocast_dtype=autocast_dtype, max_cache_len=cache_len)
         s = _score(scorer, sampled, [ex for ex in rows for _ in range(samples)],
                    [t for t in texts for _ in range(samples)])
         per_problem = [s.correct[i * samples:(i + 1) * samples] for i in range(n)]

@@ -30,6 +30,9 @@ LEARNING_RATE = "learning_rate"
 EPOCH = "epoch"
 TOKENS_PER_SECOND = "tokens_per_second"
 TIME_STEP, TIME_GENERATE, TIME_UPDATE = "time/step", "time/generate", "time/update"
+# Mean |log-prob of the sampler - log-prob of the trainer| over completion tokens (TRL's name): how
+# far off-policy the samples are (bf16 sampling weights against the fp32 policy under autocast).
+SAMPLING_LOGP_DIFF = "sampling/sampling_logp_difference/mean"
 EVAL_PREFIX = "eval/"
 # Dynamic sampling (r1zero.training.sampling_rounds): rounds of prompts drawn in the step, groups
 # dropped for equal rewards, groups short of prompts_per_step, groups with a spread left untrained.

@@ -5,7 +5,9 @@ What it does differently from transformers' ``generate`` (the models stay transf
 - Each prompt is prefilled once; its KV cache is then repeated to its G sample rows, so the prompt
   costs one forward pass per group instead of G.
 - A row that produced an EOS id leaves the decode batch (its cache rows are dropped), so finished
-  completions stop costing compute. Stopping honours every EOS id.
+  completions stop costing compute. Stopping honours every EOS id. On CUDA the finished rows are
+  looked at every ``check_every`` (8) steps and dropped only once a quarter of the batch has finished
+  (each look is a host sync, each drop a copy of the whole cache); on the CPU every step, at once.
 - Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
   on the model's device, and its randomness is counter-based: the uniform number that picks row
   r's token at step t is a hash of (seed, prompt index, sample index, t). What a row draws
@@ -15,12 +17,18 @@ What it does differently from transformers' ``generate`` (the models stay transf
 - ``cache="static"``: a preallocated KV cache (transformers' StaticCache) so every decode step has
   the same shapes; on CUDA the decode step is compiled with ``torch.compile(mode="reduce-overhead")``
   (CUDA graphs). In that mode rows are not dropped (fixed shapes are the point); finished rows are
-  fed padding and the loop ends when every row has finished. On CPU it runs eagerly unless
-  ``compile=True`` (the tests compile it on CPU to run the GPU path's logic). One cache per
-  (rows, length) is kept on the model and reset for the next rollout, so the CUDA graphs, which
-  record buffer addresses, are recorded once, not every step.
+  fed padding and the loop ends when every row has finished, looked at every 8 steps (the decode
+  loop has no other host sync: tokens stay on the device until the chunk ends). The shapes are
+  bounded: every chunk has the same row count (a short last chunk is filled with finished copies of
+  its last row) and the cache length is ``max_cache_len`` (the config's prompt + completion
+  length) rounded up to 256. On CPU it runs eagerly unless ``compile=True`` (the tests compile it
+  on CPU to run the GPU path's logic). One cache per (rows, length) is kept on the model and reset
+  for the next rollout, so the CUDA graphs, which record buffer addresses, are recorded once.
 - ``autocast_dtype``: the rollout runs a copy of the weights in that dtype
   (r1zero.rollout.weights), so compute, keys and values share one dtype.
+- ``with_logprobs``: also the sampler's log-prob of each sampled token under the tempered,
+  unfiltered distribution (what the trainer computes), so the trainer can log how far its own
+  log-probs are from the sampler's (bf16 sampling is slightly off-policy).
 """
 from __future__ import annotations
 
@@ -120,14 +128,65 @@ def _decode_fn(model, compile_step: bool | str):
     return fn
 
 
+def token_logprobs(logits: torch.Tensor, tok: torch.Tensor, temperature: float) -> torch.Tensor:
+    """log softmax(logits / temperature) at ``tok``, float32: the trainer's formula
+    (r1zero.training.logprobs), without top-k/top-p."""
+    x = logits.float() / temperature
+    return x.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(x, dim=-1)
+
+
+class _Tokens:
+    """A chunk's sampled tokens, kept on the model's device until the chunk ends (no host sync per
+    step): ids (n, T), the sampler's log-probs (n, T) when asked, which rows have finished and
+    the step of each row's EOS (T while it has none)."""
+
+    def __init__(self, n: int, T: int, pad_id: int, device, with_logprobs: bool):
+        self.pad_id = pad_id
+        self.ids = torch.full((n, T), pad_id, dtype=torch.long, device=device)
+        self.logprobs = torch.zeros((n, T), dtype=torch.float32, device=device) if with_logprobs else None
+        self.finished = torch.zeros(n, dtype=torch.bool, device=device)
+        self.finish_at = torch.full((n,), T, dtype=torch.long, device=device)
+        self.steps = 0
+
+    def put(self, t: int, tok: torch.Tensor, logits: torch.Tensor, eos: torch.Tensor, temperature: float,
+            rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Record step ``t``'s tokens of ``rows`` (device indices; None: every row); a row that has
+        finished gets padding. Returns the tokens as recorded (the next step's input)."""
+        done = self.finished if rows is None else self.finished[rows]
+        tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
+        new_eos = torch.isin(tok, eos) & ~done
+        where = slice(None) if rows is None else rows
+        self.ids[where, t] = tok
+        if self.logprobs is not None and temperature > 0:
+            self.logprobs[where, t] = token_logprobs(logits, tok, temperature)
+        self.finish_at[where] = torch.where(new_eos, t, self.finish_at[where])
+        self.finished[where] = done | new_eos
+        self.steps = t + 1
+        return tok
+
+    def write(self, out: torch.Tensor, out_lp: torch.Tensor | None, rows: torch.Tensor, n_real: int) -> int:
+        """Copy the first ``n_real`` rows into ``out``/``out_lp`` at ``rows``; returns the chunk's
+        width (its last EOS + 1, or every step run when a row has none)."""
+        if self.steps == 0:
+            return 0
+        width = min(self.steps, int(self.finish_at[:n_real].max()) + 1)
+        out[rows, :width] = self.ids[:n_real, :width].cpu()
+        if out_lp is not None and self.logprobs is not None:
+            out_lp[rows, :width] = self.logprobs[:n_real, :width].cpu()
+        return width
+
+
 @torch.no_grad()
 def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                  batch_size: int | None = None, seed: int = 0, autocast_dtype=None,
                  cache: str = "dynamic", prompt_index: list[int] | None = None,
-                 compile: bool | str | None = None, vocab_size: int | None = None) -> torch.Tensor:
+                 compile: bool | str | None = None, vocab_size: int | None = None,
+                 max_cache_len: int | None = None, check_every: int | None = None,
+                 with_logprobs: bool = False):
     """Completion ids (N, C) for N = len(prompt_ids) * num_generations rows (groups contiguous), on
-    CPU, padded with ``pad_id`` after each row's EOS; C is at most ``max_new_tokens``.
+    CPU, padded with ``pad_id`` after each row's EOS; C is at most ``max_new_tokens``. With
+    ``with_logprobs``: (ids, log-probs (N, C) float32, 0 after EOS and when greedy).
 
     ``batch_size`` bounds the rows decoded together (whole groups: at least one prompt's G rows).
     ``prompt_index``: each prompt's index in the sampling key (default its position here); under
@@ -136,6 +195,9 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     torch.compile backend). ``vocab_size``: only ids below it are sampled (the tokenizer's size when
     the model's embedding is padded beyond it, as Qwen2.5's 151,936 rows for 151,665 tokens: an id
     the tokenizer lacks would vanish from the scored text but stay in the trained tokens).
+    ``max_cache_len``: the static cache's length at least (prompt + completion length of the run,
+    so every step has one shape). ``check_every``: steps between looks at the finished rows
+    (default: 8 on CUDA and for the static cache, 1 for the dynamic cache on other devices).
     """
     G = num_generations
     model, autocast_dtype = rollout_model(model, autocast_dtype)
@@ -143,9 +205,15 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     compile_step = device.type == "cuda" if compile is None else compile
     n_prompts = len(prompt_ids)
     key_index = list(range(n_prompts)) if prompt_index is None else list(prompt_index)
-    per_chunk = n_prompts if not batch_size else max(1, batch_size // G)
+    per_chunk = n_prompts if not batch_size else max(1, min(n_prompts, batch_size // G))
     out = torch.full((n_prompts * G, max(max_new_tokens, 0)), pad_id, dtype=torch.long)
+    out_lp = torch.zeros(out.shape, dtype=torch.float32) if with_logprobs else None
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
+    # The counter-based uniforms are made where the logits are (float64: not on MPS), so no
+    # host-to-device copy per step.
+    key_device = device if device.type in ("cuda", "cpu") else torch.device("cpu")
+    if check_every is None:
+        check_every = 8 if device.type == "cuda" or cache == "static" else 1
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
     was_training = model.training
@@ -155,21 +223,27 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
         with autocast:
             for p0 in range(0, n_prompts, per_chunk):
                 chunk = list(range(p0, min(n_prompts, p0 + per_chunk)))
-                keys = row_keys(seed, [key_index[p] for p in chunk for _ in range(G)], [g for _ in chunk for g in range(G)])
+                keys = row_keys(seed, [key_index[p] for p in chunk for _ in range(G)],
+                                [g for _ in chunk for g in range(G)]).to(key_device)
                 rows = torch.arange(p0 * G, (p0 + len(chunk)) * G)
-                args = (model, [prompt_ids[p] for p in chunk], G, max_new_tokens, eos, pad_id, temperature,
-                        top_p, top_k, keys, rows, out, device, vocab_size)
-                w = _decode_static(*args, compile_step) if cache == "static" else _decode_dynamic(*args)
-                width = max(width, w)
+                buf = _Tokens(per_chunk * G if cache == "static" else len(rows), max(max_new_tokens, 0), pad_id,
+                              device, with_logprobs)
+                args = (model, [prompt_ids[p] for p in chunk], G, max_new_tokens, eos, temperature, top_p, top_k,
+                        keys, buf, device, vocab_size, check_every)
+                if cache == "static":
+                    _decode_static(*args, compile_step=compile_step, max_cache_len=max_cache_len)
+                else:
+                    _decode_dynamic(*args)
+                width = max(width, buf.write(out, out_lp, rows, len(rows)))
     finally:
         if was_training:
             model.train()
-    return out[:, :width]
+    return (out[:, :width], out_lp[:, :width]) if with_logprobs else out[:, :width]
 
 
-def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
-                    device, vocab: int | None = None) -> int:
-    ids, mask = left_pad(prompts, pad_id, device)
+def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, top_k, keys, buf: _Tokens,
+                    device, vocab: int | None, check_every: int) -> None:
+    ids, mask = left_pad(prompts, buf.pad_id, device)
     pkv = DynamicCache(config=model.config)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     kw = cache_kwarg(model)
@@ -179,27 +253,28 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, pad_id, temperature,
     pkv.batch_repeat_interleave(G)
     logits = logits.repeat_interleave(G, 0)
     mask = mask.repeat_interleave(G, 0)
-    active = torch.arange(len(rows), device=device)  # positions in this chunk still decoding
-    width = 0
+    active = torch.arange(buf.ids.shape[0], device=device)  # rows of the chunk still in the decode batch
+    # Finished rows leave once this share of the batch has finished (each drop copies the cache).
+    drop_share = 0.25 if check_every > 1 else 0.0
     for t in range(max_new_tokens):
-        tok = sample_next(logits, keys[active.cpu()], t, temperature=temperature, top_k=top_k, top_p=top_p)
-        out[rows[active.cpu()], t] = tok.cpu()
-        width = t + 1
-        done = torch.isin(tok, eos)
+        tok = sample_next(logits, keys[active.to(keys.device)], t, temperature=temperature, top_k=top_k, top_p=top_p)
+        tok = buf.put(t, tok, logits, eos, temperature, active)
         if t == max_new_tokens - 1:
             break
-        if bool(done.any()):
-            keep = (~done).nonzero().squeeze(-1)
-            if keep.numel() == 0:
+        if (t + 1) % check_every == 0:
+            done = buf.finished[active]
+            n_done = int(done.sum())
+            if n_done == len(active):
                 break
-            # Finished rows leave the batch: their cache rows are dropped, not computed on.
-            pkv.batch_select_indices(keep)
-            active, mask, tok = active[keep], mask[keep], tok[keep]
+            if n_done and n_done >= drop_share * len(active):
+                keep = (~done).nonzero().squeeze(-1)
+                # Finished rows leave the batch: their cache rows are dropped, not computed on.
+                pkv.batch_select_indices(keep)
+                active, mask, tok = active[keep], mask[keep], tok[keep]
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         pos = (mask.sum(-1, keepdim=True) - 1)
         logits = model(input_ids=tok.unsqueeze(-1), attention_mask=mask, position_ids=pos, use_cache=True,
                        **{kw: pkv}).logits[:, -1, :vocab]
-    return width
 
 
 def _static_cache(model, n: int, max_len: int) -> StaticCache:
@@ -227,44 +302,47 @@ def _set_position(pkv: StaticCache, position: int) -> None:
             layer.cumulative_length.fill_(position)
 
 
-def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, top_p, top_k, keys, rows, out,
-                   device, vocab: int | None = None, compile_step: bool | str = False) -> int:
-    ids, mask = left_pad(prompts, pad_id, device)
+def _decode_static(model, prompts, G, max_new_tokens, eos, temperature, top_p, top_k, keys, buf: _Tokens,
+                   device, vocab: int | None, check_every: int, *, compile_step: bool | str = False,
+                   max_cache_len: int | None = None) -> None:
+    ids, mask = left_pad(prompts, buf.pad_id, device)
     P = ids.shape[1]
-    n = len(rows)
+    n = buf.ids.shape[0]  # the chunk's fixed row count; rows past the real ones are finished copies
+    n_real = len(prompts) * G
     kw = cache_kwarg(model)
-    # Cache length rounded up to a multiple of 256: the compiled decode step sees one shape per
-    # (rows, bucket), not one per prompt width, so training steps rarely recompile.
-    max_len = -(-(P + max_new_tokens) // 256) * 256
+    # Cache length rounded up to a multiple of 256 (at least the run's prompt + completion length):
+    # the compiled decode step sees one shape per (rows, length), not one per prompt width.
+    max_len = -(-max(P + max_new_tokens, max_cache_len or 0) // 256) * 256
+    # Each row's prompt: G rows per prompt, then copies of the last row up to the fixed count.
+    src = torch.arange(len(prompts), device=device).repeat_interleave(G)
+    src = torch.cat([src, src[-1:].expand(n - n_real)])
+    buf.finished[n_real:] = True
     # Prefill the unique prompts in a dynamic cache, then copy it, G times repeated, into a static
     # cache of the full batch: the decode step then always sees the same shapes.
     pkv_p = DynamicCache(config=model.config)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                   **{kw: pkv_p}).logits[:, -1, :vocab].repeat_interleave(G, 0)
+                   **{kw: pkv_p}).logits[:, -1, :vocab].index_select(0, src)
     pkv = _static_cache(model, n, max_len)
     for li, layer in enumerate(pkv_p.layers):
-        k = layer.keys.repeat_interleave(G, 0)
-        v = layer.values.repeat_interleave(G, 0)
-        pkv.update(k, v, li, {"cache_position": torch.arange(P, device=device)})
+        pkv.update(layer.keys.index_select(0, src), layer.values.index_select(0, src), li,
+                   {"cache_position": torch.arange(P, device=device)})
     full_mask = torch.zeros((n, max_len), dtype=torch.long, device=device)
-    full_mask[:, :P] = mask.repeat_interleave(G, 0)
+    full_mask[:, :P] = mask.index_select(0, src)
+    prompt_len = full_mask[:, :P].sum(-1, keepdim=True)
+    # The filler rows' keys: any will do, their samples are replaced by padding.
+    keys = torch.cat([keys, keys[-1:].expand(n - n_real)])
+    # The step's cache position, advanced in place (a new tensor per step would be a host copy; a
+    # slice of one tensor a new storage offset, which the compiled step would specialise on).
+    cache_position = torch.full((1,), P, dtype=torch.long, device=device)
     decode = _decode_fn(model, compile_step)
-    finished = torch.zeros(n, dtype=torch.bool, device=device)
-    width = 0
     for t in range(max_new_tokens):
         tok = sample_next(logits, keys, t, temperature=temperature, top_k=top_k, top_p=top_p)
-        tok = torch.where(finished, torch.full_like(tok, pad_id), tok)
-        live = (~finished).cpu()
-        out[rows[live], t] = tok.cpu()[live]
-        width = t + 1
-        finished |= torch.isin(tok, eos)
-        if t == max_new_tokens - 1 or bool(finished.all()):
+        tok = buf.put(t, tok, logits, eos, temperature)
+        if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(buf.finished.all())):
             break
         full_mask[:, P + t] = 1
-        pos = full_mask[:, :P + t + 1].sum(-1, keepdim=True) - 1
-        cache_position = torch.tensor([P + t], device=device)
-        step_kw = dict(input_ids=tok.unsqueeze(-1), attention_mask=full_mask, position_ids=pos,
+        step_kw = dict(input_ids=tok.unsqueeze(-1), attention_mask=full_mask, position_ids=prompt_len + t,
                        cache_position=cache_position, use_cache=True, **{kw: pkv})
         try:
             logits = decode(**step_kw).logits[:, -1, :vocab]
@@ -280,7 +358,7 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, pad_id, temperature, 
             logits = model(**step_kw).logits[:, -1, :vocab]
         if decode is not model and device.type == "cuda":
             logits = logits.clone()  # CUDA-graph outputs are overwritten by the next replay
-    return width
+        cache_position += 1
 
 
 def static_caches(model) -> dict:

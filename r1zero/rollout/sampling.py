@@ -26,6 +26,9 @@ class Rollout:
     completion_mask: torch.Tensor   # (N, C) 1 for tokens up to and including EOS
     truncated: torch.Tensor         # (N,) bool: no EOS within max_completion_length
     completions: list[str]          # decoded text (no special tokens, no EOS)
+    # (N, C) float32: the sampler's log-prob of each completion token (tempered, unfiltered), 0 after
+    # EOS; None from transformers' generate and for greedy decoding.
+    sampled_logprobs: torch.Tensor | None = None
 
     @property
     def input_ids(self) -> torch.Tensor:
@@ -46,7 +49,8 @@ class Rollout:
 
     def select(self, rows) -> "Rollout":
         return Rollout(self.prompt_ids[rows], self.prompt_mask[rows], self.completion_ids[rows],
-                       self.completion_mask[rows], self.truncated[rows], [self.completions[i] for i in rows])
+                       self.completion_mask[rows], self.truncated[rows], [self.completions[i] for i in rows],
+                       None if self.sampled_logprobs is None else self.sampled_logprobs[rows])
 
 
 def tokenize_prompts(tokenizer, prompts: list[str], add_special_tokens: bool) -> list[list[int]]:
@@ -69,7 +73,8 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -
 def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
              eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              batch_size: int | None = None, seed: int | None = None, autocast_dtype=None,
-             engine: str = "r1zero", cache: str = "auto", prompt_index: list[int] | None = None) -> Rollout:
+             engine: str = "r1zero", cache: str = "auto", prompt_index: list[int] | None = None,
+             max_cache_len: int | None = None) -> Rollout:
     """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
@@ -80,6 +85,8 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     ``generate`` (the baseline the benchmarks compare with; greedy output is identical).
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
+    ``max_cache_len``: the static cache's length at least (the run's prompt + completion length).
+    The r1zero engine also returns the sampler's log-probs when sampling (``Rollout.sampled_logprobs``).
     Only ids the tokenizer has are sampled, by both engines (a model's embedding may be padded beyond it).
     """
     pad_id = tokenizer.pad_token_id
@@ -92,11 +99,14 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
             seed = int(torch.randint(0, 2**62, (1,)))
         if cache == "auto":
             cache = "static" if device.type == "cuda" else "dynamic"
-        completion_ids = generate_ids(
+        sampled = temperature > 0
+        result = generate_ids(
             model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
             pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
-            autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index, vocab_size=len(tokenizer))
-        return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
+            autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index, vocab_size=len(tokenizer),
+            max_cache_len=max_cache_len, with_logprobs=sampled)
+        completion_ids, logprobs = result if sampled else (result, None)
+        return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs)
     if engine != "hf":
         raise ValueError(f"engine: {engine!r} is not 'r1zero' or 'hf'")
     batch_size = batch_size or n
@@ -131,15 +141,17 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
 
 
-def _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id) -> Rollout:
+def _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs=None) -> Rollout:
     n = completion_ids.shape[0]
     cmask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
     completion_ids = completion_ids.masked_fill(cmask == 0, pad_id)
+    if logprobs is not None:
+        logprobs = logprobs.masked_fill(cmask == 0, 0.0)
     # Text for the scorers: everything before EOS, special tokens dropped.
     text_lens = cmask.sum(-1) - (~truncated).long()
     completions = tokenizer.batch_decode([completion_ids[i, :int(text_lens[i])].tolist() for i in range(n)],
                                          skip_special_tokens=True)
-    return Rollout(ids, mask, completion_ids, cmask, truncated, completions)
+    return Rollout(ids, mask, completion_ids, cmask, truncated, completions, logprobs)
 
 
 class PromptTooLong(ValueError):

@@ -180,14 +180,16 @@ def barrier(env: DistEnv) -> None:
 # ---- wrapping ----------------------------------------------------------------------------------
 
 def wrap(module: torch.nn.Module, mode: str, env: DistEnv, *, cpu_offload: bool = False,
-         trainable: bool = True) -> torch.nn.Module:
+         trainable: bool = True, param_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """DDP or FSDP2 around ``module`` (returned unchanged for one process).
 
     ``module`` is r1zero.training.logprobs.CompletionLogprobs around a Hugging Face model. FSDP2 shards every
     decoder layer and then the root, the layout PyTorch recommends for transformers;
     ``cpu_offload`` keeps the shards (and their optimizer state) in CPU memory. A frozen model
     (``trainable=False``, the reference model) is left unwrapped under DDP: it has no gradients to
-    average.
+    average. ``param_dtype`` (bf16 runs): FSDP2's mixed precision, the gathered weights in that dtype
+    (half the all-gather traffic, and rollouts run them as they are), gradients reduced in float32
+    into the float32 shards the optimizer updates.
     """
     if not env.enabled:
         return module
@@ -199,9 +201,11 @@ def wrap(module: torch.nn.Module, mode: str, env: DistEnv, *, cpu_offload: bool 
         dev = next(module.parameters()).device
         return DDP(module, device_ids=[dev.index] if dev.type == "cuda" else None)
     if mode == "fsdp":
-        from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+        from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
 
-        kw = {"offload_policy": CPUOffloadPolicy()} if cpu_offload else {}
+        kw: dict[str, Any] = {"offload_policy": CPUOffloadPolicy()} if cpu_offload else {}
+        if param_dtype is not None:
+            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         # Layers free their gathered weights after forward; the root (embeddings, norm, head) keeps
         # them, since the backward pass needs them again at once.
         for layer in decoder_layers(module):

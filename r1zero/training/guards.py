@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from r1zero.config import ConfigError
 
 log = logging.getLogger("r1zero")
@@ -39,17 +41,24 @@ class RunHealth:
         self.total_skipped = 0
         self.failed_streak: dict[str, int] = {}
         self._bad_loss = False
+        self._losses: list = []  # this update's micro-batch losses, still on the device
         self.stop_message: str | None = None
 
     # ---- numerical faults -------------------------------------------------------------------------
     def note_loss(self, loss: Any) -> None:
-        """Called after each micro-batch's backward: remember a non-finite loss for this update."""
-        if not math.isfinite(float(loss)):
+        """Called after each micro-batch's backward: remember a non-finite loss for this update. A
+        tensor is kept on its device and read in ``update_ok`` (no host sync per micro-batch)."""
+        if isinstance(loss, torch.Tensor):
+            self._losses.append(loss.detach().reshape(()))
+        elif not math.isfinite(float(loss)):
             self._bad_loss = True
 
     def update_ok(self, grad_norm: Any, step: int) -> bool:
         """Whether to call ``optimizer.step()``: False (a skip) when this update's loss or gradient
         norm is not finite."""
+        if self._losses:
+            self._bad_loss |= not bool(torch.isfinite(torch.stack(self._losses)).all())
+            self._losses = []
         bad_loss, self._bad_loss = self._bad_loss, False
         gn = float(grad_norm)
         if not bad_loss and math.isfinite(gn):

@@ -74,10 +74,14 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
     kw = cache_kwarg(decoder)
     out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids_from_mask(p_mask),
                   use_cache=True, **{kw: cache})
-    h_last = out.last_hidden_state[:, -1:].repeat_interleave(counts, 0)  # predicts each first completion token
+    # Each row's prompt, as one index built once: repeat_interleave with a count tensor on the GPU
+    # waits for the device to learn its output size, once per call (here: per layer); with
+    # ``output_size`` it does not. (repeat_interleave is index_select by this index: same values.)
+    rows = torch.repeat_interleave(counts, output_size=input_ids.shape[0])
+    h_last = out.last_hidden_state[:, -1:].index_select(0, rows)  # predicts each first completion token
     for layer in cache.layers:  # the prompt's K/V, once per group, now one copy per row (graph kept)
-        layer.keys = layer.keys.repeat_interleave(counts, 0)
-        layer.values = layer.values.repeat_interleave(counts, 0)
+        layer.keys = layer.keys.index_select(0, rows)
+        layer.values = layer.values.index_select(0, rows)
     C = input_ids.shape[1] - P
     if C == 1:
         return h_last

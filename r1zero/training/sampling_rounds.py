@@ -127,11 +127,15 @@ def merge_rows(pieces: list[tuple[Rollout, list[int]]], pad_id: int) -> Rollout:
     n = len(rows)
     p_ids, p_mask = torch.full((n, P), pad_id, dtype=torch.long), torch.zeros((n, P), dtype=torch.long)
     c_ids, c_mask = torch.full((n, C), pad_id, dtype=torch.long), torch.zeros((n, C), dtype=torch.long)
+    with_lp = bool(rows) and all(roll.sampled_logprobs is not None for roll, _ in rows)
+    c_lp = torch.zeros((n, C), dtype=torch.float32) if with_lp else None
     for k, (roll, j) in enumerate(rows):
         w = min(P, roll.prompt_ids.shape[1])
         if w:
             p_ids[k, P - w:], p_mask[k, P - w:] = roll.prompt_ids[j, -w:], roll.prompt_mask[j, -w:]
         w = min(C, roll.completion_ids.shape[1])
         c_ids[k, :w], c_mask[k, :w] = roll.completion_ids[j, :w], roll.completion_mask[j, :w]
+        if with_lp:
+            c_lp[k, :w] = roll.sampled_logprobs[j, :w]
     truncated = torch.tensor([bool(roll.truncated[j]) for roll, j in rows], dtype=torch.bool)
-    return Rollout(p_ids, p_mask, c_ids, c_mask, truncated, [roll.completions[j] for roll, j in rows])
+    return Rollout(p_ids, p_mask, c_ids, c_mask, truncated, [roll.completions[j] for roll, j in rows], c_lp)

@@ -58,7 +58,7 @@ from r1zero.algorithms import RolloutBatch, UpdateContext, get_algorithm, group_
 from r1zero.config import ConfigError, TrainConfig, save_config
 from r1zero.data.files import DataError, write_jsonl
 from r1zero.data.split import DataPosition, load_data
-from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
+from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer, synchronize
 from r1zero.observe import metrics as M
 from r1zero.observe import report
 from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
@@ -126,7 +126,7 @@ class Trainer:
         # What the update calls: one forward per micro-batch, replicated (DDP) or sharded (FSDP2)
         # under torchrun, the plain module in one process.
         self.policy = dist.wrap(CompletionLogprobs(self.model), cfg.distributed, self.env,
-                                cpu_offload=cfg.fsdp_cpu_offload)
+                                cpu_offload=cfg.fsdp_cpu_offload, param_dtype=self.autocast_dtype)
         self.sharded = bool(dist.fsdp_modules(self.policy))
         self.ref_model = self.ref_policy = None
         if algorithm.uses_reference(cfg) and self.adapter is not None:
@@ -137,7 +137,7 @@ class Trainer:
             self.ref_model = load_model(cfg.model_name_or_path, ref_device, trust_remote_code=cfg.trust_remote_code,
                                         trainable=False)
             self.ref_policy = dist.wrap(CompletionLogprobs(self.ref_model), cfg.distributed, self.env, trainable=False,
-                                        cpu_offload=self.device.type == "cuda" and (cfg.fsdp_cpu_offload
+                                        param_dtype=self.autocast_dtype, cpu_offload=self.device.type == "cuda" and (cfg.fsdp_cpu_offload
                                                                                     or cfg.ref_model_offload))
         self.eos_ids = eos_token_ids(self.tokenizer, self.model)
         faults.watch(self)  # a crash-test hook; nothing unless R1ZERO_PAUSE_AT is set
@@ -234,7 +234,9 @@ class Trainer:
                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             batch_size=cfg.generation_batch_size, seed=cfg.seed * 1_000_003 + step,
                             autocast_dtype=self.autocast_dtype, prompt_index=prompt_index,
-                            cache="dynamic" if self.sharded else "auto")
+                            cache="dynamic" if self.sharded else "auto",
+                            max_cache_len=(cfg.max_prompt_length or 0) + cfg.max_completion_length)
+        synchronize(self.device)  # timings measure the work, not its queueing
         t_gen.append(time.perf_counter() - t0)
         scores = self.rewarder(roll.completions, [ex for ex in examples for _ in range(G)],
                                [p for p in prompts for _ in range(G)], roll.lengths.tolist(), roll.truncated.tolist(),
@@ -273,10 +275,11 @@ class Trainer:
         if cfg.mask_truncated_completions:
             loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
         batch = RolloutBatch(roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1], roll.completion_mask,
-                             loss_mask, rewards[rows], rewards, rows, G)
+                             loss_mask, rewards[rows], rewards, rows, G, sampled_logprobs=roll.sampled_logprobs)
         t1 = time.perf_counter()
         # No rows: dynamic sampling found no group with a reward spread; the step makes no update.
         advantages, algo_metrics, update = self._learn(batch, step) if len(batch) else (torch.zeros(0), {}, {})
+        synchronize(self.device)
         t_upd = time.perf_counter() - t1
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()

@@ -29,7 +29,11 @@ log-probs detached and no extra forward pass is spent.
 """
 from __future__ import annotations
 
+from typing import Any
 
+import torch
+
+from r1zero.observe import metrics as M
 from r1zero.testing import faults
 from r1zero.training import distributed as dist
 from r1zero.training.optim import clip_and_step
@@ -37,29 +41,56 @@ from r1zero.training.optim import clip_and_step
 
 class MetricSums:
     """Sums (``add``) and token-weighted means (``add_weighted``) over an update's micro-batches,
-    combined over processes by ``finish``."""
+    combined over processes by ``finish``. A value may be a 0-d tensor on the device: it is read
+    (one host sync for all of them) in ``finish``, after every backward pass has been queued, so the
+    micro-batch loop never waits for the device."""
 
     def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.weighted: dict[str, list[float]] = {}
+        self.sums: dict[str, Any] = {}
+        self.weighted: dict[str, list] = {}
+        self._pending: list[tuple[dict, str, int, list]] = []  # values still on the device, in order
 
-    def add(self, key: str, value: float) -> None:
-        self.sums[key] = self.sums.get(key, 0.0) + value
+    def add(self, key: str, value) -> None:
+        self._append(self.sums, key, 0, value)
 
-    def add_weighted(self, key: str, value: float, weight: float) -> None:
+    def add_weighted(self, key: str, value, weight: float) -> None:
         self.add_ratio(key, value * weight, weight)
 
-    def add_ratio(self, key: str, numerator: float, denominator: float) -> None:
+    def add_ratio(self, key: str, numerator, denominator) -> None:
         """``means()[key]`` is the sum of the numerators over the sum of the denominators."""
-        acc = self.weighted.setdefault(key, [0.0, 0.0])
-        acc[0] += numerator
-        acc[1] += denominator
+        self._append(self.weighted, key, 0, numerator)
+        self._append(self.weighted, key, 1, denominator)
+
+    def _append(self, table: dict, key: str, slot: int, value) -> None:
+        entry = table.setdefault(key, [[], []] if table is self.weighted else [[]])
+        entry[slot].append(value)
+
+    def _read(self) -> None:
+        """Every tensor value to a float (one transfer per device), summed in the order added."""
+        tensors = [v for table in (self.sums, self.weighted) for entry in table.values() for part in entry
+                   for v in part if isinstance(v, torch.Tensor)]
+        by_device: dict[Any, list] = {}
+        for t in tensors:
+            by_device.setdefault(t.device, []).append(t)
+        value = {}
+        for ts in by_device.values():
+            for t, f in zip(ts, torch.stack([t.detach().reshape(()).double() for t in ts]).tolist()):
+                value[id(t)] = f
+        def total(part):
+            acc = 0.0
+            for v in part:
+                acc += value[id(v)] if isinstance(v, torch.Tensor) else float(v)
+            return acc
+        self.sums = {k: total(e[0]) for k, e in self.sums.items()}
+        self.weighted = {k: [total(e[0]), total(e[1])] for k, e in self.weighted.items()}
 
     def total(self, key: str) -> float:
         return self.sums.get(key, 0.0)
 
     def finish(self, env) -> None:
-        """Everything summed over processes (the same keys on every process: the same settings)."""
+        """Everything read off the device and summed over processes (the same keys on every process:
+        the same settings)."""
+        self._read()
         s_keys, w_keys = sorted(self.sums), sorted(self.weighted)
         flat = dist.all_sum([*(self.sums[k] for k in s_keys), *(v for k in w_keys for v in self.weighted[k])], env)
         self.sums = dict(zip(s_keys, flat[:len(s_keys)]))
@@ -97,7 +128,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     acc = MetricSums()
     grad_norms: list[float] = []
     updates = 0
-    for _ in range(cfg.num_iterations):
+    for it in range(cfg.num_iterations):
         for m0, mini_tokens in zip(starts, mini_tokens_all):
             rows = list(range(m0, min(n, m0 + mini_rows)))
             optimizer.zero_grad(set_to_none=True)
@@ -119,12 +150,17 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                             # token means, its documented per-micro-batch rule).
                             loss = loss * (len(r) / (len(rows) * W))
                         (loss * W).backward()
+                    # Metrics stay on the device (read once, after the update): no host sync here.
                     health.note_loss(loss.detach())
-                    tok = float(mask.sum())
-                    acc.add("loss", float(loss.detach()))
-                    acc.add_ratio("entropy", float((ent.detach() * dev_mask).sum()), tok)
+                    tok = float(mask.sum())  # the mask lives on the CPU
+                    acc.add("loss", loss.detach())
+                    acc.add_ratio("entropy", (ent.detach() * dev_mask).sum(), tok)
                     for k, v in metrics.items():
                         acc.add_weighted(k, v, tok)
+                    if it == 0 and batch.sampled_logprobs is not None:
+                        # pi_old's log-probs as the trainer computes them against the sampler's own.
+                        gap = (old - batch.sampled_logprobs[r].to(lp.device)).abs() * dev_mask
+                        acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
                 algo.after_micro_batch(batch, r, mini_tokens, last, acc)
             if train_policy:
                 grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
