@@ -236,6 +236,31 @@ def test_run_health_counts_only_consecutive_failures():
     assert "reward 'f' failed on every sample for 2 consecutive steps" in h.stop_message
 
 
+def test_losses_are_checked_once_per_update_not_per_micro_batch(monkeypatch):
+    """A micro-batch's loss stays on the device (reading it would make the host wait for the GPU
+    before the next micro-batch is queued); the update's check reads them all at once."""
+    from r1zero.training.update import MetricSums
+
+    reads = []
+    real = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or real(t))
+    monkeypatch.setattr(torch.Tensor, "__float__", lambda t: (_ for _ in ()).throw(AssertionError("read a tensor")))
+    h, acc = RunHealth(max_skipped_updates=2, max_failed_reward_steps=2), MetricSums()
+    for loss in (0.5, float("nan"), 0.25):
+        h.note_loss(torch.tensor(loss))
+    for value in (0.5, 1.0, 0.25):
+        acc.add("loss", torch.tensor(value))
+        acc.add_ratio("entropy", torch.tensor(value * 3), 2.0)
+    assert reads == []
+    monkeypatch.undo()
+    assert not h.update_ok(1.0, 1)  # the nan of the second micro-batch is found, once
+    assert h.update_ok(1.0, 2)
+    acc.add("loss", 0.5)  # plain floats still work beside tensors
+    acc.finish(type("Env", (), {"enabled": False})())
+    assert acc.total("loss") == 2.25
+    assert acc.means() == {"entropy": 0.875}  # (1.5 + 3 + 0.75) / 6
+
+
 # ---- disk -----------------------------------------------------------------------------------------
 
 def folder_bytes(path):

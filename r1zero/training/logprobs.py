@@ -60,6 +60,20 @@ def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[
     return first, ends - first
 
 
+def token_plan(input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
+               completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(rows, columns) of the completion tokens that count, in row-major order, and the prompt
+    groups (first row of each run of identical prompts, run lengths): what the pass selects by.
+    Made from the CPU copy of a micro-batch (ForwardPasses), it costs the device no sync; made on the
+    device, each of its ``nonzero`` calls waits for the device."""
+    rows, cols = completion_mask.bool().nonzero(as_tuple=True)
+    if prompt_width > 0:
+        first, counts = prompt_groups(input_ids[:, :prompt_width], attention_mask[:, :prompt_width])
+    else:
+        first = counts = torch.zeros(0, dtype=torch.long, device=input_ids.device)
+    return rows, cols, first, counts
+
+
 def _recomputes_activations(model) -> bool:
     # transformers 5 renamed is_gradient_checkpointing (deprecated) to is_activation_checkpointing.
     name = "is_activation_checkpointing" if hasattr(type(model), "is_activation_checkpointing") else "is_gradient_checkpointing"
@@ -95,7 +109,7 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                         completion_mask: torch.Tensor, *, temperature: float = 1.0,
                         chunk_size: int = 1024, entropy_grad: bool = False,
-                        share_prompts: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+                        share_prompts: bool = True, plan=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs (B, C) and entropies (B, C) of the completion tokens.
 
     ``input_ids`` is ``[left-padded prompt (width P) | completion (width C)]``; ``attention_mask``
@@ -104,6 +118,7 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     ``entropy_grad`` (an entropy bonus in the loss), otherwise they are detached. ``share_prompts``:
     run each run of identical consecutive prompts once (module docstring); off, or when the model
     recomputes activations (gradient checkpointing keeps no cache), every row runs in full.
+    ``plan``: ``token_plan`` of these rows on this device (default: made here).
     """
     B, L = input_ids.shape
     C = L - prompt_width
@@ -111,23 +126,22 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     head = model.get_output_embeddings()
     decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
     softcap = getattr(model.config, "final_logit_softcapping", None)
-    sel = completion_mask.bool()
-    targets = input_ids[:, prompt_width:][sel]  # (N,)
+    rows, cols, first, counts = plan if plan is not None else token_plan(input_ids, attention_mask, prompt_width,
+                                                                          completion_mask)
+    targets = input_ids[rows, prompt_width + cols]  # (N,) the completion tokens that count, row-major
 
     # A Linear head, or peft's wrapper of one (lora_modules_to_save: [lm_head]), whose .weight/.bias
     # are the trained copy's (the original's with the adapter disabled).
     linear_head = isinstance(head, torch.nn.Linear) or isinstance(getattr(head, "original_module", None), torch.nn.Linear)
     if decoder is not None and decoder is not model and linear_head:
-        first, counts = (prompt_groups(input_ids[:, :prompt_width], attention_mask[:, :prompt_width])
-                         if share_prompts and prompt_width > 0 else (None, None))
-        if (first is not None and len(first) < B
+        if (share_prompts and prompt_width > 0 and len(first) < B
                 and not _recomputes_activations(model)):
-            hidden = _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts)[sel]
+            hidden = _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts)[rows, cols]
         else:
             # Only the states that predict completion tokens: positions P-1 .. L-2.
             hidden = decoder(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
                              position_ids=position_ids[:, :-1], use_cache=False).last_hidden_state
-            hidden = hidden[:, prompt_width - 1:][sel]  # (N, H)
+            hidden = hidden[rows, prompt_width - 1 + cols]  # (N, H)
         weight, bias = head.weight, head.bias
         pieces_lp, pieces_ent = [], []
         for start in range(0, hidden.shape[0], chunk_size):
@@ -151,12 +165,12 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
         lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
         with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             ent_all = logz - (torch.softmax(logits, -1) * logits).sum(-1)
-        flat_lp, flat_ent = lp_all[sel], ent_all[sel]
+        flat_lp, flat_ent = lp_all[rows, cols], ent_all[rows, cols]
 
     logprobs = torch.zeros(B, C, dtype=flat_lp.dtype, device=input_ids.device)
     entropy = torch.zeros(B, C, dtype=flat_lp.dtype, device=input_ids.device)
-    logprobs = logprobs.masked_scatter(sel, flat_lp)
-    entropy = entropy.masked_scatter(sel, flat_ent if entropy_grad else flat_ent.detach())
+    logprobs = logprobs.index_put((rows, cols), flat_lp)
+    entropy = entropy.index_put((rows, cols), flat_ent if entropy_grad else flat_ent.detach())
     return logprobs, entropy
 
 
@@ -174,9 +188,10 @@ class CompletionLogprobs(torch.nn.Module):
         self.model = model
 
     def forward(self, input_ids, attention_mask, prompt_width: int, completion_mask, *, temperature: float = 1.0,
-                chunk_size: int = 1024, entropy_grad: bool = False):
+                chunk_size: int = 1024, entropy_grad: bool = False, plan=None):
         return completion_logprobs(self.model, input_ids, attention_mask, prompt_width, completion_mask,
-                                   temperature=temperature, chunk_size=chunk_size, entropy_grad=entropy_grad)
+                                   temperature=temperature, chunk_size=chunk_size, entropy_grad=entropy_grad,
+                                   plan=plan)
 
 
 class ForwardPasses:
@@ -195,11 +210,19 @@ class ForwardPasses:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _run(self, module, batch, rows, **kwargs):
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        # non_blocking: a host-to-device copy that does not wait for the device's queued work.
+        return t.to(self.device, non_blocking=True)
+
+    def _run(self, module, batch, rows, plan: bool = False, **kwargs):
+        """``module`` on the rows' micro-batch, trimmed on the CPU; ``plan``: also the log-prob pass's
+        token plan, made on the CPU (no device sync)."""
         ids, am, cm, pw = trim_padding(batch.input_ids[rows], batch.attention_mask[rows], batch.completion_mask[rows],
                                        batch.prompt_width)
+        if plan:
+            kwargs["plan"] = tuple(self._to_device(t) for t in token_plan(ids, am, pw, cm))
         with self.autocast():
-            out = module(ids.to(self.device), am.to(self.device), pw, cm.to(self.device), **kwargs)
+            out = module(self._to_device(ids), self._to_device(am), pw, self._to_device(cm), **kwargs)
         C = batch.completion_mask.shape[1]
 
         def full_width(t):
@@ -210,7 +233,7 @@ class ForwardPasses:
 
     def logprobs(self, module, batch, rows, entropy_grad: bool = False):
         """(log-probs, entropies), each (len(rows), C)."""
-        return self._run(module, batch, rows, temperature=self.temperature, chunk_size=self.chunk_size,
+        return self._run(module, batch, rows, plan=True, temperature=self.temperature, chunk_size=self.chunk_size,
                          entropy_grad=entropy_grad)
 
     def values(self, module, batch, rows):

@@ -101,6 +101,11 @@ class MetricSums:
         return {k: v / max(w, 1.0) for k, (v, w) in self.weighted.items()}
 
 
+def _on(device, t: torch.Tensor) -> torch.Tensor:
+    """``t`` on ``device``; from the host without waiting for the device's queued work."""
+    return t.to(device, non_blocking=True)
+
+
 def mini_batch_rows(cfg, world_size: int) -> int:
     """Rows of one mini-batch on this process."""
     return (cfg.mini_batch_prompts or cfg.prompts_per_step) // world_size * cfg.num_generations
@@ -140,10 +145,10 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                     mask = batch.loss_mask[r]
                     with dist.grad_sync(policy, last):  # reduced once per mini-batch, after its last micro-batch
                         lp, ent = passes.logprobs(policy, batch, r, entropy_grad=entropy_grad)
-                        dev_mask = mask.to(lp.device)
-                        old = batch.old_logprobs[r].to(lp.device) if batch.old_logprobs is not None else lp.detach()
-                        ref = batch.ref_logprobs[r].to(lp.device) if batch.ref_logprobs is not None else None
-                        loss, metrics = algo.policy_loss(lp, ent, old, ref, advantages[r].to(lp.device), dev_mask,
+                        dev_mask = _on(lp.device, mask)
+                        old = _on(lp.device, batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
+                        ref = _on(lp.device, batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
+                        loss, metrics = algo.policy_loss(lp, ent, old, ref, _on(lp.device, advantages[r]), dev_mask,
                                                          mini_tokens)
                         if cfg.loss_type != "dapo":
                             # Mean over the mini-batch, not the micro-batch (bnpo: of the micro-batches'
@@ -159,7 +164,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         acc.add_weighted(k, v, tok)
                     if it == 0 and batch.sampled_logprobs is not None:
                         # pi_old's log-probs as the trainer computes them against the sampler's own.
-                        gap = (old - batch.sampled_logprobs[r].to(lp.device)).abs() * dev_mask
+                        gap = (old - _on(lp.device, batch.sampled_logprobs[r])).abs() * dev_mask
                         acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
                 algo.after_micro_batch(batch, r, mini_tokens, last, acc)
             if train_policy:
