@@ -137,22 +137,30 @@ def token_logprobs(logits: torch.Tensor, tok: torch.Tensor, temperature: float) 
 
 class _Tokens:
     """A chunk's sampled tokens, kept on the model's device until the chunk ends (no host sync per
-    step): ids (n, T), the sampler's log-probs (n, T) when asked, which rows have finished and
-    the step of each row's EOS (T while it has none)."""
+    step): ids (n, T), the sampler's log-probs (n, T) when asked, and the step of each row's EOS
+    (T while it has none; -1 for a filler row, ``finish_filler``)."""
 
     def __init__(self, n: int, T: int, pad_id: int, device, with_logprobs: bool):
-        self.pad_id = pad_id
+        self.pad_id, self.T = pad_id, T
         self.ids = torch.full((n, T), pad_id, dtype=torch.long, device=device)
         self.logprobs = torch.zeros((n, T), dtype=torch.float32, device=device) if with_logprobs else None
-        self.finished = torch.zeros(n, dtype=torch.bool, device=device)
         self.finish_at = torch.full((n,), T, dtype=torch.long, device=device)
         self.steps = 0
+
+    @property
+    def finished(self) -> torch.Tensor:
+        """(n,) bool: the rows that have produced an EOS (or are fillers)."""
+        return self.finish_at < self.T
+
+    def finish_filler(self, n_real: int) -> None:
+        """Rows from ``n_real`` on only fill the chunk to its fixed size: finished from the start."""
+        self.finish_at[n_real:] = -1
 
     def put(self, t: int, tok: torch.Tensor, logits: torch.Tensor, eos: torch.Tensor, temperature: float,
             rows: torch.Tensor | None = None) -> torch.Tensor:
         """Record step ``t``'s tokens of ``rows`` (device indices; None: every row); a row that has
         finished gets padding. Returns the tokens as recorded (the next step's input)."""
-        done = self.finished if rows is None else self.finished[rows]
+        done = self.finished if rows is None else self.finish_at[rows] < self.T
         tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
         new_eos = torch.isin(tok, eos) & ~done
         where = slice(None) if rows is None else rows
@@ -160,7 +168,6 @@ class _Tokens:
         if self.logprobs is not None and temperature > 0:
             self.logprobs[where, t] = token_logprobs(logits, tok, temperature)
         self.finish_at[where] = torch.where(new_eos, t, self.finish_at[where])
-        self.finished[where] = done | new_eos
         self.steps = t + 1
         return tok
 
@@ -316,7 +323,7 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, temperature, top_p, t
     # Each row's prompt: G rows per prompt, then copies of the last row up to the fixed count.
     src = torch.arange(len(prompts), device=device).repeat_interleave(G)
     src = torch.cat([src, src[-1:].expand(n - n_real)])
-    buf.finished[n_real:] = True
+    buf.finish_filler(n_real)
     # Prefill the unique prompts in a dynamic cache, then copy it, G times repeated, into a static
     # cache of the full batch: the decode step then always sees the same shapes.
     pkv_p = DynamicCache(config=model.config)

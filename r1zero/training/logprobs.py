@@ -210,8 +210,8 @@ class ForwardPasses:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
-        # non_blocking: a host-to-device copy that does not wait for the device's queued work.
+    def to_device(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` on the run's device; from the host, a copy that does not wait for the device's queued work."""
         return t.to(self.device, non_blocking=True)
 
     def _run(self, module, batch, rows, plan: bool = False, **kwargs):
@@ -220,9 +220,9 @@ class ForwardPasses:
         ids, am, cm, pw = trim_padding(batch.input_ids[rows], batch.attention_mask[rows], batch.completion_mask[rows],
                                        batch.prompt_width)
         if plan:
-            kwargs["plan"] = tuple(self._to_device(t) for t in token_plan(ids, am, pw, cm))
+            kwargs["plan"] = tuple(self.to_device(t) for t in token_plan(ids, am, pw, cm))
         with self.autocast():
-            out = module(self._to_device(ids), self._to_device(am), pw, self._to_device(cm), **kwargs)
+            out = module(self.to_device(ids), self.to_device(am), pw, self.to_device(cm), **kwargs)
         C = batch.completion_mask.shape[1]
 
         def full_width(t):

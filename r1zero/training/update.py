@@ -46,43 +46,39 @@ class MetricSums:
     micro-batch loop never waits for the device."""
 
     def __init__(self):
+        # Until ``finish``: every value added, in order (floats or device tensors); then their sums.
         self.sums: dict[str, Any] = {}
-        self.weighted: dict[str, list] = {}
-        self._pending: list[tuple[dict, str, int, list]] = []  # values still on the device, in order
+        self.weighted: dict[str, Any] = {}  # key -> (numerators, denominators), then [sum, sum]
 
     def add(self, key: str, value) -> None:
-        self._append(self.sums, key, 0, value)
+        self.sums.setdefault(key, []).append(value)
 
     def add_weighted(self, key: str, value, weight: float) -> None:
         self.add_ratio(key, value * weight, weight)
 
     def add_ratio(self, key: str, numerator, denominator) -> None:
         """``means()[key]`` is the sum of the numerators over the sum of the denominators."""
-        self._append(self.weighted, key, 0, numerator)
-        self._append(self.weighted, key, 1, denominator)
-
-    def _append(self, table: dict, key: str, slot: int, value) -> None:
-        entry = table.setdefault(key, [[], []] if table is self.weighted else [[]])
-        entry[slot].append(value)
+        numerators, denominators = self.weighted.setdefault(key, ([], []))
+        numerators.append(numerator)
+        denominators.append(denominator)
 
     def _read(self) -> None:
-        """Every tensor value to a float (one transfer per device), summed in the order added."""
-        tensors = [v for table in (self.sums, self.weighted) for entry in table.values() for part in entry
-                   for v in part if isinstance(v, torch.Tensor)]
+        """Every value to a float (tensors: one transfer per device), summed in the order added."""
+        parts = [*self.sums.values(), *(part for pair in self.weighted.values() for part in pair)]
         by_device: dict[Any, list] = {}
-        for t in tensors:
+        for t in (v for part in parts for v in part if isinstance(v, torch.Tensor)):
             by_device.setdefault(t.device, []).append(t)
-        value = {}
-        for ts in by_device.values():
-            for t, f in zip(ts, torch.stack([t.detach().reshape(()).double() for t in ts]).tolist()):
-                value[id(t)] = f
-        def total(part):
+        read = {id(t): f for ts in by_device.values()
+                for t, f in zip(ts, torch.stack([t.detach().reshape(()).double() for t in ts]).tolist())}
+
+        def total(part) -> float:
             acc = 0.0
             for v in part:
-                acc += value[id(v)] if isinstance(v, torch.Tensor) else float(v)
+                acc += read[id(v)] if isinstance(v, torch.Tensor) else float(v)
             return acc
-        self.sums = {k: total(e[0]) for k, e in self.sums.items()}
-        self.weighted = {k: [total(e[0]), total(e[1])] for k, e in self.weighted.items()}
+
+        self.sums = {k: total(part) for k, part in self.sums.items()}
+        self.weighted = {k: [total(num), total(den)] for k, (num, den) in self.weighted.items()}
 
     def total(self, key: str) -> float:
         return self.sums.get(key, 0.0)
@@ -99,11 +95,6 @@ class MetricSums:
 
     def means(self) -> dict[str, float]:
         return {k: v / max(w, 1.0) for k, (v, w) in self.weighted.items()}
-
-
-def _on(device, t: torch.Tensor) -> torch.Tensor:
-    """``t`` on ``device``; from the host without waiting for the device's queued work."""
-    return t.to(device, non_blocking=True)
 
 
 def mini_batch_rows(cfg, world_size: int) -> int:
@@ -145,10 +136,10 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                     mask = batch.loss_mask[r]
                     with dist.grad_sync(policy, last):  # reduced once per mini-batch, after its last micro-batch
                         lp, ent = passes.logprobs(policy, batch, r, entropy_grad=entropy_grad)
-                        dev_mask = _on(lp.device, mask)
-                        old = _on(lp.device, batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
-                        ref = _on(lp.device, batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
-                        loss, metrics = algo.policy_loss(lp, ent, old, ref, _on(lp.device, advantages[r]), dev_mask,
+                        dev_mask = passes.to_device(mask)
+                        old = passes.to_device(batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
+                        ref = passes.to_device(batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
+                        loss, metrics = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
                                                          mini_tokens)
                         if cfg.loss_type != "dapo":
                             # Mean over the mini-batch, not the micro-batch (bnpo: of the micro-batches'
@@ -164,7 +155,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         acc.add_weighted(k, v, tok)
                     if it == 0 and batch.sampled_logprobs is not None:
                         # pi_old's log-probs as the trainer computes them against the sampler's own.
-                        gap = (old - _on(lp.device, batch.sampled_logprobs[r])).abs() * dev_mask
+                        gap = (old - passes.to_device(batch.sampled_logprobs[r])).abs() * dev_mask
                         acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
                 algo.after_micro_batch(batch, r, mini_tokens, last, acc)
             if train_policy:
