@@ -78,7 +78,8 @@ DATAWHALE_USER_98 = (
 CHAT_USER_98 = (
     "Using the numbers [44, 19, 35], create an equation that equals 98. You can use basic arithmetic "
     "operations (+, -, *, /) and each number can only be used once. Return the final equation in "
-    "<answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+    "<answer> </answer> tags; for example, for the numbers [2, 5] and the target 7: "
+    "<answer> 2 + 5 </answer>."
 )
 
 

@@ -54,10 +54,14 @@ DATAWHALE_USER = (
 DATAWHALE_ASSISTANT_PREFIX = "让我们逐步解决这个问题。\n<think>"
 
 # Our own short prompt for small instruct models (no <think> request: they rarely follow it).
+# Its example is a worked problem (numbers, target, an answer that reaches it), not TinyZero's bare
+# "(1 + 2) / 3": a weak model copies the example, and with the bare one about one embedded-default
+# run in five collapsed onto copying its shape and never left that plateau (benchmarks/RESULTS.md).
 CHAT_USER = (
     "Using the numbers {numbers}, create an equation that equals {target}. You can use basic "
     "arithmetic operations (+, -, *, /) and each number can only be used once. Return the final "
-    "equation in <answer> </answer> tags, for example <answer> (1 + 2) / 3 </answer>."
+    "equation in <answer> </answer> tags; for example, for the numbers [2, 5] and the target 7: "
+    "<answer> 2 + 5 </answer>."
 )
 
 # What follows the assistant marker ("Assistant:" / "<|im_start|>assistant") in each template, up
