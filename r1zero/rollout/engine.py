@@ -160,14 +160,15 @@ class _Tokens:
             rows: torch.Tensor | None = None) -> torch.Tensor:
         """Record step ``t``'s tokens of ``rows`` (device indices; None: every row); a row that has
         finished gets padding. Returns the tokens as recorded (the next step's input)."""
-        done = self.finished if rows is None else self.finish_at[rows] < self.T
+        where = slice(None) if rows is None else rows
+        finish_at = self.finish_at[where]
+        done = finish_at < self.T  # the rule of ``finished``, on these rows only
         tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
         new_eos = torch.isin(tok, eos) & ~done
-        where = slice(None) if rows is None else rows
         self.ids[where, t] = tok
         if self.logprobs is not None and temperature > 0:
             self.logprobs[where, t] = token_logprobs(logits, tok, temperature)
-        self.finish_at[where] = torch.where(new_eos, t, self.finish_at[where])
+        self.finish_at[where] = torch.where(new_eos, t, finish_at)
         self.steps = t + 1
         return tok
 
