@@ -29,7 +29,7 @@ class Score:
     """The verdict on one completion.
 
     ``reward`` is the sum of ``parts`` (one entry per reward function of the scheme, named as in
-    SPEC.md), ``correct`` says the final answer is right, ``formatted`` says the answer could be
+    docs/REFERENCES.md), ``correct`` says the final answer is right, ``formatted`` says the answer could be
     found where the prompt asked for it.
     """
 

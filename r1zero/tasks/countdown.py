@@ -1,9 +1,10 @@
 """Countdown: reach ``target`` with ``nums`` (each used once), ``+ - * /`` and parentheses.
 
-This module holds the task's prompts (verbatim from SPEC.md: they are data), its reward schemes
-(``tinyzero`` and ``datawhale`` reproduce the reference scorers' verdicts, except that they refuse
-decimal glue, ``1.5*2`` for nums [1, 5, 2], unless the task has ``reference_quirks``; ``shaped`` is our
-own, for weak models), a seeded task generator and an exhaustive solver.
+This module holds the task's prompts (verbatim from the reference systems, docs/REFERENCES.md:
+they are data), its reward schemes (``tinyzero`` and ``datawhale`` reproduce the reference scorers'
+verdicts, except that they refuse decimal glue, ``1.5*2`` for nums [1, 5, 2], unless the task has
+``reference_quirks``; ``shaped`` is our own, for weak models), a seeded task generator and an
+exhaustive solver.
 
 Scoring never evaluates model text with ``eval``: answers go through the bounded, exact evaluator
 in :mod:`r1zero.tasks.arithmetic`. The reference regexes are re-implemented with ``str.find`` (and
@@ -22,7 +23,7 @@ from r1zero.tasks.base import Score, Task, TaskError, register_task
 from r1zero.tasks.countdown_answers import datawhale_format_ok, first_tag_content_one_line, last_line, last_tag_content, numbers_ok
 from r1zero.tasks.countdown_data import GENERATOR_OPTIONS, check_gen_options, generate_tasks, int_list_or_none, int_or_none, is_int, solve, write_generated  # noqa: F401  (solve, write_generated: public here too)
 
-# ---- prompts (verbatim from SPEC.md) -----------------------------------------------------------
+# ---- prompts (verbatim, docs/REFERENCES.md) ---------------------------------------------------
 
 _INSTRUCTION = (
     "Using the numbers {numbers}, create an equation that equals {target}. You can use basic "

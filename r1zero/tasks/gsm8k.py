@@ -1,8 +1,8 @@
-"""GSM8K: grade-school word problems answered in ``<reasoning>``/``<answer>`` tags (SPEC.md, "GSM8K").
+"""GSM8K: grade-school word problems answered in ``<reasoning>``/``<answer>`` tags (docs/REFERENCES.md, "GSM8K").
 
 Data: rows with ``question`` and ``answer``; the gold answer is the text after ``####`` in ``answer``.
 
-Prompt (template ``xml``): the tokenizer's chat template with the SPEC system prompt and the question
+Prompt (template ``xml``): the tokenizer's chat template with the reference system prompt and the question
 as the user turn, the assistant turn opened and left empty (no prefix).
 
 Reward schemes (five parts each, summed into ``Score.reward``):
@@ -43,7 +43,7 @@ from r1zero.tasks.base import Score, Task, TaskError, register_task, render_chat
 HUB_ID = "openai/gsm8k"
 HUB_CONFIG = "main"
 
-# Verbatim from SPEC.md (it is data: the reference model was trained with exactly this text).
+# Verbatim from the course (docs/REFERENCES.md; it is data: the reference model was trained with exactly this text).
 SYSTEM_PROMPT = (
     "\nRespond in the following format:\n<reasoning>\n...\n</reasoning>\n<answer>\n...\n</answer>\n"
 )
