@@ -84,9 +84,12 @@ log = logging.getLogger("r1zero")
 
 class Trainer:
     """Builds everything from a TrainConfig and trains; see the module docstring. ``env`` is the
-    process's place under torchrun (default: the initialised process group, or one process)."""
+    process's place under torchrun (default: the initialised process group, or one process).
+    r1zero.trl gives ``data`` (train and test rows) and ``reward_callables`` (reward_funcs entries
+    given as objects that a worker cannot import) in memory instead of by name."""
 
-    def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None = None):
+    def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None = None, *,
+                 data: tuple[list[dict], list[dict]] | None = None, reward_callables: dict | None = None):
         self.cfg = cfg
         self.env = env or dist.current()
         self.out = Path(cfg.output_dir)
@@ -96,9 +99,10 @@ class Trainer:
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder, self.eval_rewarder = reward_model(cfg, self.task), reward_model(cfg, self.task, evaluation=True)
+        self.rewarder, self.eval_rewarder = (reward_model(cfg, self.task, callables=reward_callables),
+                                             reward_model(cfg, self.task, evaluation=True, callables=reward_callables))
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
-        self.train_rows, self.test_rows = load_data(self.task, cfg)
+        self.train_rows, self.test_rows = load_data(self.task, cfg, data)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
         if self.resume_from:
             ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
