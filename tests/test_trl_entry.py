@@ -32,6 +32,11 @@ def reward_len(completions, **kwargs):
     return [min(len(c[0]["content"]), 20) / 20 for c in completions]
 
 
+def reward_variety(completions, **kwargs):
+    """Distinct characters: a spread of rewards within a group of a random model's completions."""
+    return [len(set(c[0]["content"])) / 50 for c in completions]
+
+
 def trl_metric_names() -> set[str]:
     """Every metric name TRL 1.16's GRPOTrainer logs (read from its source), plus transformers' own."""
     import trl.trainer.grpo_trainer as g
@@ -94,11 +99,12 @@ def trl_counts(tiny_qwen2, tmp_path, keys: dict) -> tuple[int, int, int]:
     t = trl.GRPOTrainer(model=str(tiny_qwen2), reward_funcs=reward_len, args=args,
                         train_dataset=Dataset.from_list(conversations(64)))
     sampler = t._get_train_sampler()
-    assert sampler.mini_repeat_count == args.num_generations
-    per_update = args.per_device_train_batch_size * t.accelerator.gradient_accumulation_steps * t.accelerator.num_processes
-    generate_every = args.steps_per_generation * t.num_iterations  # micro-steps between generations
-    assert generate_every % t.accelerator.gradient_accumulation_steps == 0
-    return sampler.batch_size, per_update, generate_every // t.accelerator.gradient_accumulation_steps
+    assert sampler.mini_repeat_count == t.args.num_generations
+    per_update = t.get_total_train_batch_size(t.args)  # micro-batch x accumulation x processes
+    generate_every = t.args.steps_per_generation * t.num_iterations  # micro-steps between generations
+    accumulation = t.args.gradient_accumulation_steps
+    assert generate_every % accumulation == 0
+    return sampler.batch_size, per_update, generate_every // accumulation
 
 
 @pytest.mark.parametrize("name", list(BATCHES))
@@ -123,7 +129,6 @@ def test_batch_keys_match_trls_own_trainer(name, tiny_qwen2, tmp_path):
 def test_batch_keys_count_processes_as_trl(monkeypatch):
     # TRL 1.16 with 2 processes (GRPOConfig.__post_init__): generation_batch_size = 1 x 2 x 8 = 16
     # completions = 2 prompts; an optimizer step 1 x 8 x 2 = 16 completions.
-    assert trl_batch(8, 1, 2, 1, 8) == trl_batch(8, 1, 1, 2, 8)
     b = trl_batch(8, 1, 2, per_device_train_batch_size=1, gradient_accumulation_steps=8)
     assert (b.prompts_per_generation, b.completions_per_update, b.updates_per_generation) == (2, 16, 1)
     monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets
@@ -226,7 +231,7 @@ def test_peft_config_object_trains_and_saves_an_adapter(tiny_qwen2, tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, num_generations=4,
                       max_completion_length=6, max_steps=1, learning_rate=1e-2, gradient_checkpointing=False,
                       save_strategy="no", seed=0)
-    trainer = GRPOTrainer(model=str(tiny_qwen2), reward_funcs=reward_len, args=args, train_dataset=conversations(),
+    trainer = GRPOTrainer(model=str(tiny_qwen2), reward_funcs=reward_variety, args=args, train_dataset=conversations(),
                           peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
     assert (trainer.config.use_peft, trainer.config.lora_r, trainer.config.lora_alpha) == (True, 4, 8)
     trainer.train()
