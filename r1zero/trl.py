@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Union
 
 from r1zero.config import TrainConfig, field_types
-from r1zero.config.checks import _closest
+from r1zero.config.checks import closest
 from r1zero.config.trl_keys import take_trl_keys
 from r1zero.errors import ConfigError
 
@@ -104,7 +104,7 @@ class GRPOConfig:
         rest = take_trl_keys(others, "GRPOConfig")  # TRL's engine keys logged, unsupported ones refused
         unknown = [k for k in rest if k not in ours]
         if unknown:  # every one at once
-            said = [f"'{k}'" + (f" (did you mean '{c}'?)" if (c := _closest(k, [*fields, *ours])) else "") for k in unknown]
+            said = [f"'{k}'" + (f" (did you mean '{c}'?)" if (c := closest(k, [*fields, *ours])) else "") for k in unknown]
             raise ConfigError(f"GRPOConfig: unknown argument{'s' if len(unknown) > 1 else ''} {', '.join(said)}; "
                               "give TRL's GRPOConfig names or r1zero's keys (r1zero train --help-config)")
         self.r1zero_options = rest
@@ -305,11 +305,13 @@ class GRPOTrainer:
 
     # ---- driving r1zero's Trainer ------------------------------------------------------------------
     def _build(self, resume: str | None = None):
+        from r1zero.training import distributed
         from r1zero.training.trainer import Trainer
 
         if self._trainer is None or resume is not None:
             cfg = dataclasses.replace(self.config, resume_from_checkpoint=resume) if resume else self.config
-            self._trainer = Trainer(cfg, data=self._data, reward_callables=self._callables)
+            env = distributed.init(cfg.device)  # under torchrun: join the process group, as `r1zero train` does
+            self._trainer = Trainer(cfg, env, data=self._data, reward_callables=self._callables)
         return self._trainer
 
     def train(self, resume_from_checkpoint: str | bool | None = None, **_: Any):
@@ -358,13 +360,18 @@ class GRPOTrainer:
     def save_model(self, output_dir: str | None = None) -> None:
         """The trained model (with peft_config: the adapter, in peft's format) and tokenizer into
         ``output_dir`` (default: args.output_dir), as TRL's save_model writes them."""
+        from r1zero.training import distributed
+
         trainer = self._build()
+        weights = distributed.full_state_dict(trainer.model)  # FSDP: every rank gathers; else None
+        if not trainer.env.is_main:
+            return
         out = Path(output_dir or self.config.output_dir)
         out.mkdir(parents=True, exist_ok=True)
         if trainer.adapter is not None:
-            trainer.adapter.save_adapter(out)
+            trainer.adapter.save_adapter(out, weights)
         else:
-            trainer.model.save_pretrained(out, safe_serialization=True)
+            trainer.model.save_pretrained(out, safe_serialization=True, state_dict=weights)
         trainer.tokenizer.save_pretrained(out)
 
 

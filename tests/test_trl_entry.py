@@ -121,7 +121,7 @@ def test_batch_keys_match_trls_own_trainer(name, tiny_qwen2, tmp_path):
     # The same from a YAML recipe with TRL's keys.
     recipe = tmp_path / "trl.yaml"
     recipe.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_qwen2), **keys}))
-    y = load_config(str(recipe), ["prompts_per_step=null", "micro_batch_size=null"])
+    y = load_config(str(recipe))
     assert (y.prompts_per_step, y.mini_batch_prompts, y.micro_batch_size, y.num_iterations) == \
         (cfg.prompts_per_step, cfg.mini_batch_prompts, cfg.micro_batch_size, cfg.num_iterations)
 
@@ -340,3 +340,19 @@ def test_mini_r1_recipe_trains_one_step_with_r1zero_train(tiny_qwen2, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "loss" in row] == [1]
     assert (tmp_path / "run" / "checkpoint-1").is_dir()
+
+
+# ---- r1zero's recipes keep their batch -------------------------------------------------------------
+
+@pytest.mark.parametrize("recipe, batch", [
+    # (prompts_per_step, mini_batch_prompts, micro_batch_size, num_iterations), as before TRL's keys took their TRL meaning
+    ("countdown-smollm2-cpu", (4, None, 8, 1)),
+    ("countdown-datawhale", (8, None, 4, 1)),
+    ("countdown-tinyzero-grpo", (128, 64, 16, 1)),
+    ("countdown-tinyzero-ppo", (256, 128, 8, 1)),
+    ("gsm8k-qwen0.5b-instruct", (4, None, 16, 1)),
+])
+def test_recipes_keep_their_batch(recipe, batch):
+    c = load_config(recipe)
+    assert (c.prompts_per_step, c.mini_batch_prompts, c.micro_batch_size, c.num_iterations) == batch
+    assert c.per_device_train_batch_size is None and c.sampling_batch_size is None

@@ -65,11 +65,11 @@ def check_types(raw: dict, where: str, hints: dict[str, Any]) -> dict:
     """``raw`` with each value checked against (and losslessly converted to) the type ``hints`` gives it."""
     unknown = [k for k in raw if k not in hints]
     if len(unknown) == 1:
-        close = _closest(unknown[0], list(hints))
+        close = closest(unknown[0], list(hints))
         hint = f"; did you mean '{close}'?" if close else "; see `r1zero train --help-config` for the keys"
         raise ConfigError(f"{where}: unknown key '{unknown[0]}'{hint}")
     if unknown:  # all of them at once, not one per try
-        said = [f"'{k}'" + (f" (did you mean '{c}'?)" if (c := _closest(k, list(hints))) else "") for k in unknown]
+        said = [f"'{k}'" + (f" (did you mean '{c}'?)" if (c := closest(k, list(hints))) else "") for k in unknown]
         raise ConfigError(f"{where}: unknown keys {', '.join(said)}; see `r1zero train --help-config` for the keys")
     out = {}
     for key, value in raw.items():
@@ -82,7 +82,7 @@ def check_types(raw: dict, where: str, hints: dict[str, Any]) -> dict:
     return out
 
 
-def _closest(key: str, keys: list[str]) -> str | None:
+def closest(key: str, keys: list[str]) -> str | None:
     import difflib
 
     m = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
