@@ -145,7 +145,7 @@ def grpo_config(model_dir: Path, out: Path, plan, max_steps: int, device: torch.
     return TrainConfig(
         model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
         task_args={"train_size": 64, "test_size": 4}, prompts_per_step=plan["prompts_per_step"],
-        num_generations=plan["generations"], per_device_train_batch_size=plan["generations"],
+        num_generations=plan["generations"], micro_batch_size=plan["generations"],
         max_prompt_length=512, max_completion_length=plan["completion"], learning_rate=1e-6, beta=0.0,
         max_steps=max_steps, save_steps=0, eval_on_start=False, eval_on_end=False, output_dir=str(out),
         report_to=[], disable_tqdm=True, seed=0, bf16=device.type == "cuda", device=device.type,

@@ -97,7 +97,7 @@ def r1zero_config(spec: dict, model: str, out: str, steps: int, bf16: bool) -> T
         task_args={"min_numbers": 2, "max_numbers": 2, "max_number": 20, "operators": "+",
                    "train_size": spec["prompts"], "test_size": 1},
         prompts_per_step=spec["prompts"], num_generations=spec["generations"],
-        max_completion_length=spec["length"], per_device_train_batch_size=spec["micro"], max_prompt_length=512,
+        max_completion_length=spec["length"], micro_batch_size=spec["micro"], max_prompt_length=512,
         temperature=1.0, learning_rate=1e-6, beta=0.0, loss_type="grpo", max_steps=steps, output_dir=out,
         report_to=["none"], eval_on_end=False, disable_tqdm=True, log_completions_rate=0.0, seed=0,
         ref_model_offload=False)

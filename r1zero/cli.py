@@ -89,7 +89,7 @@ def _eval_flags(args) -> dict:
     """The TrainConfig keys given as eval/compare flags (a flag not given is left to the run/recipe)."""
     pairs = {"task": args.task, "dataset_test_split": args.split, "dataset_name": args.dataset, "reward": args.reward,
              "template": args.template, "eval_max_completion_length": args.max_new_tokens,
-             "generation_batch_size": args.batch_size, "device": args.device,
+             "sampling_batch_size": args.batch_size, "device": args.device,
              "temperature": getattr(args, "temperature", None)}
     return {k: v for k, v in pairs.items() if v is not None}
 
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=None,
                    help="generation length (config key: eval_max_completion_length; default: the run's, else its max_completion_length, else 256)")
     e.add_argument("--batch-size", type=int, default=None,
-                   help="sequences per generate call (config key: generation_batch_size; default: the run's, else 64)")
+                   help="sequences per generate call (config key: sampling_batch_size; default: the run's, else 64)")
     e.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (config key: device; default: the run's, else auto)")
     e.add_argument("--seed", type=int, default=0, help="seed of the sampled answers (--samples > 1)")
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval-TASK-SPLIT.json)")
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--reward", default=None, help="reward scheme (default: the run's, else the task's own)")
     m.add_argument("--template", default=None, help="prompt template (default: the run's, else the task's own)")
     m.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's generation length, else 256")
-    m.add_argument("--batch-size", type=int, default=None, help="sequences per generate call (default: the run's generation_batch_size, else 64)")
+    m.add_argument("--batch-size", type=int, default=None, help="sequences per generate call (default: the run's sampling_batch_size, else 64)")
     m.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (default: the run's device, else auto)")
     m.add_argument("--out", default="compare.html", help="HTML page with both answers (default: compare.html)")
     m.set_defaults(func=cmd_compare)

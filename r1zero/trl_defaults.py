@@ -8,6 +8,9 @@ DIFFERENT_DEFAULTS: dict[str, tuple[object, str]] = {
     "bf16": (True, "TRL's `None` becomes `not fp16`, i.e. bf16 on; r1zero's `None` turns it on only for a GPU "
                    "that supports it (off on a CPU)"),
     "gradient_checkpointing": (True, "off: the embedded CPU default is small; the GPU recipes turn it on"),
+    "per_device_train_batch_size": (8, "null: the batch is r1zero's (`prompts_per_step`, ...) unless a TRL batch key is "
+                                       "set; then the TRL keys not given take TRL's defaults (8 here)"),
+    "gradient_accumulation_steps": (1, "null, as `per_device_train_batch_size` (TRL's 1 once a TRL batch key is set)"),
     "max_completion_length": (512, "256 fits the CPU default; the recipes set their own"),
     "loss_type": ("dapo", "`grpo`, the DeepSeekMath objective the reproduced systems train with"),
     "lr_scheduler_type": ("linear", "`constant`, as veRL (TinyZero) trains; the TRL recipes set `cosine`"),
@@ -26,8 +29,11 @@ DIFFERENT_DEFAULTS: dict[str, tuple[object, str]] = {
 OTHER_DIFFERENCES = (
     "TRL's `use_bias_correction_kl` (default True in 1.16) multiplies the KL term by the importance ratio; "
     "r1zero always uses the classic term (veRL, TRL before 1.x): set it to False in TRL to compare.",
-    "TRL derives a step's prompts from `per_device_train_batch_size` x `gradient_accumulation_steps` x processes / "
-    "`num_generations`; r1zero sets `prompts_per_step`, and `per_device_train_batch_size` only cuts micro-batches.",
+    "TRL's batch keys (`per_device_train_batch_size`, `gradient_accumulation_steps`, `steps_per_generation`, "
+    "`generation_batch_size`, `num_iterations`) mean what they mean in TRL 1.16 and are converted to r1zero's "
+    "(`prompts_per_step`, `mini_batch_prompts`, `micro_batch_size`), with `max_steps` counted in optimizer steps as "
+    "TRL counts it; r1zero's own recipes set r1zero's keys. Both kinds in one config are refused. An optimizer step "
+    "that would straddle two generations (`steps_per_generation` not a multiple of `gradient_accumulation_steps`) is refused.",
     "TRL's `entropy_coef` is r1zero's `entropy_coeff` (veRL's name).",
     "LoRA keys are TRL's `ModelConfig` names (`use_peft`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`, "
     "`lora_modules_to_save`, `lora_task_type`, `use_rslora`) with its defaults, except `lora_dropout`: 0, not 0.05 "

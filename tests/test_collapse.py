@@ -16,7 +16,7 @@ TOY = REPO / "tests" / "toy_rewards.py"
 def config(model, out, reward_fn: str, **kw) -> TrainConfig:
     base = dict(model_name_or_path=str(model), task="countdown", reward="none", template="base",
                 task_args={"train_size": 16, "test_size": 2}, prompts_per_step=2, num_generations=2,
-                per_device_train_batch_size=4, max_completion_length=4, max_steps=3, eval_on_start=False,
+                micro_batch_size=4, max_completion_length=4, max_steps=3, eval_on_start=False,
                 eval_on_end=False, output_dir=str(out), report_to=["none"], disable_tqdm=True, device="cpu",
                 reward_funcs=[f"{TOY}:{reward_fn}"], collapse_steps=2, report_steps=0, save_total_limit=1)
     base.update(kw)

@@ -58,7 +58,7 @@ def recipe(model_dir, out) -> dict:
     return dict(
         model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
         task_args={"train_size": 16, "test_size": 4}, prompts_per_step=2, num_generations=4,
-        per_device_train_batch_size=3, max_prompt_length=256, max_completion_length=10, learning_rate=1e-2,
+        micro_batch_size=3, max_prompt_length=256, max_completion_length=10, learning_rate=1e-2,
         max_steps=MAX_STEPS, save_steps=1, save_total_limit=2, eval_on_end=False, output_dir=str(out),
         report_to=["none"], log_completions_rate=0.25, disable_tqdm=True, seed=11,
         reward_funcs=[f"{REPO / 'tests' / 'toy_rewards.py'}:vowel_share"],

@@ -485,7 +485,7 @@ def data_rows(kind: str) -> list[dict]:
 
 def recipe(model_dir, data, out) -> dict:
     return dict(model_name_or_path=str(model_dir), task="custom", dataset_name=str(data), test_size=4,
-                prompts_per_step=2, num_generations=4, per_device_train_batch_size=4, max_prompt_length=128,
+                prompts_per_step=2, num_generations=4, micro_batch_size=4, max_prompt_length=128,
                 max_completion_length=10, learning_rate=1e-3, max_steps=2, save_steps=1, save_total_limit=None,
                 eval_limit=4, eval_on_start=True, eval_on_end=True, output_dir=str(out), report_to=["none"],
                 log_completions_rate=1.0, disable_tqdm=True, seed=3,

@@ -49,9 +49,9 @@ CASES = {
     "dapo": dict(loss_type="dapo", beta=0.0, epsilon_high=0.28),
     # The reward-KL family: a reference model, pi_old passes, batch-whitened advantages (global
     # statistics under torchrun), PPO's critic wrapped and checkpointed like the policy.
-    "ppo": dict(algorithm="ppo", kl_coef=0.05, mini_batch_prompts=2, num_iterations=2, per_device_train_batch_size=2,
+    "ppo": dict(algorithm="ppo", kl_coef=0.05, mini_batch_prompts=2, num_iterations=2, micro_batch_size=2,
                 critic_learning_rate=1e-3, entropy_coeff=0.01, lam=0.95),
-    "rloo": dict(algorithm="rloo", kl_coef=0.05, loss_type="dapo", per_device_train_batch_size=2),
+    "rloo": dict(algorithm="rloo", kl_coef=0.05, loss_type="dapo", micro_batch_size=2),
     "reinforce_pp": dict(algorithm="reinforce_pp", kl_coef=0.05, kl_ctl="adaptive", kl_target=0.01, kl_horizon=50,
                          gamma=0.9, mini_batch_prompts=2),
 }
@@ -67,7 +67,7 @@ def stopping_model(stopping_qwen2) -> Path:
 def recipe(model_dir: Path, out: Path, **extra) -> dict:
     r = dict(model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
              task_args={"train_size": 32, "test_size": 3}, prompts_per_step=4, num_generations=4,
-             per_device_train_batch_size=4, max_prompt_length=256, max_completion_length=12,
+             micro_batch_size=4, max_prompt_length=256, max_completion_length=12,
              learning_rate=1e-3, max_steps=2, save_steps=1, save_total_limit=None, eval_limit=3,
              eval_on_start=False, eval_on_end=True, output_dir=str(out), report_to=["none"],
              log_completions_rate=1.0, disable_tqdm=True, seed=3, device="cpu", report_steps=0,

@@ -34,7 +34,7 @@ def model(stopping_qwen2) -> Path:
 def recipe(model_dir: Path, out: Path, **extra) -> dict:
     r = dict(model_name_or_path=str(model_dir), task="countdown", template="base", reward="none",
              task_args={"train_size": 32, "test_size": 3}, prompts_per_step=4, num_generations=4,
-             per_device_train_batch_size=4, max_completion_length=12, learning_rate=1e-3, max_steps=2,
+             micro_batch_size=4, max_completion_length=12, learning_rate=1e-3, max_steps=2,
              save_steps=1, save_total_limit=None, eval_on_end=False, output_dir=str(out), report_to=["none"],
              log_completions_rate=1.0, disable_tqdm=True, seed=3, device="cpu", report_steps=0, top_k=20,
              loss_type="dapo", dynamic_sampling=True, max_sampling_rounds=3,

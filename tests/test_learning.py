@@ -12,7 +12,7 @@ def test_mean_reward_rises(tiny_qwen2, tmp_path):
         model_name_or_path=str(tiny_qwen2), task="countdown", template="base", reward="none",
         reward_funcs=[f"{REPO / 'tests' / 'toy_rewards.py'}:vowel_share"],
         task_args={"train_size": 256, "test_size": 8}, prompts_per_step=8, num_generations=8,
-        max_completion_length=8, per_device_train_batch_size=64, learning_rate=0.3, max_steps=10,
+        max_completion_length=8, micro_batch_size=64, learning_rate=0.3, max_steps=10,
         output_dir=str(tmp_path / "run"), report_to=["none"], eval_on_end=False, disable_tqdm=True,
         log_completions_rate=0.0, seed=0)
     Trainer(cfg).train()

@@ -27,7 +27,7 @@ TOL = 1e-6  # 1 vs 2 processes, as tests/test_distributed.py bounds the full mod
 def recipe(model_dir: Path, out: Path, **extra) -> dict:
     r = dict(model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
              task_args={"train_size": 32, "test_size": 4}, prompts_per_step=2, num_generations=4,
-             per_device_train_batch_size=3, max_prompt_length=256, max_completion_length=12,
+             micro_batch_size=3, max_prompt_length=256, max_completion_length=12,
              learning_rate=1e-2, max_steps=2, save_steps=1, save_total_limit=None, eval_limit=4,
              eval_on_end=True, output_dir=str(out), report_to=["none"], log_completions_rate=1.0,
              disable_tqdm=True, seed=3, report_steps=0, reward_funcs=[TOY],
@@ -268,7 +268,7 @@ def stopping_runs(stopping_qwen2, tmp_path_factory):
             # As tests/test_distributed.py: 4 prompts (2 per rank), its learning rate (the one its
             # tolerance is measured at), top_k against last-bit token flips.
             cfg = recipe(stopping_qwen2, root / "-".join(map(str, key)), prompts_per_step=4, mini_batch_prompts=2,
-                         per_device_train_batch_size=4, eval_limit=3, top_k=20, device="cpu", learning_rate=1e-3)
+                         micro_batch_size=4, eval_limit=3, top_k=20, device="cpu", learning_rate=1e-3)
             launch_train(cfg, procs, f"distributed={mode}")
             done[key] = Path(cfg["output_dir"])
         return done[key]

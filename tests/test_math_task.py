@@ -438,7 +438,7 @@ def train_one_step(tiny_qwen2, out, monkeypatch, **extra):
     from r1zero.training.trainer import Trainer
 
     cfg = TrainConfig(model_name_or_path=str(tiny_qwen2), task="math", template="chat", prompts_per_step=2,
-                      num_generations=2, per_device_train_batch_size=4, max_prompt_length=512,
+                      num_generations=2, micro_batch_size=4, max_prompt_length=512,
                       max_completion_length=8, learning_rate=1e-2, max_steps=1, save_steps=0, output_dir=str(out),
                       report_to=["none"], log_completions_rate=1.0, disable_tqdm=True, seed=3, reward_timeout=0.0,
                       **{"eval_on_end": False, **extra})

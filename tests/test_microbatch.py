@@ -1,5 +1,5 @@
 """Gradient accumulation leaves an update unchanged: the gradient of ONE update, captured at the
-optimizer's step, is the same for per_device_train_batch_size 1, 2, 4 and the whole mini-batch
+optimizer's step, is the same for micro_batch_size 1, 2, 4 and the whole mini-batch
 (8 rows), for every loss_type that promises it (grpo, dr_grpo, dapo), and equals a hand computation
 from the same rollout; bnpo follows its documented per-micro-batch rule (r1zero/grpo.py).
 
@@ -151,10 +151,10 @@ def test_one_update_gradient_per_micro_batch_size(loss_type, eos_rich_model, ref
     assert_same(whole_grad, expected_gradient(loss_type, S, T, N), f"{loss_type}: policy_loss vs hand")
     for mb in SIZES:
         grads, metrics, _, run_roll, _ = run_one_update(eos_rich_model, tmp_path / f"mb{mb}", loss_type=loss_type,
-                                                        per_device_train_batch_size=mb)
+                                                        micro_batch_size=mb)
         assert torch.equal(run_roll.completion_ids, roll.completion_ids)  # sampling ignores loss and micro-batches
         want = expected_gradient(loss_type, S, T, mb)
-        assert_same(grads, want, f"{loss_type}, per_device_train_batch_size={mb}")
+        assert_same(grads, want, f"{loss_type}, micro_batch_size={mb}")
         # The logged norm is the norm of the gradient that was applied, and of the hand computation's.
         norm_applied, norm_hand = _norm(grads), _norm(want)
         assert abs(metrics["grad_norm"] - norm_applied) <= 1e-12 * norm_applied, (mb, metrics["grad_norm"], norm_applied)
@@ -180,7 +180,7 @@ def test_truncated_completions_get_no_loss_when_masked(eos_rich_model, reference
             "dapo": combine(_masked(S, keep), [1 / kept_tokens] * N)}
     for loss_type, expected in want.items():
         grads, *_ = run_one_update(eos_rich_model, tmp_path / loss_type, loss_type=loss_type,
-                                   per_device_train_batch_size=2, mask_truncated_completions=True)
+                                   micro_batch_size=2, mask_truncated_completions=True)
         assert_same(grads, expected, f"{loss_type}, truncated masked")
         unmasked = expected_gradient(loss_type, S, T, N)
         scale = max(float(g.abs().max()) for g in expected.values())
@@ -193,7 +193,7 @@ def test_gradient_checkpointing_update_equals_the_plain_one(eos_rich_model, refe
     roll, start, S, T, adv = reference
     for mb in (2, N):
         grads, metrics, *_ = run_one_update(eos_rich_model, tmp_path / f"gc{mb}", loss_type="grpo",
-                                            per_device_train_batch_size=mb, gradient_checkpointing=True)
+                                            micro_batch_size=mb, gradient_checkpointing=True)
         assert_same(grads, expected_gradient("grpo", S, T, mb), f"gradient checkpointing, micro-batch {mb}")
 
 
@@ -228,7 +228,7 @@ def test_entropy_bonus_gradient_equals_a_hand_computation(eos_rich_model, refere
     runs = {}
     for coeff in (0.0, c):
         runs[coeff] = run_one_update(eos_rich_model, tmp_path / f"ent{coeff}", algorithm="rloo", entropy_coeff=coeff,
-                                     per_device_train_batch_size=2)
+                                     micro_batch_size=2)
         assert torch.equal(runs[coeff][3].completion_ids, roll.completion_ids)
     bonus = {n: runs[c][0][n] - runs[0.0][0][n] for n in runs[c][0]}
     hand, entropy_sum = _hand_entropy_gradient(copy.deepcopy(start), roll)

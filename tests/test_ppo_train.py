@@ -91,7 +91,7 @@ def test_ppo_raises_mean_reward(tiny_qwen2, tmp_path):
         model_name_or_path=str(tiny_qwen2), task="countdown", template="base", reward="none",
         reward_funcs=[f"{REPO / 'tests' / 'toy_rewards.py'}:vowel_share"], algorithm="ppo",
         task_args={"train_size": 256, "test_size": 8}, prompts_per_step=32, num_generations=1,
-        max_completion_length=8, per_device_train_batch_size=64, learning_rate=0.3, critic_learning_rate=1e-2,
+        max_completion_length=8, micro_batch_size=64, learning_rate=0.3, critic_learning_rate=1e-2,
         lam=1.0, scale_rewards="none", max_steps=10, output_dir=str(tmp_path / "run"), report_to=["none"],
         eval_on_end=False, disable_tqdm=True, log_completions_rate=0.0, seed=0)
     Trainer(cfg).train()

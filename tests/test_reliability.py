@@ -27,7 +27,7 @@ TOY = REPO / "tests" / "toy_rewards.py"
 def config(model_dir, out, **extra) -> TrainConfig:
     c = dict(model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
              task_args={"train_size": 16, "test_size": 4}, prompts_per_step=2, num_generations=4,
-             per_device_train_batch_size=8, max_prompt_length=256, max_completion_length=8,
+             micro_batch_size=8, max_prompt_length=256, max_completion_length=8,
              learning_rate=1e-2, max_steps=3, save_steps=0, eval_on_end=False, output_dir=str(out),
              report_to=["none"], log_completions_rate=0.0, disable_tqdm=True, seed=5,
              reward_funcs=[f"{TOY}:vowel_share"], reward_timeout=0.0)

@@ -22,7 +22,7 @@ def _rewards(model_dir, out, algo, reward):
     cfg = TrainConfig(
         model_name_or_path=str(model_dir), task="countdown", template="base", reward="none",
         reward_funcs=[f"{REPO / 'tests' / 'toy_rewards.py'}:{reward}"], reward_timeout=0.0,
-        task_args={"train_size": 256, "test_size": 8}, max_completion_length=8, per_device_train_batch_size=64,
+        task_args={"train_size": 256, "test_size": 8}, max_completion_length=8, micro_batch_size=64,
         learning_rate=0.3, max_steps=8, output_dir=str(out), report_to=["none"], eval_on_end=False,
         disable_tqdm=True, log_completions_rate=0.0, seed=0, **ALGOS[algo])
     Trainer(cfg).train()

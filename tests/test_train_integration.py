@@ -27,7 +27,7 @@ def base_recipe(model_dir, out, **extra) -> dict:
     recipe = dict(
         model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
         task_args={"train_size": 32, "test_size": 4}, prompts_per_step=2, num_generations=4,
-        per_device_train_batch_size=3, max_prompt_length=256, max_completion_length=12,
+        micro_batch_size=3, max_prompt_length=256, max_completion_length=12,
         learning_rate=1e-3, max_steps=2, save_steps=1, save_total_limit=None, eval_limit=4,
         eval_on_start=True, eval_on_end=True, output_dir=str(out), report_to=["tensorboard"],
         log_completions_rate=0.5, disable_tqdm=True, seed=3,

@@ -25,7 +25,7 @@ The per-token losses are reduced over the completion mask by ``loss_type``, matc
   micro-batch): the trainer weighs each micro-batch m's token mean by its share of the mini-batch's
   rows, so one update's loss is ``sum_m (|m| / n) * sum_{t in m} loss_t / tokens(m)``. That is
   the mini-batch's token mean only when one micro-batch holds the whole mini-batch, and grpo's
-  per-sequence mean when every micro-batch is one sequence; so ``per_device_train_batch_size``
+  per-sequence mean when every micro-batch is one sequence; so ``micro_batch_size``
   changes a bnpo update (tests/test_microbatch.py checks exactly this rule). Use ``"dapo"`` for a
   token mean that does not depend on the micro-batch size.
 * ``"dr_grpo"`` token-loss sum / (B * max_completion_length), a constant normaliser.

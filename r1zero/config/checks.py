@@ -63,12 +63,16 @@ def coerce(value: Any, tp: Any) -> tuple[bool, Any]:
 
 def check_types(raw: dict, where: str, hints: dict[str, Any]) -> dict:
     """``raw`` with each value checked against (and losslessly converted to) the type ``hints`` gives it."""
+    unknown = [k for k in raw if k not in hints]
+    if len(unknown) == 1:
+        close = closest(unknown[0], list(hints))
+        hint = f"; did you mean '{close}'?" if close else "; see `r1zero train --help-config` for the keys"
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}'{hint}")
+    if unknown:  # all of them at once, not one per try
+        said = [f"'{k}'" + (f" (did you mean '{c}'?)" if (c := closest(k, list(hints))) else "") for k in unknown]
+        raise ConfigError(f"{where}: unknown keys {', '.join(said)}; see `r1zero train --help-config` for the keys")
     out = {}
     for key, value in raw.items():
-        if key not in hints:
-            close = _closest(key, list(hints))
-            hint = f"; did you mean '{close}'?" if close else "; see `r1zero train --help-config` for the keys"
-            raise ConfigError(f"{where}: unknown key '{key}'{hint}")
         ok, v = coerce(value, hints[key])
         if not ok:
             raise ConfigError(
@@ -78,7 +82,7 @@ def check_types(raw: dict, where: str, hints: dict[str, Any]) -> dict:
     return out
 
 
-def _closest(key: str, keys: list[str]) -> str | None:
+def closest(key: str, keys: list[str]) -> str | None:
     import difflib
 
     m = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
@@ -99,7 +103,7 @@ def validate(c) -> None:
     # Types first (the dataclass may also be built from Python code).
     check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config", type_hints(type(c)))
     for key in ("prompts_per_step", "num_generations", "max_prompt_length", "max_completion_length",
-                "num_iterations", "per_device_train_batch_size", "logprob_chunk_size", "logging_steps"):
+                "num_iterations", "micro_batch_size", "logprob_chunk_size", "logging_steps"):
         need(getattr(c, key) >= 1, key, "must be at least 1")
     for key in ("eval_steps", "save_steps"):
         need(getattr(c, key) >= 0, key, "must be 0 (off) or a positive number of steps")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional, Union
 
 
+from r1zero.config.batch import env_world_size, resolve as resolve_batch
 from r1zero.config.checks import validate
 from r1zero.models import EMBEDDED_MODEL
 
@@ -159,14 +160,25 @@ class TrainConfig:
     )
 
     # ---- rollout ------------------------------------------------------------------------------
-    prompts_per_step: int = _f(16, "Prompts drawn per training step; each gets num_generations completions.")
+    prompts_per_step: Optional[int] = _f(
+        None, "Prompts drawn per training step (one generation); each gets num_generations completions. Default 16. "
+        "r1zero's batch keys (this, mini_batch_prompts, micro_batch_size) or TRL's (per_device_train_batch_size, "
+        "gradient_accumulation_steps, steps_per_generation, generation_batch_size), not both: TRL's are converted "
+        "to these when the config is built (r1zero.config.batch; the run's config.yaml holds the result)."
+    )
     num_generations: int = _f(8, "Completions sampled per prompt (the GRPO group size).")
     max_prompt_length: int = _f(256, "Longest prompt in tokens; longer prompts are refused, never cut (the first 256 train rows at the start, any other when a step draws it: the run stops there).")
     max_completion_length: int = _f(256, "Most tokens generated per completion.")
     temperature: float = _f(1.0, "Sampling temperature; log-probs use the same temperature.")
     top_p: float = _f(1.0, "Nucleus sampling mass.")
     top_k: int = _f(0, "Top-k sampling (0 = off).")
-    generation_batch_size: Optional[int] = _f(None, "Sequences per generate call (memory bound). Default: all of a step.")
+    sampling_batch_size: Optional[int] = _f(None, "Sequences per generate call (memory bound). Default: all of a step (evaluation: 64).")
+    generation_batch_size: Optional[int] = _f(
+        None, "TRL's batch key: completions per generation over all processes (default per_device_train_batch_size x "
+        "processes x steps_per_generation); a step then has generation_batch_size / num_generations prompts.")
+    steps_per_generation: Optional[int] = _f(
+        None, "TRL's batch key: micro-steps (per_device_train_batch_size completions per process) per generation "
+        "(default gradient_accumulation_steps); a multiple of gradient_accumulation_steps here.")
 
     # ---- GRPO ---------------------------------------------------------------------------------
     loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = _f(
@@ -186,7 +198,11 @@ class TrainConfig:
     mini_batch_prompts: Optional[int] = _f(
         None, "Prompts per optimizer update within a step (TinyZero: 64 of 128). Default: all (one update per pass)."
     )
-    per_device_train_batch_size: int = _f(8, "Sequences per forward/backward micro-batch (gradient accumulation splits the rest).")
+    micro_batch_size: Optional[int] = _f(None, "Sequences per forward/backward micro-batch (gradient accumulation splits the rest). Default 8.")
+    per_device_train_batch_size: Optional[int] = _f(
+        None, "TRL's batch key (TRL 1.16's meaning): completions per process per micro-step, so an optimizer step has "
+        "per_device_train_batch_size x gradient_accumulation_steps x processes completions; also the micro-batch.")
+    gradient_accumulation_steps: Optional[int] = _f(None, "TRL's batch key: micro-steps per optimizer step (TRL's default 1).")
     logprob_chunk_size: int = _f(1024, "Tokens per chunk when computing log-probs, so full-vocabulary logits never exist for the whole batch.")
     mask_truncated_completions: bool = _f(False, "Exclude completions that hit max_completion_length from the loss (DAPO).")
     importance_sampling_level: Literal["token", "sequence"] = _f(
@@ -278,6 +294,9 @@ class TrainConfig:
 
     # ------------------------------------------------------------------------------------------
     def __post_init__(self) -> None:
+        # TRL's batch keys become r1zero's (r1zero.config.batch), with torchrun's process count.
+        for key, value in resolve_batch(dataclasses.asdict(self), env_world_size()).items():
+            setattr(self, key, value)
         validate(self)
 
     def to_dict(self) -> dict:

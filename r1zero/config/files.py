@@ -15,6 +15,7 @@ from r1zero.errors import ConfigError
 
 from r1zero.config.checks import check_types, coerce, type_hints, type_name
 from r1zero.config.fields import DEFAULT_RECIPE, TrainConfig
+from r1zero.config.trl_keys import take_trl_keys
 
 
 def field_types() -> dict[str, Any]:
@@ -100,12 +101,13 @@ def read_config_file(src: str | os.PathLike) -> dict:
         raise ConfigError(f"{src}: not valid YAML{where}; fix the syntax") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{src}: the recipe must be a mapping of key: value")
-    return _check_types(_fix_yaml_numbers(raw), str(src))
+    return _check_types(_fix_yaml_numbers(take_trl_keys(raw, str(src))), str(src))
 
 
 def parse_overrides(overrides: list[str] | tuple[str, ...]) -> dict:
     """The type-checked keys of ``key=value`` command-line overrides."""
-    return _check_types(_fix_yaml_numbers(dict(parse_override(o) for o in overrides)), "override")
+    return _check_types(_fix_yaml_numbers(take_trl_keys(dict(parse_override(o) for o in overrides), "override")),
+                        "override")
 
 
 def load_config(path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

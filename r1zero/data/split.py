@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from r1zero.data.files import DataError, has_split
 
 
-def load_data(task, cfg) -> tuple[list[dict], list[dict]]:
-    """(train rows, test rows) of ``task`` (an r1zero.tasks.Task) as the config's split rules say."""
+def load_data(task, cfg, given: tuple[list[dict], list[dict]] | None = None) -> tuple[list[dict], list[dict]]:
+    """(train rows, test rows) of ``task`` (an r1zero.tasks.Task) as the config's split rules say, or
+    the rows ``given`` in memory (r1zero.trl: TRL's train_dataset and eval_dataset, as they are),
+    checked as loaded rows are."""
+    if given is not None:
+        if not given[0]:
+            raise DataError("train_dataset: no rows; give a dataset with at least one row")
+        return task.check_rows(list(given[0]), "train_dataset"), task.check_rows(list(given[1]), "eval_dataset")
     src = cfg.dataset_name
     rows = task.load_split(cfg.dataset_train_split, source=src, config=cfg.dataset_config)
     if not rows:  # said now: the test-split arithmetic below would blame test_size

@@ -19,11 +19,11 @@ from r1zero.training.checkpoint import is_checkpoint_name, latest_checkpoint, li
 EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "reference_quirks", "dataset_name",
              "dataset_config", "dataset_train_split", "dataset_test_split", "data_shuffle_seed", "data_max_rows", "train_size",
              "test_size", "eval_limit", "max_prompt_length", "max_completion_length", "eval_max_completion_length",
-             "generation_batch_size", "temperature", "top_p", "bf16", "device", "trust_remote_code",
+             "sampling_batch_size", "temperature", "top_p", "bf16", "device", "trust_remote_code",
              "prompt_template", "system_prompt", "chat_template_kwargs", "reward_funcs", "reward_weights",
              "reward_timeout", "correct_reward", "correct_threshold", "format_reward")
 # What a run's config.yaml still says when a later layer names another task: nothing about the task.
-_TASK_FREE_KEYS = ("generation_batch_size", "bf16", "device", "trust_remote_code")
+_TASK_FREE_KEYS = ("sampling_batch_size", "bf16", "device", "trust_remote_code")
 DEFAULTS = "defaults"
 
 
@@ -70,7 +70,7 @@ class EvalSettings:
 
     @property
     def batch_size(self) -> int:
-        return self.config.generation_batch_size or 64  # as Trainer.run_eval
+        return self.config.sampling_batch_size or 64  # as Trainer.run_eval
 
     def line(self) -> str:
         """One line: each setting that decides the evaluation, grouped by where it came from."""

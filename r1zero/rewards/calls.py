@@ -13,10 +13,14 @@ counted ``(None, why)``; the same code runs in the reward worker process and in 
   other value fails the whole call: each of its samples scores 0 and is counted.
 
 Both forms also get ``completion_length`` / ``truncated`` (one value, or lists in TRL's form) when
-they name them as parameters.
+they name them as parameters. Either form may be ``async`` (as TRL allows): its result is awaited
+(in a fresh event loop: these calls run in a worker process or on a helper thread, never in a
+thread whose loop is running).
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -62,6 +66,17 @@ class RewardBatch:
                            self.trainer_state)
 
 
+def call(fn: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """``fn(**kwargs)``, awaited when it is a coroutine function's."""
+    raw = fn(**kwargs)
+    if inspect.isawaitable(raw):
+        async def wait():
+            return await raw
+
+        raw = asyncio.run(wait())
+    return raw
+
+
 def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
 
@@ -96,7 +111,7 @@ def score_one(fn: Callable[..., Any], completion: str, example: Mapping[str, Any
         kwargs = {k: v for k, v in example.items() if k not in ("completion", "prompt")}
         if rollout is not None:  # over an example field of the same name
             kwargs.update({k: rollout[k] for k in wants if k in rollout})
-        raw = fn(completion=completion, prompt=prompt, **kwargs)
+        raw = call(fn, completion=completion, prompt=prompt, **kwargs)
     except Exception as e:  # the user's code: anything can come out
         return None, _reason(e)
     return as_number(raw)
@@ -130,7 +145,7 @@ def score_batch(fn: Callable[..., Any], batch: RewardBatch,
     None, or, when the call fails in any way, (None, why) for every sample."""
     n = len(batch)
     try:
-        raw = fn(**trl_arguments(batch, rollout_args(fn) if wants is None else wants))
+        raw = call(fn, **trl_arguments(batch, rollout_args(fn) if wants is None else wants))
     except Exception as e:  # the user's code: anything can come out
         return [(None, _reason(e))] * n
     if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__len__"):

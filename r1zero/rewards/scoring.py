@@ -24,12 +24,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from r1zero.errors import ConfigError
 from r1zero.rewards.calls import RewardBatch, TrainerState, score_batch, score_sample
 from r1zero.rewards.functions import (RewardError, is_batched, load_reward_func,  # noqa: F401  (RewardError: public here)
                                       overlong_penalty, reward_name, rollout_args)
+from r1zero.rewards.in_process import InProcessReward
 from r1zero.rewards.worker import RewardWorker
 from r1zero.tasks import Score, Task
 
@@ -74,27 +75,35 @@ class RewardModel:
 
     With ``timeout > 0`` each user function runs in its own worker process (r1zero.rewards.worker)
     and gets at most ``timeout`` seconds per completion; with 0 it is called in-process, unbounded.
+    ``callables`` maps a ``funcs`` entry to the object it names when the function was given as one
+    (r1zero.trl) and cannot be imported by name in a worker: it is called in-process under the same
+    limit (r1zero.rewards.in_process).
     ``task`` also turns rows into the conversations TRL-form functions see (Task.messages).
     """
 
     def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None,
                  timeout: float = 0.0, overlong: tuple[int, int, float] | None = None, *,
-                 scheme: bool | None = None, verdicts: Verdicts | None = None):
+                 scheme: bool | None = None, verdicts: Verdicts | None = None,
+                 callables: Mapping[str, Callable[..., Any]] | None = None):
         self.task = task
         self.scheme = (task is not None and task.reward_scheme != "none") if scheme is None else scheme
         self.verdicts = verdicts
         self.overlong = overlong if overlong is not None and overlong[1] > 0 else None
         # Loaded here too, so a bad spec is refused before any model is loaded.
-        self.funcs = [(reward_name(s), load_reward_func(s)) for s in funcs]
+        callables = callables or {}
+        self.funcs = [(reward_name(s), callables[s] if s in callables else load_reward_func(s)) for s in funcs]
         self.weights = list(weights) if weights is not None else [1.0] * len(self.funcs)
-        self.workers = [RewardWorker(s, timeout) for s in funcs] if timeout > 0 else None
+        # Per function: its worker, its in-process runner, or None (called here, unbounded: timeout 0).
+        self.workers = [InProcessReward(callables[s], timeout) if s in callables
+                        else RewardWorker(s, timeout) if timeout > 0 else None for s in funcs]
 
     def close(self) -> None:
-        for w in self.workers or ():
-            w.close()
+        for w in self.workers:
+            if w is not None:
+                w.close()
 
     def _user_values(self, j: int, batch: RewardBatch) -> list[tuple[float | None, str | None]]:
-        if self.workers is not None:
+        if self.workers[j] is not None:
             return self.workers[j].score(batch)
         fn = self.funcs[j][1]
         wants = rollout_args(fn)
@@ -201,7 +210,8 @@ def correct_function(cfg) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-def reward_model(cfg, task: Task, evaluation: bool = False) -> RewardModel:
+def reward_model(cfg, task: Task, evaluation: bool = False,
+                 callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardModel:
     """The RewardModel a config asks for (r1zero.config.TrainConfig), for training or for evaluation.
 
     Training: the task's scheme (unless ``reward: none`` or the task has none) plus ``reward_funcs``
@@ -224,4 +234,4 @@ def reward_model(cfg, task: Task, evaluation: bool = False) -> RewardModel:
     return RewardModel(task, funcs, cfg.reward_weights if funcs else None, timeout=cfg.reward_timeout,
                        overlong=None if evaluation else (cfg.max_completion_length, cfg.overlong_buffer_len,
                                                           cfg.overlong_penalty_factor),
-                       scheme=scheme, verdicts=verdicts)
+                       scheme=scheme, verdicts=verdicts, callables=callables)

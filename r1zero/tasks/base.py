@@ -96,6 +96,12 @@ class Task:
                     f"fields {', '.join(self.required_fields)}"
                 )
 
+    def check_rows(self, rows: list[dict], where: str) -> list[dict]:
+        """``rows`` (given in memory: r1zero.trl's datasets), each checked as a loaded split's are."""
+        for i, row in enumerate(rows):
+            self.check_example(row, where=f"{where} row {i}")
+        return rows
+
     # ---- prompt -----------------------------------------------------------------------------
     @property
     def prompt_is_chat(self) -> bool:

@@ -85,8 +85,9 @@ class CustomTask(Task):
         if source is None:
             raise TaskError("dataset_name: task 'custom' trains on your data; give a hub id or a local "
                             ".jsonl, .json, .parquet or .csv file or folder")
-        rows = load_rows(source, split, config)
-        where = f"{source} ({split})"
+        return self.check_rows(load_rows(source, split, config), f"{source} ({split})")
+
+    def check_rows(self, rows: list[dict], where: str) -> list[dict]:
         for i, row in enumerate(rows):
             self.check_example(row, where=f"{where} row {i}")
             self._kind(self.prompt(row), f"{where} row {i}")

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from r1zero.config.batch import env_world_size
 from r1zero.errors import ConfigError
 
 MODES = ("ddp", "fsdp")
@@ -53,9 +54,6 @@ class DistEnv:
         return self.rank == 0
 
 
-def env_world_size() -> int:
-    """The number of processes torchrun started (1 without torchrun)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def init(device: str = "auto") -> DistEnv:

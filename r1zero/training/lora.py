@@ -249,10 +249,14 @@ class LoraPolicy:
     def save(self, folder: Path, state: dict | None = None, merged: bool = False) -> None:
         """The adapter in peft's format into ``folder``/adapter (and with ``merged`` the merged Hugging
         Face model into ``folder``); ``state``: the adapted model's gathered state dict under FSDP."""
-        self.peft.save_pretrained(str(folder / ADAPTER_DIR), safe_serialization=True, save_embedding_layers=False,
-                                  state_dict=None if state is None else {_PEFT_PREFIX + k: v for k, v in state.items()})
+        self.save_adapter(folder / ADAPTER_DIR, state)
         if merged:
             self.model.save_pretrained(folder, safe_serialization=True, state_dict=self.merged_state_dict(state))
+
+    def save_adapter(self, folder: Path, state: dict | None = None) -> None:
+        """The adapter alone in peft's format (adapter_config.json + adapter_model.safetensors) into ``folder``."""
+        self.peft.save_pretrained(str(folder), safe_serialization=True, save_embedding_layers=False,
+                                  state_dict=None if state is None else {_PEFT_PREFIX + k: v for k, v in state.items()})
 
     def load(self, folder: Path) -> None:
         """The adapter weights of checkpoint ``folder`` (trained with the same lora_* settings: refused otherwise)."""

@@ -13,7 +13,7 @@ One step, in order (each line names the module that does it):
              the generation config. Each prompt is prefilled once for its G samples, finished rows
              leave the batch, and each sample's randomness is keyed by (seed, step, prompt index,
              sample index): a resumed run samples exactly what the uninterrupted run did, and
-             ``generation_batch_size`` changes memory, never the samples.
+             ``sampling_batch_size`` changes memory, never the samples.
 4. reward    the task's scheme plus the user's ``reward_funcs`` (r1zero.rewards.scoring) and DAPO's overlong
              punishment (``overlong_buffer_len``); a scorer that fails gives 0 for that sample and is counted.
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
@@ -84,9 +84,12 @@ log = logging.getLogger("r1zero")
 
 class Trainer:
     """Builds everything from a TrainConfig and trains; see the module docstring. ``env`` is the
-    process's place under torchrun (default: the initialised process group, or one process)."""
+    process's place under torchrun (default: the initialised process group, or one process).
+    r1zero.trl gives ``data`` (train and test rows) and ``reward_callables`` (reward_funcs entries
+    given as objects that a worker cannot import) in memory instead of by name."""
 
-    def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None = None):
+    def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None = None, *,
+                 data: tuple[list[dict], list[dict]] | None = None, reward_callables: dict | None = None):
         self.cfg = cfg
         self.env = env or dist.current()
         self.out = Path(cfg.output_dir)
@@ -96,9 +99,10 @@ class Trainer:
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder, self.eval_rewarder = reward_model(cfg, self.task), reward_model(cfg, self.task, evaluation=True)
+        self.rewarder, self.eval_rewarder = (reward_model(cfg, self.task, callables=reward_callables),
+                                             reward_model(cfg, self.task, evaluation=True, callables=reward_callables))
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
-        self.train_rows, self.test_rows = load_data(self.task, cfg)
+        self.train_rows, self.test_rows = load_data(self.task, cfg, data)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
         if self.resume_from:
             ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
@@ -144,7 +148,7 @@ class Trainer:
         # After wrapping: FSDP2 has replaced the parameters with their shards.
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg, cfg.learning_rate, self.max_steps)
         self.passes = ForwardPasses(self.device, self.autocast_dtype, cfg.temperature, cfg.logprob_chunk_size,
-                                    cfg.per_device_train_batch_size)
+                                    cfg.micro_batch_size)
         self.algo = algorithm(cfg, UpdateContext(self.device, self.env, self.passes, self.max_steps, self.resume_from))
         self.collapse = M.CollapseWatch(cfg.collapse_steps)
         self.step = 0
@@ -232,7 +236,7 @@ class Trainer:
             roll = generate(self._sampler(), self.tokenizer, prompt_ids, num_generations=G,
                             max_new_tokens=cfg.max_completion_length, eos_ids=self.eos_ids,
                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
-                            batch_size=cfg.generation_batch_size, seed=cfg.seed * 1_000_003 + step,
+                            batch_size=cfg.sampling_batch_size, seed=cfg.seed * 1_000_003 + step,
                             autocast_dtype=self.autocast_dtype, prompt_index=prompt_index,
                             cache="dynamic" if self.sharded else "auto",
                             max_cache_len=(cfg.max_prompt_length or 0) + cfg.max_completion_length)
@@ -313,7 +317,7 @@ class Trainer:
                 summary, records = evaluate(
                     self._sampler(), self.tokenizer, self.task, mine, eos_ids=self.eos_ids,
                     max_new_tokens=cfg.eval_max_completion_length or cfg.max_completion_length,
-                    batch_size=cfg.generation_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
+                    batch_size=cfg.sampling_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
                     autocast_dtype=self.autocast_dtype, scorer=self.eval_rewarder)
         self.model.train()
         if self.env.enabled:

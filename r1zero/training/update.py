@@ -3,7 +3,7 @@
 For ``num_iterations`` passes, this process's rollouts are cut into mini-batches of
 ``mini_batch_prompts`` prompts (whole groups; under torchrun each process holds an equal piece of
 every mini-batch), one optimizer update each, accumulated over micro-batches of
-``per_device_train_batch_size`` rows. Each micro-batch's loss comes from the algorithm
+``micro_batch_size`` rows. Each micro-batch's loss comes from the algorithm
 (r1zero.algorithms.base.Algorithm.policy_loss) and is scaled so that the accumulated gradient is the
 gradient of the whole mini-batch's loss:
 
@@ -16,7 +16,7 @@ gradient of the whole mini-batch's loss:
   of those, which equals the whole mini-batch's token mean only when micro-batches hold equal
   token counts. That is the intended behaviour, as in TRL (its per-device batch, divided by the
   accumulation steps) and veRL (token-mean ``agg_loss`` per micro-batch), so
-  ``per_device_train_batch_size`` changes a bnpo update (tests/test_microbatch.py checks exactly
+  ``micro_batch_size`` changes a bnpo update (tests/test_microbatch.py checks exactly
   this rule); use ``dapo`` for a token mean that does not depend on the micro-batch size.
 
 The gradient reduction of DDP / FSDP2 averages over processes, so each process back-propagates
@@ -120,7 +120,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     mini_tokens_all = dist.all_sum([batch.loss_mask[m0:m0 + mini_rows].sum() for m0 in starts], env)
     train_policy = algo.updates_policy(steps_done)
     entropy_grad = cfg.entropy_coeff > 0
-    mb = cfg.per_device_train_batch_size
+    mb = cfg.micro_batch_size
     acc = MetricSums()
     grad_norms: list[float] = []
     updates = 0
