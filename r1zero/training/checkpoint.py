@@ -289,7 +289,8 @@ def find_resume(resume_from_checkpoint: str | None, output_dir: str | os.PathLik
     for _, path in reversed(list_checkpoints(output_dir)):
         if (problem := damage(path)) is None:
             if bad:
-                log.warning("resume: %s; resuming from %s instead (nothing deleted)", "; ".join(bad), path)
+                log.warning("resume: %s; resuming from %s instead (nothing is deleted: a damaged checkpoint is "
+                            "replaced only when the run saves its step again)", "; ".join(bad), path)
             return path
         bad.append(problem)
     if bad:
