@@ -158,7 +158,9 @@ def test_a_changed_result_key_is_refused_and_config_yaml_is_unchanged(base, tmp_
                                 "allow_config_change": {"old": [], "new": ["learning_rate"]},
                                 "output_dir": {"old": str(base[0]), "new": str(out)}},
          "allowed": ["learning_rate"]}]
-    assert not same_weights(out / "checkpoint-3", base[0] / "checkpoint-3")  # step 3 did use the new rate
+    rates = [json.loads(x)["learning_rate"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rates == [0.01, 0.01, 0.005]  # step 3 used the new rate...
+    assert not same_weights(out / "checkpoint-3", base[0] / "checkpoint-3")  # ...and its update differs
 
 
 def test_a_changed_logging_key_is_accepted_logged_and_the_run_is_exact(base, tmp_path, capsys, caplog, one_thread):
@@ -375,3 +377,36 @@ def test_rerunning_a_finished_run_does_nothing_and_never_evaluates_twice(base, t
 
 def files_of(checkpoint):
     return (checkpoint / "model.safetensors").read_bytes()
+
+
+# ---- models that would run code ------------------------------------------------------------------------
+
+def test_a_pickled_model_with_a_payload_and_a_model_needing_its_own_code_are_one_line_each(tiny_qwen2, tmp_path,
+                                                                                           capsys):
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_qwen2, pickled)
+    state = load_file(pickled / "model.safetensors")
+    (pickled / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({**state, "extra": Payload(marker)}, pickled / "pytorch_model.bin")
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(recipe(pickled, tmp_path / "out", tokenizer_name_or_path=str(tiny_qwen2))))
+    rc, err = train(path, capsys=capsys)
+    assert rc == 2 and not marker.exists()
+    assert errors(err) == [
+        f"r1zero: error: model_name_or_path: {pickled} has pickled weights holding Python objects beyond tensors "
+        "(pytorch_model.bin: io.open), which could run code when loaded; r1zero refuses them: give the model in "
+        "safetensors format"]
+
+    remote = tmp_path / "remote"
+    remote.mkdir()
+    (remote / "config.json").write_text(json.dumps({"model_type": "made-up", "auto_map": {
+        "AutoConfig": "configuration_x.XConfig", "AutoModelForCausalLM": "modeling_x.XModel"}}))
+    for name in ("configuration_x.py", "modeling_x.py"):
+        (remote / name).write_text(f"open({str(marker)!r}, 'w')\n")
+    path.write_text(yaml.safe_dump(recipe(remote, tmp_path / "out2", tokenizer_name_or_path=str(tiny_qwen2))))
+    rc, err = train(path, capsys=capsys)
+    assert rc == 2 and not marker.exists()
+    assert errors(err) == [
+        f"r1zero: error: model_name_or_path: {remote} needs Python code from its own repository to load; set "
+        "trust_remote_code=true only if you trust that code, or choose another model"]

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from r1zero.errors import ConfigError, disk_full, free_bytes, is_disk_full, size_text
+from r1zero.models import unsafe_globals
 from r1zero.testing import faults
 
 log = logging.getLogger("r1zero")
@@ -211,12 +212,8 @@ def load_heavy(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     except pickle.UnpicklingError as e:
         if "Weights only load failed" not in str(e):
             raise
-        try:
-            held = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
-        except Exception:
-            held = "unknown objects"
         raise ConfigError(f"resume_from_checkpoint: {path} holds Python objects beyond tensors and plain values "
-                          f"({held}), which could run code when loaded; r1zero refuses it: resume from a checkpoint "
+                          f"({unsafe_globals(path)}), which could run code when loaded; r1zero refuses it: resume from a checkpoint "
                           "this r1zero version wrote, or start a new output_dir") from None
 
 

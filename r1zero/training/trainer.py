@@ -76,6 +76,7 @@ from r1zero.training import distributed as dist
 from r1zero.training import lora
 from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses
+from r1zero.training import optim
 from r1zero.training.optim import make_optimizer
 from r1zero.training.run_lock import RunLock
 from r1zero.training.samples import gather_rows, sample_rows
@@ -195,11 +196,13 @@ class Trainer:
         self.step = int(state["step"])
         self.pos = DataPosition(**state["data_position"])
         if heavy is not None:
+            config = optim.settings(self.optimizer, self.scheduler)
             if "optimizer" in heavy:
                 self.optimizer.load_state_dict(heavy["optimizer"])
             else:  # saved under torchrun: every rank's part, in torch.distributed.checkpoint format
                 dist.load_optimizer(self.policy, self.optimizer, path / ckpt.OPTIMIZER_DIR)
             self.scheduler.load_state_dict(heavy["scheduler"])
+            optim.apply_settings(self.optimizer, self.scheduler, config)  # a learning rate changed on resume applies
             random.setstate(heavy["python_rng"])
             torch.set_rng_state(heavy["torch_rng"])
             if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
@@ -364,6 +367,8 @@ class Trainer:
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
         if self.finished:
+            if self.env.is_main:
+                ckpt.prune_checkpoints(self.out, None)  # only the hidden leftovers of a killed save
             self.rewarder.close()
             self.eval_rewarder.close()
             self.lock.release()
