@@ -111,9 +111,10 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
         else:
             os.replace(tmp, final)
     except Exception as e:
-        if is_disk_full(e):
-            raise _full(root, f"checkpoint-{step}") from None
-        raise
+        if not is_disk_full(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # first, so that the line says the space there is now
+        raise _full(root, f"checkpoint-{step}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -122,6 +123,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
 
 
 def folder_bytes(path: Path) -> int:
+    """Bytes of the files in ``path``, sub-folders included."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 

@@ -103,7 +103,6 @@ class Trainer:
         self.rewarder, self.eval_rewarder = reward_model(cfg, self.task), reward_model(cfg, self.task, evaluation=True)
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg)
-        self.lock = self._lock()  # before resume looks at (and recovers) the checkpoints
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
         self.config_changes: dict = {}
         self.resumed_step = 0
@@ -125,6 +124,8 @@ class Trainer:
         self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
         self.finished = self._finished()
+        # From here the run writes into output_dir (every refusal above leaves it as it was).
+        self.lock = self._lock()
         if self.finished:  # nothing left to do: no model is loaded (train() says so)
             return
 
