@@ -255,7 +255,9 @@ def test_ctrl_c_during_a_step_is_one_line_rc_130_and_the_rerun_is_exact(base, tm
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
            "R1ZERO_PAUSE_AT": "update@2#1", "R1ZERO_PAUSE_FILE": str(pause)}
     # Its own session: SIGINT to the group, as a terminal sends Ctrl-C to every process of the command.
-    proc = subprocess.Popen([sys.executable, "-m", "r1zero", "train", "--config", str(path)], cwd=REPO, env=env,
+    # With reward workers (reward_timeout > 0): they get the SIGINT too, and must not print a traceback.
+    proc = subprocess.Popen([sys.executable, "-m", "r1zero", "train", "--config", str(path), "reward_timeout=5"],
+                            cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.time() + 300
@@ -263,7 +265,7 @@ def test_ctrl_c_during_a_step_is_one_line_rc_130_and_the_rerun_is_exact(base, tm
             time.sleep(0.05)
         assert pause.exists(), proc.communicate()[1][-3000:]
         # While it trains, a second run on its output_dir is refused.
-        rc, err = train(path, capsys=capsys)
+        rc, err = train(path, "reward_timeout=5", capsys=capsys)
         assert rc == 2 and errors(err)[0].startswith(f"r1zero: error: output_dir: {out} is in use by another run "
                                                      f"(pid {proc.pid} on {socket.gethostname()} since ")
         os.killpg(proc.pid, signal.SIGINT)
@@ -275,7 +277,7 @@ def test_ctrl_c_during_a_step_is_one_line_rc_130_and_the_rerun_is_exact(base, tm
     assert errors(stderr.splitlines()) == [
         f"r1zero: interrupted after 1 of 3 steps; rerun the same command to resume from {out / 'checkpoint-1'}"]
     assert not (out / LOCK).exists()
-    rc, err = train(path, capsys=capsys)  # the rerun
+    rc, err = train(path, "reward_timeout=5", capsys=capsys)  # the rerun
     assert rc == 0 and errors(err) == []
     assert same_weights(out / "checkpoint-3", base[0] / "checkpoint-3")
     assert (out / "metrics.jsonl").read_text().count("\n") == STEPS
