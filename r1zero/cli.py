@@ -1,7 +1,8 @@
 """The ``r1zero`` command: ``train``, ``eval``, ``report``, ``compare`` and ``data``.
 
 Every refusal (bad config, bad data, missing model) is one line on stderr and exit status 2, before
-any model is loaded or any file written.
+any model is loaded or any file written. A run that cannot go on (a full disk, a stopped run) is one
+line and status 1; Ctrl-C is one line saying where a rerun resumes, and status 130.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from r1zero.config import config_reference, load_config, recipe_names
-from r1zero.errors import ConfigError
+from r1zero.errors import ConfigError, DiskFull, free_bytes, is_disk_full, size_text
 from r1zero.training.guards import RunStopped
 
 log = logging.getLogger("r1zero")
@@ -40,17 +41,26 @@ def cmd_train(args) -> int:
     from r1zero.training.trainer import Trainer
 
     env = distributed.init(cfg.device)  # under torchrun: join the process group; else one process
+    trainer = None
     try:
         if not env.is_main:  # rank 0 speaks for the run
             logging.getLogger("r1zero").setLevel(logging.WARNING)
         trainer = Trainer(cfg, env)
-        log.info("training %s on %s (%s%s) for %d steps; output: %s", cfg.model_name_or_path, cfg.task,
-                 trainer.device, f", {env.world_size} processes, {cfg.distributed}" if env.enabled else "",
-                 trainer.max_steps, cfg.output_dir)
+        if not trainer.finished:
+            log.info("training %s on %s (%s%s) for %d steps; output: %s", cfg.model_name_or_path, cfg.task,
+                     trainer.device, f", {env.world_size} processes, {cfg.distributed}" if env.enabled else "",
+                     trainer.max_steps, cfg.output_dir)
         result = trainer.train()
+    except KeyboardInterrupt:
+        raise Interrupted(_where_to_resume(cfg, trainer)) from None
     finally:
         distributed.cleanup(env)
     if not env.is_main:
+        return 0
+    if "finished" in result:
+        print(f"{cfg.output_dir} finished at step {result['finished']} already; nothing trained or evaluated again "
+              f"(model: {result['checkpoint']}; to train on, raise max_steps with allow_config_change=[max_steps], "
+              "or start a new output_dir)")
         return 0
     start, end = result.get("eval_start"), result.get("eval_end")
     if start and end:
@@ -61,6 +71,22 @@ def cmd_train(args) -> int:
     print(f"metrics: {Path(cfg.output_dir) / 'metrics.jsonl'}")
     print(f"report: {result['report']}" if result.get("report") else "report: not written (see the warning above)")
     return 0
+
+
+class Interrupted(Exception):
+    """Ctrl-C: the message says the step reached and the checkpoint a rerun resumes from."""
+
+
+def _where_to_resume(cfg, trainer) -> str:
+    from r1zero.training.checkpoint import latest_checkpoint
+
+    latest = latest_checkpoint(cfg.output_dir)
+    done = f"after {trainer.step} of {trainer.max_steps} steps" if trainer is not None and not trainer.finished \
+        else "before training started"
+    how = "rerun the same command" if cfg.resume_from_checkpoint == "auto" else "rerun with resume_from_checkpoint=auto"
+    if latest is None:
+        return f"interrupted {done}; no checkpoint yet: {how} to start again from step 0"
+    return f"interrupted {done}; {how} to resume from {latest}"
 
 
 def cmd_report(args) -> int:
@@ -246,8 +272,21 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         _say_once(f"r1zero: error: {e}")
         return 2
-    except RunStopped as e:  # a run that started but cannot usefully go on (r1zero.training.guards)
+    except (RunStopped, DiskFull) as e:  # a run that started but cannot usefully go on (r1zero.training.guards)
         _say_once(f"r1zero: error: {e}")
+        return 1
+    except Interrupted as e:
+        _say_once(f"r1zero: {e}")
+        return 130
+    except KeyboardInterrupt:  # another command, or before the config was read
+        _say_once("r1zero: interrupted")
+        return 130
+    except OSError as e:
+        if not is_disk_full(e):
+            raise
+        where = e.filename or "a file"
+        _say_once(f"r1zero: error: the disk is full ({size_text(free_bytes(where if e.filename else '.'))} free) "
+                  f"while writing {where}; free space, then rerun the same command")
         return 1
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,6 +29,29 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 class ModelError(ValueError):
     """A model that cannot be found or loaded; one line naming it and the fix."""
+
+
+def unsafe_globals(path: str | os.PathLike) -> str:
+    """What a pickle file refused by ``torch.load(weights_only=True)`` holds beyond tensors and plain
+    values (read without running it), for the one-line refusal."""
+    try:
+        return ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
+    except Exception:
+        return "unknown objects"
+
+
+def _refusal(key: str, name: str, path: str, e: Exception) -> ModelError | None:
+    """The one line for a model or tokenizer that would run code to load: its own Python code
+    (trust_remote_code) or pickled weights with more than tensors in them."""
+    if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+        files = sorted(Path(path).glob("*.bin")) if Path(path).is_dir() else []
+        held = "; ".join(f"{f.name}: {unsafe_globals(f)}" for f in files) or "unknown objects"
+        return ModelError(f"{key}: {name} has pickled weights holding Python objects beyond tensors ({held}), which "
+                          "could run code when loaded; r1zero refuses them: give the model in safetensors format")
+    if isinstance(e, ValueError) and "trust_remote_code" in str(e):
+        return ModelError(f"{key}: {name} needs Python code from its own repository to load; set "
+                          "trust_remote_code=true only if you trust that code, or choose another model")
+    return None
 
 
 def cache_dir() -> Path:
@@ -189,6 +213,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ModelError(f"tokenizer: could not load {name_or_path} ({str(e).splitlines()[0]}); check the id/path and your connection") from None
+    except (ValueError, pickle.UnpicklingError) as e:
+        if (refused := _refusal("tokenizer", name_or_path, path, e)) is None:
+            raise
+        raise refused from None
     if tok.pad_token is None:
         # Padding is always masked out; any token id serves.
         tok.pad_token = tok.eos_token
@@ -207,6 +235,10 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     except OSError as e:
         raise ModelError(f"model_name_or_path: could not load {name_or_path} ({str(e).splitlines()[0]}); check the id/path and your connection") from None
+    except (ValueError, pickle.UnpicklingError) as e:
+        if (refused := _refusal("model_name_or_path", name_or_path, path, e)) is None:
+            raise
+        raise refused from None
     if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
         raise ModelError(f"model_name_or_path: {name_or_path} is quantized; give a float checkpoint (dequantize it first)")
     model.to(device)

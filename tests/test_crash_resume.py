@@ -189,11 +189,12 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_
         assert hidden(crash) == []  # leftovers of killed writes are cleaned up
         final = crash / f"checkpoint-{MAX_STEPS}"
 
-        # The re-save window: a run that resumes at the last step saves that step again, replacing the
-        # folder in two renames. Killed between them, the checkpoint is only in hidden folders...
+        # The re-save window: a run resumed from the checkpoint before the last saves the last step again,
+        # replacing its folder in two renames. Killed between them, the checkpoint is only in hidden folders...
         pause_file = tmp_path / "paused-resave"
-        pid = launcher.start(argv, tmp_path / "resave.log", {"R1ZERO_PAUSE_AT": f"resave@{MAX_STEPS}#1",
-                                                               "R1ZERO_PAUSE_FILE": str(pause_file)})
+        before_last = f"resume_from_checkpoint={crash / f'checkpoint-{MAX_STEPS - 1}'}"
+        pid = launcher.start(argv + [before_last], tmp_path / "resave.log",
+                             {"R1ZERO_PAUSE_AT": f"resave@{MAX_STEPS}#1", "R1ZERO_PAUSE_FILE": str(pause_file)})
         while not pause_file.exists() and not launcher.finished():
             time.sleep(0.02)
         assert pause_file.exists(), (tmp_path / "resave.log").read_text()[-3000:]
@@ -202,10 +203,11 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tiny_
         assert not final.exists()
         left = hidden(crash)
         assert [n.split("-checkpoint")[0] for n in left] == [".old", ".tmp"], left
-        # ...and the next run resumes from it all the same, then leaves no hidden folder behind.
+        # ...and the next run finds it all the same (the run is finished: nothing is trained again), then
+        # leaves no hidden folder behind.
         launcher.start(argv, tmp_path / "final.log")
         assert launcher.wait() == 0, (tmp_path / "final.log").read_text()[-3000:]
-        assert f"resumed from {final} at step {MAX_STEPS}" in (tmp_path / "final.log").read_text()
+        assert f"{crash} finished at step {MAX_STEPS} already" in (tmp_path / "final.log").read_text()
         assert_all_checkpoints_complete(crash)
         assert hidden(crash) == []
 

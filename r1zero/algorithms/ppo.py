@@ -28,6 +28,7 @@ from r1zero.errors import need
 from r1zero.models import ModelError, disable_dropout, resolve_model_path
 from r1zero.rollout.layout import position_ids_from_mask
 from r1zero.training import distributed as dist
+from r1zero.training import optim
 from r1zero.training.optim import clip_and_step, make_optimizer
 
 log = logging.getLogger("r1zero")
@@ -212,11 +213,13 @@ class PPO(RewardKLAlgorithm):
             log.warning("checkpoint %s has no critic: the critic restarts from %s", path,
                         self.cfg.critic_model_name_or_path or self.cfg.model_name_or_path)
         if heavy is not None and "critic_scheduler" in heavy:
+            config = optim.settings(self.optimizer, self.scheduler)
             if "critic_optimizer" in heavy:
                 self.optimizer.load_state_dict(heavy["critic_optimizer"])
             elif (path / CRITIC_OPTIMIZER_DIR).is_dir():
                 dist.load_optimizer(self.module, self.optimizer, path / CRITIC_OPTIMIZER_DIR)
             self.scheduler.load_state_dict(heavy["critic_scheduler"])
+            optim.apply_settings(self.optimizer, self.scheduler, config)  # critic_learning_rate changed on resume
         else:
             for _ in range(steps_done):
                 self.scheduler.step()

@@ -164,6 +164,9 @@ def validate(c) -> None:
         need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
               f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")
     need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
+    names = {f.name for f in dataclasses.fields(c)}
+    for key in c.allow_config_change:
+        need(key in names, "allow_config_change", f"entry {key!r} is not a config key (r1zero train --help-config lists them)")
     if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
         raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
                           "give a checkpoint-N folder, 'auto' or null")

@@ -283,6 +283,12 @@ class TrainConfig:
         "auto", "'auto' resumes from the last complete checkpoint in output_dir, a path resumes from "
         "that checkpoint, none starts fresh (refused if output_dir already holds checkpoints)."
     )
+    allow_config_change: list = _f(
+        [], "Keys a resume may change although they change the result, e.g. [learning_rate]: without it a resume "
+        "whose config differs from the run's config.yaml in such a key is refused. Keys that change only "
+        "logging, saving, evaluation timing or memory are always accepted. Each change is recorded in "
+        "output_dir/config_changes.jsonl with the step it applies from."
+    )
     disable_tqdm: bool = _f(False, "Hide the progress bar.")
     report_steps: int = _f(10, "Rewrite output_dir/report.html (plots, samples, reflection tracking) every N steps; 0 = only at the end.")
     reflection_words: Optional[list] = _f(

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from r1zero.errors import disk_full, is_disk_full
 from r1zero.observe.metrics import EVAL_PREFIX
 from r1zero.testing import faults
 
@@ -42,17 +43,29 @@ def _clean(v: Any) -> Any:
 
 
 def append_jsonl(path: Path, row: dict, fault_step: int | None = None) -> None:
-    """Append one JSON line. ``fault_step``: a crash test may stop the process with half of the line
-    on disk (r1zero.testing.faults, phase ``metrics``), the way a kill can cut a write short; on resume the
-    cut line is dropped (truncate_jsonl)."""
-    line = json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n"
-    with open(path, "a", encoding="utf-8") as f:
-        if fault_step is not None and faults.armed():
-            f.write(line[:len(line) // 2])
-            f.flush()
-            faults.reached("metrics", fault_step)
-            line = line[len(line) // 2:]
-        f.write(line)
+    """Append one JSON line, whole or not at all: a write that fails (a full disk) is cut back to
+    where it started, and a full disk is one line (r1zero.errors.DiskFull). ``fault_step``: a crash
+    test may stop the process with half of the line on disk (r1zero.testing.faults, phase ``metrics``),
+    the way a kill can cut a write short; on resume the cut line is dropped (truncate_jsonl)."""
+    data = (json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            if fault_step is not None and faults.armed():
+                os.write(fd, view[:len(view) // 2])
+                faults.reached("metrics", fault_step)
+                view = view[len(view) // 2:]
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:
+            os.ftruncate(fd, start)
+            if is_disk_full(e):
+                raise disk_full(Path(path).parent, Path(path).name) from None
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_jsonl(path: str | os.PathLike, skip_broken: bool = False) -> list[dict]:

@@ -230,6 +230,11 @@ __all__ = ["RewardWorker", "worker_pid", "START_TIMEOUT_S"]
 
 
 if __name__ == "__main__":  # the worker process: python -m r1zero.rewards.worker SPEC READ_FD WRITE_FD
+    import signal
+
+    # Ctrl-C reaches every process of the terminal's group; it is the trainer's to handle (one line),
+    # and the trainer ends its workers, so a worker ignores it rather than print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
     _serve(sys.argv[1], _Duplex(Connection(int(sys.argv[2]), writable=False),
                                 Connection(int(sys.argv[3]), readable=False)))

@@ -9,15 +9,20 @@ checkpoint: the old folder moved away, the new one not yet in place). The n-th t
 reached during training step ``step``, the process writes ``R1ZERO_PAUSE_FILE`` and sleeps until
 it is killed. Nothing else changes, so the process
 that is killed is an ordinary training run (tests/test_crash_resume.py).
+
+``R1ZERO_DISK_FULL_AT=phase@step`` (phase ``checkpoint``) makes the disk full from that moment: the
+write fails with the operating system's ENOSPC, as a full disk fails it (tests/test_run_safety.py).
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from pathlib import Path
 
 PAUSE_AT = "R1ZERO_PAUSE_AT"
 PAUSE_FILE = "R1ZERO_PAUSE_FILE"
+DISK_FULL_AT = "R1ZERO_DISK_FULL_AT"
 _counts: dict[tuple[str, int], int] = {}
 
 
@@ -36,6 +41,11 @@ def reached(phase: str, step: int) -> None:
         Path(os.environ[PAUSE_FILE]).write_text(f"{spec} pid={os.getpid()}\n", encoding="utf-8")
         while True:  # wait for the SIGKILL
             time.sleep(60)
+
+
+def fill_disk(phase: str, step: int) -> None:
+    if os.environ.get(DISK_FULL_AT) == f"{phase}@{step}":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def watch(trainer) -> None:

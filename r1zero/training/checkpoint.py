@@ -8,11 +8,21 @@ hidden temporary folder and renamed into place only when complete, so a crash ne
 half-written checkpoint that resume would pick up. A crash in the middle of replacing a checkpoint
 of the same step leaves it complete but hidden: ``list_checkpoints`` puts it back first
 (``recover``), and every save removes the hidden leftovers (``prune_checkpoints``).
+
+Nothing in a checkpoint runs code when it is read: the trainer state holds only tensors and plain
+values and is read with ``torch.load(weights_only=True)``; one that needs more (a payload, or an
+object pickled by other code) is refused, naming what it holds. A resume checks the files of the
+checkpoint before any model loads (``damage``) and walks back from a damaged newest one to the
+newest good one. A save first checks the disk for room for a checkpoint the size of the last one,
+and a write that finds the disk full is one line (r1zero.errors.DiskFull); the previous checkpoint
+is never touched before the new one is complete.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
+import pickle
 import re
 import shutil
 import tempfile
@@ -21,9 +31,11 @@ from typing import Any
 
 import torch
 
-from r1zero.errors import ConfigError
+from r1zero.errors import ConfigError, disk_full, free_bytes, is_disk_full, size_text
+from r1zero.models import unsafe_globals
 from r1zero.testing import faults
 
+log = logging.getLogger("r1zero")
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 STATE_JSON = "trainer_state.json"
 STATE_PT = "trainer_state.pt"
@@ -73,9 +85,11 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
     ``tmp`` is a folder from ``new_tmp`` that other processes already wrote parts into.
     """
     root = Path(output_dir)
+    check_room(root, step)
     tmp = tmp or new_tmp(root, step)
     final = root / f"checkpoint-{step}"
     try:
+        faults.fill_disk("checkpoint", step)  # disk tests: the disk is full from here
         model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -96,11 +110,39 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
+    except Exception as e:
+        if not is_disk_full(e):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # first, so that the line says the space there is now
+        raise _full(root, f"checkpoint-{step}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     prune_checkpoints(root, total_limit)
     return final
+
+
+def folder_bytes(path: Path) -> int:
+    """Bytes of the files in ``path``, sub-folders included."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _full(root: Path, what: str, fix: str = "free space, then rerun the same command to resume from it"):
+    """The disk-full error of a save, naming the checkpoint a rerun resumes from (left intact)."""
+    prev = latest_checkpoint(root)
+    return disk_full(root, what, f"the previous checkpoint {prev if prev else '(none yet)'} is intact; {fix}")
+
+
+def check_room(root: Path, step: int) -> None:
+    """Refuse a save the disk has no room for, before writing anything: a checkpoint takes about
+    the size of the last one (the first save is checked only as it writes)."""
+    prev = latest_checkpoint(root)
+    if prev is None or prev.name == f"checkpoint-{step}":
+        return
+    need = folder_bytes(prev)
+    if free_bytes(root) < need:
+        raise _full(root, f"checkpoint-{step}", f"it needs about {size_text(need)} (the size of {prev.name}): "
+                    "free space, then rerun the same command to resume from it")
 
 
 def new_tmp(output_dir: str | os.PathLike, step: int) -> Path:
@@ -164,27 +206,96 @@ def load_state_json(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_JSON).read_text(encoding="utf-8"))
 
 
+def load_heavy(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+    """``trainer_state.pt`` read as tensors and plain values only; anything else is refused in one line
+    without being run (``mmap``: storages are mapped, not read, for a check of the file)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise
+        raise ConfigError(f"resume_from_checkpoint: {path} holds Python objects beyond tensors and plain values "
+                          f"({unsafe_globals(path)}), which could run code when loaded; r1zero refuses it: resume from a checkpoint "
+                          "this r1zero version wrote, or start a new output_dir") from None
+
+
 def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(json state, tensor state or None) of a checkpoint folder."""
     checkpoint = Path(checkpoint)
     state = load_state_json(checkpoint)
     heavy = None
     if (checkpoint / STATE_PT).is_file():
-        heavy = torch.load(checkpoint / STATE_PT, map_location="cpu", weights_only=False)
+        heavy = load_heavy(checkpoint / STATE_PT)
     return state, heavy
 
 
+def damage(checkpoint: Path) -> str | None:
+    """What is wrong with a checkpoint's files (``None``: they read): its state file, every safetensors
+    file (header and length: a truncated one is caught) and the trainer state. Cheap: tensors are
+    mapped, not read. A trainer state that would run code is refused (ConfigError), not skipped."""
+    from safetensors import safe_open
+
+    def where(f: Path) -> str:
+        return f"{checkpoint.name}/{f.relative_to(checkpoint)}"
+
+    try:
+        state = load_state_json(checkpoint)
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int) or "data_position" not in state:
+            return f"{where(checkpoint / STATE_JSON)} is not a trainer state (no step and data_position)"
+    except (OSError, ValueError) as e:
+        return f"{where(checkpoint / STATE_JSON)} does not read ({_first_line(e)})"
+    weights = sorted(checkpoint.rglob("*.safetensors"))
+    if not weights:
+        return f"{checkpoint.name} holds no *.safetensors weights"
+    for f in weights:
+        try:
+            with safe_open(f, "pt"):
+                pass
+        except Exception as e:
+            return f"{where(f)} is damaged or cut short ({_first_line(e)})"
+    if (checkpoint / STATE_PT).is_file():
+        try:
+            load_heavy(checkpoint / STATE_PT, mmap=True)
+        except ConfigError:
+            raise
+        except Exception as e:
+            return f"{where(checkpoint / STATE_PT)} is damaged or cut short ({_first_line(e)})"
+    return None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def find_resume(resume_from_checkpoint: str | None, output_dir: str | os.PathLike) -> Path | None:
-    """The checkpoint a run continues from: none, the newest in ``output_dir`` (``auto``), or the given
-    folder; a fresh run into a folder that already holds checkpoints is refused."""
+    """The checkpoint a run continues from: none, the newest good one in ``output_dir`` (``auto``: a
+    damaged newer one is named in a warning and kept), or the given folder (refused if damaged); a
+    fresh run into a folder that already holds checkpoints is refused."""
     if resume_from_checkpoint is None:
         if list_checkpoints(output_dir):
             raise ConfigError(f"output_dir: {output_dir} already holds checkpoints; use resume_from_checkpoint=auto "
                               "to continue or choose another output_dir")
         return None
-    if resume_from_checkpoint == "auto":
-        return latest_checkpoint(output_dir)
-    return Path(resume_from_checkpoint)
+    if resume_from_checkpoint != "auto":
+        path = Path(resume_from_checkpoint)
+        if not (path / STATE_JSON).is_file():
+            raise ConfigError(f"resume_from_checkpoint: {path} has no {STATE_JSON}; give a checkpoint-N folder "
+                              "that r1zero wrote")
+        if (problem := damage(path)) is not None:
+            raise ConfigError(f"resume_from_checkpoint: {problem}; give another checkpoint")
+        return path
+    bad = []
+    for _, path in reversed(list_checkpoints(output_dir)):
+        if (problem := damage(path)) is None:
+            if bad:
+                log.warning("resume: %s; resuming from %s instead (nothing is deleted: a damaged checkpoint is "
+                            "replaced only when the run saves its step again)", "; ".join(bad), path)
+            return path
+        bad.append(problem)
+    if bad:
+        raise ConfigError(f"resume_from_checkpoint: no checkpoint in {output_dir} reads ({'; '.join(bad)}); "
+                          "move them out of output_dir, or start a new output_dir")
+    return None
 
 
 def check_resume_world_size(path: str | os.PathLike, world_size: int) -> None:

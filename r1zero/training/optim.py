@@ -33,6 +33,26 @@ def make_optimizer(model, cfg, lr: float, total_steps: int):
     return optimizer, make_scheduler(optimizer, cfg.lr_scheduler_type, total_steps, warmup)
 
 
+def settings(optimizer, scheduler) -> tuple[list[dict], list[float]]:
+    """The config's hyperparameters in an optimizer and its schedule: what loading a checkpoint's
+    state_dicts would replace with the values the run had when it saved."""
+    return [{k: g[k] for k in ("betas", "eps", "weight_decay")} for g in optimizer.param_groups], list(scheduler.base_lrs)
+
+
+def apply_settings(optimizer, scheduler, saved: tuple[list[dict], list[float]]) -> None:
+    """Put ``settings`` back after a checkpoint's states are loaded: the moments and the step count
+    continue, the learning rate (at the schedule's current step), betas, eps and decay are the
+    config's. With an unchanged config this computes the very numbers the loaded state holds;
+    with a change allowed on resume (allow_config_change) the change takes effect."""
+    groups, base_lrs = saved
+    scheduler.base_lrs = list(base_lrs)
+    for g, s, base, factor in zip(optimizer.param_groups, groups, base_lrs, scheduler.lr_lambdas):
+        g.update(s)
+        g["initial_lr"] = base
+        g["lr"] = base * factor(scheduler.last_epoch)  # LambdaLR's own expression
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
+
+
 def clip_and_step(model, optimizer, max_grad_norm: float, allow) -> float:
     """Clip the gradients to ``max_grad_norm`` (when > 0), step only if ``allow(grad_norm)`` (a
     non-finite update is skipped: r1zero.training.guards), and return the norm before clipping

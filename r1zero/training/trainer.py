@@ -45,6 +45,7 @@ often that happens.
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import math
 import random
@@ -56,6 +57,7 @@ import torch
 
 from r1zero.algorithms import RolloutBatch, UpdateContext, get_algorithm, group_stats
 from r1zero.config import ConfigError, TrainConfig, save_config
+from r1zero.config import identity
 from r1zero.data.files import DataError, write_jsonl
 from r1zero.data.split import DataPosition, load_data
 from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer, synchronize
@@ -63,7 +65,7 @@ from r1zero.observe import metrics as M
 from r1zero.observe import report
 from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
-from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
+from r1zero.observe.tracking import EVALS, NullTracker, Tracker, check_trackers, read_jsonl
 from r1zero.rewards.calls import TrainerState
 from r1zero.rewards.scoring import reward_model
 from r1zero.rollout.sampling import encode_prompts, generate
@@ -74,7 +76,9 @@ from r1zero.training import distributed as dist
 from r1zero.training import lora
 from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses
+from r1zero.training import optim
 from r1zero.training.optim import make_optimizer
+from r1zero.training.run_lock import RunLock
 from r1zero.training.samples import gather_rows, sample_rows
 from r1zero.training.sampling_rounds import draw_step
 from r1zero.training.update import need_old_logprobs, run_update
@@ -104,8 +108,12 @@ class Trainer:
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg, data)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
+        self.config_changes: dict = {}
+        self.resumed_step = 0
         if self.resume_from:
             ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
+            self.resumed_step = int(ckpt.load_state_json(self.resume_from)["step"])
+            self.config_changes = identity.check_resume(cfg, self.out, self.resume_from, self.resumed_step)
         self.device = dist.device_for(self.env, choose_device(cfg.device))
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
@@ -119,6 +127,11 @@ class Trainer:
         encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
         self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
+        self.finished = self._finished()
+        # From here the run writes into output_dir (every refusal above leaves it as it was).
+        self.lock = self._lock()
+        if self.finished:  # nothing left to do: no model is loaded (train() says so)
+            return
 
         torch.manual_seed(cfg.seed)
         # A LoRA run starts from the base weights also on a resume: the checkpoint holds the adapter.
@@ -156,17 +169,45 @@ class Trainer:
         if self.resume_from:
             self._restore(self.resume_from)
 
+    # ---- the run folder ---------------------------------------------------------------------------
+    def _lock(self) -> RunLock:
+        """Take output_dir's lock (rank 0, for every rank of the run) or refuse the run in one line."""
+        lock, refused = RunLock(self.out), None
+        if self.env.is_main:
+            try:
+                lock.acquire()
+            except ConfigError as e:
+                refused = str(e)
+        refused = dist.broadcast(refused, self.env)
+        if refused:
+            raise ConfigError(refused)
+        atexit.register(lock.release)  # also when the run ends in an error
+        return lock
+
+    def _finished(self) -> bool:
+        """Whether this run's own output_dir holds its last checkpoint and, with eval_on_end, its final
+        evaluation: then a rerun has nothing to do. A run killed during its final evaluation is not
+        finished: the rerun evaluates (once) and ends."""
+        if self.resume_from is None or self.resumed_step < self.max_steps:
+            return False
+        if Path(self.resume_from).resolve().parent != self.out.resolve():
+            return False  # another run's last checkpoint, continued into this folder
+        evaluated = any(r.get("step") == self.resumed_step for r in read_jsonl(self.out / EVALS, skip_broken=True))
+        return evaluated or not self.cfg.eval_on_end or not self.test_rows
+
     # ---- checkpoints ----------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
         state, heavy = ckpt.load_state(path)
         self.step = int(state["step"])
         self.pos = DataPosition(**state["data_position"])
         if heavy is not None:
+            config = optim.settings(self.optimizer, self.scheduler)
             if "optimizer" in heavy:
                 self.optimizer.load_state_dict(heavy["optimizer"])
             else:  # saved under torchrun: every rank's part, in torch.distributed.checkpoint format
                 dist.load_optimizer(self.policy, self.optimizer, path / ckpt.OPTIMIZER_DIR)
             self.scheduler.load_state_dict(heavy["scheduler"])
+            optim.apply_settings(self.optimizer, self.scheduler, config)  # a learning rate changed on resume applies
             random.setstate(heavy["python_rng"])
             torch.set_rng_state(heavy["torch_rng"])
             if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
@@ -330,10 +371,19 @@ class Trainer:
     # ---- the loop -------------------------------------------------------------------------------
     def train(self) -> dict[str, Any]:
         cfg = self.cfg
+        if self.finished:
+            if self.env.is_main:
+                ckpt.prune_checkpoints(self.out, None)  # only the hidden leftovers of a killed save
+            self.rewarder.close()
+            self.eval_rewarder.close()
+            self.lock.release()
+            return {"output_dir": str(self.out), "finished": self.resumed_step, "checkpoint": str(self.resume_from)}
         main = self.env.is_main  # under torchrun rank 0 writes the run's files; every rank trains
         if main:
             self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
+            # config.yaml says what the run does: the same keys, or those identity.check_resume let change.
+            identity.record_changes(self.out, self.step, self.config_changes, cfg)
+            save_config(cfg, self.out / identity.CONFIG)
             report.refresh(self.out, device=self.device)
             tracker = Tracker(self.out, cfg.report_to, cfg.run_name or self.out.name, cfg.to_dict(), resume_step=self.step)
         else:
@@ -366,7 +416,10 @@ class Trainer:
                 if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.max_steps:
                     self.save()
             bar.close()
-            result["checkpoint"] = str(self.save())
+            # Resumed at the last step (killed during the final evaluation): the checkpoint is there.
+            done = self.resume_from is not None and self.step == self.resumed_step \
+                and Path(self.resume_from).resolve().parent == self.out.resolve()
+            result["checkpoint"] = str(self.resume_from if done else self.save())
             if cfg.eval_on_end:
                 result["eval_end"] = ev = self.run_eval()
                 tracker.log_eval(ev, self.step)
@@ -377,6 +430,7 @@ class Trainer:
             tracker.close()
             self.rewarder.close()
             self.eval_rewarder.close()
+            self.lock.release()
         return result
 
 

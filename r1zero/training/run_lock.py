@@ -1,0 +1,96 @@
+"""One run per ``output_dir``: a lock file holding the owner's pid and host.
+
+Two runs writing one folder interleave their metrics and overwrite each other's checkpoints, so a
+second run is refused in one line naming the first. A lock left by a run that died without
+removing it (SIGKILL, power loss) is stale when its host is this one and its pid no longer runs:
+it is taken over. A lock of another host (a shared file system) is never taken over: its pid
+cannot be checked from here, and the message says how to remove it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+
+from r1zero.errors import ConfigError
+
+LOCK = "r1zero.lock"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:  # a zombie (dead, not yet reaped) is not a run
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class RunLock:
+    """Held from ``acquire`` until ``release`` (or the process ends: a dead pid frees it)."""
+
+    def __init__(self, output_dir: str | os.PathLike):
+        self.path = Path(output_dir) / LOCK
+        self.held = False
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+        for _ in range(10):  # each round either takes the lock or removes one stale lock
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                self._take_over_or_refuse(me)
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(me, f)
+            self.held = True
+            return
+        raise ConfigError(f"output_dir: could not take {self.path} (other runs keep taking it); try again")
+
+    def _take_over_or_refuse(self, me: dict) -> None:
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:  # released meanwhile
+            return
+        try:
+            owner = json.loads(text)
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (ValueError, KeyError, TypeError):
+            if time.time() - self.path.stat().st_mtime < 5:  # being written by the run that just took it
+                time.sleep(0.2)
+                return
+            owner, pid, host = {}, -1, me["host"]  # unreadable and old: left by a run killed while writing it
+        # Stale: a dead process of this host, or this very process (a run in it that ended without
+        # releasing, e.g. one that was refused after taking the lock).
+        if host == me["host"] and (pid == me["pid"] or pid < 0 or not _alive(pid)):
+            stale = self.path.with_name(f"{LOCK}.stale-{me['pid']}")
+            try:  # renamed, not removed: of two runs taking over at once, one rename finds nothing
+                os.replace(self.path, stale)
+            except FileNotFoundError:
+                return
+            if stale.read_text(encoding="utf-8") != text:  # another run took over first: give its lock back
+                try:
+                    os.link(stale, self.path)
+                except FileExistsError:
+                    pass
+            stale.unlink(missing_ok=True)
+            return
+        raise ConfigError(f"output_dir: {self.path.parent} is in use by another run (pid {pid} on {host} since "
+                          f"{owner.get('since', '?')}); wait for it to end or choose another output_dir "
+                          f"(if that run is gone, delete {self.path})")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                if json.loads(self.path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass
