@@ -66,6 +66,12 @@ CASES = {
                       ["dataset_name", "empty.jsonl", "no rows"]),
     "invalid_json_line": ({}, [], lambda t: _text(t / "bad.jsonl", '{"nums": [1, 2], "target": 3}\n{"nums": [1,\n'),
                           ["bad.jsonl:2", "not valid JSON", "fix or remove that line"]),
+    "non_utf8_jsonl_line": ({}, [], lambda t: _bytes(t / "latin1.jsonl", b"".join(
+        json.dumps(r).encode() + b"\n" for r in rows(2)) + b'{"nums": [1, 2], "target": 3, "who": "Jos\xe9"}\n'),
+                            ["latin1.jsonl:3:", "byte 0xe9 is not UTF-8", "save the file as UTF-8"]),
+    "non_utf8_json_file": ({}, [], lambda t: _bytes(t / "latin1.json", b'[{"nums": [1, 2], "target": 3},\n'
+                                                     b' {"nums": [1, 2], "target": 3, "who": "\xff"}]'),
+                           ["latin1.json:2:", "byte 0xff is not UTF-8", "save the file as UTF-8"]),
     "row_missing_field": ({}, [], lambda t: {"dataset_name": str(write_jsonl(t / "d.jsonl", rows() + [{"nums": [1, 2]}]))},
                           ["row index 8", "missing field 'target'"]),
     "non_integer_target": ({}, [], lambda t: {"dataset_name": str(write_jsonl(
@@ -90,6 +96,11 @@ CASES = {
 
 def _text(path, text):
     path.write_text(text)
+    return {"dataset_name": str(path), "p": path}
+
+
+def _bytes(path, data: bytes):
+    path.write_bytes(data)
     return {"dataset_name": str(path), "p": path}
 
 

@@ -145,7 +145,8 @@ class TrainConfig:
     )
     dataset_name: Optional[str] = _f(
         None, "Hub id, local file (.jsonl/.json/.parquet/.csv) or folder. Default: the task's own "
-        "(countdown: generated; gsm8k: openai/gsm8k; math and custom: none, give yours)."
+        "(countdown: generated; gsm8k: openai/gsm8k; math and custom: none, give yours). openai/gsm8k "
+        "(config main) is read from the copy shipped with r1zero, offline; .jsonl/.json files may be gzipped."
     )
     dataset_config: Optional[str] = _f(None, "Hub dataset config name (gsm8k: 'main').")
     dataset_train_split: str = _f("train", "Split to train on.")
