@@ -137,7 +137,13 @@ class TrainConfig:
     reward_timeout: float = _f(
         10.0, "Seconds a reward_funcs function may take per completion (a TRL-form function: this x the "
         "completions of its call); it runs in a worker process that is killed when a call overruns (those "
-        "samples score 0, counted in reward_errors/<fn>). 0 = call it in the training process, without a limit."
+        "samples score 0, counted in reward_errors/<fn>), and its file is imported there (within this limit, at "
+        "least 5 s). 0 = import and call it in the training process, without a limit."
+    )
+    reward_memory_limit: float = _f(
+        4.0, "GiB of data memory (heap and anonymous mappings, RLIMIT_DATA) each reward_funcs worker process, and "
+        "each process it starts, may take; an allocation beyond it fails (that sample scores 0, counted in "
+        "reward_errors/<fn>), leaving the trainer its memory. 0 = no limit. Needs reward_timeout > 0."
     )
     max_failed_reward_steps: int = _f(
         5, "Stop the run when a reward fails (raises, times out, returns None/NaN/not one number) on "
