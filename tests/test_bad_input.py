@@ -73,11 +73,11 @@ CASES = {
                                                      b' {"nums": [1, 2], "target": 3, "who": "\xff"}]'),
                            ["latin1.json:2:", "byte 0xff is not UTF-8", "save the file as UTF-8"]),
     "row_missing_field": ({}, [], lambda t: {"dataset_name": str(write_jsonl(t / "d.jsonl", rows() + [{"nums": [1, 2]}]))},
-                          ["row index 8", "missing field 'target'"]),
+                          ["row 9", "missing field 'target'"]),
     "non_integer_target": ({}, [], lambda t: {"dataset_name": str(write_jsonl(
-        t / "d.jsonl", rows() + [{"nums": [1, 2], "target": "abc"}]))}, ["row index 8", "'target' must be an integer"]),
+        t / "d.jsonl", rows() + [{"nums": [1, 2], "target": "abc"}]))}, ["row 9", "'target' must be an integer"]),
     "fractional_numbers": ({}, [], lambda t: {"dataset_name": str(write_jsonl(
-        t / "d.jsonl", rows() + [{"nums": [1.5, 2], "target": 3}]))}, ["row index 8", "'nums' must be a non-empty list of integers"]),
+        t / "d.jsonl", rows() + [{"nums": [1.5, 2], "target": 3}]))}, ["row 9", "'nums' must be a non-empty list of integers"]),
     "too_few_rows_for_test_split": ({"test_size": 8}, [], None, ["dataset_name", "lower test_size"]),
     "missing_model_path": ({"model_name_or_path": "/nonexistent/model"}, [], None,
                            ["model_name_or_path", "/nonexistent/model", "check the path"]),

@@ -695,16 +695,16 @@ def test_load_from_parquet_and_folder(tmp_path):
 @pytest.mark.parametrize(
     "row, match",
     [
-        ({"nums": [1, 2]}, "row index 1: row is missing field 'target'"),
-        ({"target": 3}, "row index 1: row is missing field 'nums'"),
-        ({"nums": ["a", 2], "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": [1.5, 2], "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": "[1, 2", "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": [], "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": 5, "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": [1, 2], "target": 1.5}, "row index 1: field 'target'"),
-        ({"nums": [1, 2], "target": "3"}, "row index 1: field 'target'"),
-        ({"nums": [1, 2], "target": None}, "row index 1: field 'target'"),
+        ({"nums": [1, 2]}, "row 2: row is missing field 'target'"),
+        ({"target": 3}, "row 2: row is missing field 'nums'"),
+        ({"nums": ["a", 2], "target": 3}, "row 2: field 'nums'"),
+        ({"nums": [1.5, 2], "target": 3}, "row 2: field 'nums'"),
+        ({"nums": "[1, 2", "target": 3}, "row 2: field 'nums'"),
+        ({"nums": [], "target": 3}, "row 2: field 'nums'"),
+        ({"nums": 5, "target": 3}, "row 2: field 'nums'"),
+        ({"nums": [1, 2], "target": 1.5}, "row 2: field 'target'"),
+        ({"nums": [1, 2], "target": "3"}, "row 2: field 'target'"),
+        ({"nums": [1, 2], "target": None}, "row 2: field 'target'"),
     ],
 )
 def test_bad_rows_are_refused(tmp_path, row, match):

@@ -185,3 +185,24 @@ def test_gsm8k_ships_with_the_package_and_keeps_its_own_test_split(tmp_path, mon
     train, test_rows = load_data(math, _cfg(tmp_path, task="math", dataset_name="openai/gsm8k"))
     assert len(train) == 7473 and [r["answer"] for r in test_rows[:2]] == ["18", "3"]
     math.close()
+
+
+@pytest.mark.parametrize("name", ["countdown", "gsm8k", "math", "custom"])
+def test_rows_and_lines_are_counted_alike_from_1(name, tmp_path):
+    """The third line of a JSON-lines file is "row 3" when its row is wrong and ":3:" when its text
+    is, for every task (an editor's line number either way)."""
+    from r1zero.tasks import TaskError, get_task
+
+    good = {"countdown": {"nums": [1, 2], "target": 3}, "gsm8k": {"question": "q", "answer": "a #### 3"},
+            "math": {"problem": "p", "answer": "3"}, "custom": {"prompt": "p"}}[name]
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n" + json.dumps({"other": 1}) + "\n")
+    task = get_task(name)
+    try:
+        with pytest.raises(TaskError, match=r"d.jsonl( \(train\))? row 3\b"):
+            task.load_split("train", str(path))
+        path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n" + "{not json\n")
+        with pytest.raises(DataError, match=r"d.jsonl:3: not valid JSON"):
+            task.load_split("train", str(path))
+    finally:
+        getattr(task, "close", lambda: None)()

@@ -285,11 +285,11 @@ def test_bad_rows_refused(task, tmp_path):
     good = {"question": "q", "answer": "a\n#### 3"}
     assert task.load_split("train", _write(tmp_path, [good])) == [good]
     cases = [
-        ([good, {"question": "q"}], "row 1", "missing field 'answer'"),
-        ([{"answer": "#### 3"}], "row 0", "missing field 'question'"),
-        ([good, good, {"question": "q", "answer": "3"}], "row 2", "no '####'"),
-        ([{"question": "q", "answer": "a ####  "}], "row 0", "nothing after '####'"),
-        ([{"question": "q", "answer": 3}], "row 0", "no '####'"),
+        ([good, {"question": "q"}], "row 2", "missing field 'answer'"),
+        ([{"answer": "#### 3"}], "row 1", "missing field 'question'"),
+        ([good, good, {"question": "q", "answer": "3"}], "row 3", "no '####'"),
+        ([{"question": "q", "answer": "a ####  "}], "row 1", "nothing after '####'"),
+        ([{"question": "q", "answer": 3}], "row 1", "no '####'"),
     ]
     for rows, where, what in cases:
         with pytest.raises(TaskError) as e:

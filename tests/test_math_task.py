@@ -178,10 +178,10 @@ def test_data_errors_name_the_key_or_row(task, tmp_path):
         task.load_split("train", None)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "a", "answer": "1"}\n{"problem": "b", "solution": "no box"}\n')
-    with pytest.raises(TaskError, match=r"bad.jsonl \(train\) row 1: row has no final answer"):
+    with pytest.raises(TaskError, match=r"bad.jsonl \(train\) row 2: row has no final answer"):
         task.load_split("train", str(bad))
     bad.write_text('{"question": "", "answer": "1"}\n')
-    with pytest.raises(TaskError, match=r"row 0: row has no text in field 'problem' \(or 'question'\)"):
+    with pytest.raises(TaskError, match=r"row 1: row has no text in field 'problem' \(or 'question'\)"):
         task.load_split("train", str(bad))
 
 

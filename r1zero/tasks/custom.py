@@ -87,7 +87,7 @@ class CustomTask(Task):
                             ".jsonl, .json, .parquet or .csv file or folder")
         rows = load_rows(source, split, config)
         where = f"{source} ({split})"
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, 1):  # counted from 1, as file lines are
             self.check_example(row, where=f"{where} row {i}")
             self._kind(self.prompt(row), f"{where} row {i}")
         return rows

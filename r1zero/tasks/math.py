@@ -93,7 +93,7 @@ class MathTask(Task):
         rows = load_rows(source, split, config)
         where = f"{source} ({split})"
         out = []
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, 1):  # counted from 1, as file lines are
             self.check_example(row, where=f"{where} row {i}")
             row = dict(row)
             answer = row.get("answer")
