@@ -17,8 +17,7 @@ import torch
 os.environ.setdefault("R1ZERO_CPU_BF16", "0")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-GSM8K_DIR = SHARED / "data" / "gsm8k"
+GSM8K_DIR = REPO / "r1zero" / "data" / "gsm8k"  # GSM8K as shipped with the package (gzipped JSON lines)
 
 
 def _gguf_dir() -> Path:

@@ -57,3 +57,37 @@ def fails_on_odd_length(completion, **fields):
     if len(completion) % 2:
         raise ValueError("odd")
     return 1.0
+
+
+def prints_a_lot(completion, **fields):
+    """20 numbered lines, then 25 MB on stdout and 25 MB on stderr (50 MB a call), also from C-level writes."""
+    import sys
+
+    for i in range(20):
+        print(f"line {i} of {completion}")
+    sys.stdout.write("x" * (25 << 20) + "\n")
+    sys.stdout.flush()
+    os.write(2, b"y" * (25 << 20) + b"\n")
+    return 1.0
+
+
+def starts_a_child(completion, pid_file=None, **fields):
+    """Starts `sleep 300`, writes its pid to ``pid_file``; hangs when asked to (then it is killed)."""
+    import subprocess
+
+    child = subprocess.Popen(["sleep", "300"])
+    with open(pid_file, "w") as f:
+        f.write(str(child.pid))
+    if "hang" in completion:
+        while True:
+            pass
+    return 1.0
+
+
+def allocates(completion, **fields):
+    """1 GiB for "big" (bytes(n) is calloc'd: the pages are never touched, so it costs no real memory
+    where no limit refuses it), else nothing."""
+    if completion == "big":
+        block = bytes(1 << 30)
+        return float(len(block) >> 30)
+    return 0.5

@@ -180,6 +180,8 @@ def test_uses_exactly():
     assert not uses_exactly("44 + 19", [44, 19, 35])
     assert not uses_exactly("44 + 19 + 35 + 1", [44, 19, 35])
     assert uses_exactly("7*7", [7, 7])
+    assert not uses_exactly("7*7", [7, 7, 7]) and not uses_exactly("7*7*7", [7, 7])  # multisets, not sets
+    assert not uses_exactly("44+19+44", [44, 19, 19]) and uses_exactly("19+44+19", [44, 19, 19])
     assert not uses_exactly("9" * 5000, [1])
     assert fastest(uses_exactly, "1+" * 500_000, [1, 2, 3]) < 0.01  # stops at the 4th number
 

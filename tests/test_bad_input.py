@@ -66,12 +66,18 @@ CASES = {
                       ["dataset_name", "empty.jsonl", "no rows"]),
     "invalid_json_line": ({}, [], lambda t: _text(t / "bad.jsonl", '{"nums": [1, 2], "target": 3}\n{"nums": [1,\n'),
                           ["bad.jsonl:2", "not valid JSON", "fix or remove that line"]),
+    "non_utf8_jsonl_line": ({}, [], lambda t: _bytes(t / "latin1.jsonl", b"".join(
+        json.dumps(r).encode() + b"\n" for r in rows(2)) + b'{"nums": [1, 2], "target": 3, "who": "Jos\xe9"}\n'),
+                            ["latin1.jsonl:3:", "byte 0xe9 is not UTF-8", "save the file as UTF-8"]),
+    "non_utf8_json_file": ({}, [], lambda t: _bytes(t / "latin1.json", b'[{"nums": [1, 2], "target": 3},\n'
+                                                     b' {"nums": [1, 2], "target": 3, "who": "\xff"}]'),
+                           ["latin1.json:2:", "byte 0xff is not UTF-8", "save the file as UTF-8"]),
     "row_missing_field": ({}, [], lambda t: {"dataset_name": str(write_jsonl(t / "d.jsonl", rows() + [{"nums": [1, 2]}]))},
-                          ["row index 8", "missing field 'target'"]),
+                          ["row 9", "missing field 'target'"]),
     "non_integer_target": ({}, [], lambda t: {"dataset_name": str(write_jsonl(
-        t / "d.jsonl", rows() + [{"nums": [1, 2], "target": "abc"}]))}, ["row index 8", "'target' must be an integer"]),
+        t / "d.jsonl", rows() + [{"nums": [1, 2], "target": "abc"}]))}, ["row 9", "'target' must be an integer"]),
     "fractional_numbers": ({}, [], lambda t: {"dataset_name": str(write_jsonl(
-        t / "d.jsonl", rows() + [{"nums": [1.5, 2], "target": 3}]))}, ["row index 8", "'nums' must be a non-empty list of integers"]),
+        t / "d.jsonl", rows() + [{"nums": [1.5, 2], "target": 3}]))}, ["row 9", "'nums' must be a non-empty list of integers"]),
     "too_few_rows_for_test_split": ({"test_size": 8}, [], None, ["dataset_name", "lower test_size"]),
     "missing_model_path": ({"model_name_or_path": "/nonexistent/model"}, [], None,
                            ["model_name_or_path", "/nonexistent/model", "check the path"]),
@@ -90,6 +96,11 @@ CASES = {
 
 def _text(path, text):
     path.write_text(text)
+    return {"dataset_name": str(path), "p": path}
+
+
+def _bytes(path, data: bytes):
+    path.write_bytes(data)
     return {"dataset_name": str(path), "p": path}
 
 
@@ -199,13 +210,45 @@ def test_the_table_is_big_enough():
     assert len(CASES) >= 20
 
 
+ALIAS_BOMB = "".join(f"{a}: &{a} [{', '.join([f'*{p}'] * 10)}]\n" for p, a in zip("abcdefgh", "bcdefghi"))
+
+
 def test_yaml_syntax_and_shape_errors(tmp_path, capsys):
     for text, words in (("max_steps: [1\n", ["not valid YAML", "line", "fix the syntax"]),
-                        ("- a\n- b\n", ["must be a mapping"])):
+                        ("- a\n- b\n", ["must be a mapping"]),
+                        # YAML keeps the last of two equal keys; a second learning_rate must not win silently
+                        ("learning_rate: 1.0e-6\nbeta: 0\nlearning_rate: 1.0e-3\n",
+                         ["r.yaml: key 'learning_rate' is given twice (lines 1 and 3); keep one of them"]),
+                        ("chat_template_kwargs:\n  enable_thinking: false\n  enable_thinking: true\n",
+                         ["key 'enable_thinking' is given twice (lines 2 and 3)"]),
+                        # a billion values from nine lines: refused before anything builds or walks them
+                        ("chat_template_kwargs:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+                         + "".join("  " + line + "\n" for line in ALIAS_BOMB.splitlines()),
+                         ["r.yaml: its YAML aliases (*name) expand to over 100000 values"])):
         path = tmp_path / "r.yaml"
         path.write_text(text)
         capsys.readouterr()
-        assert cli.main(["train", "--config", str(path), f"output_dir={tmp_path / 'out'}"]) == 2
+        # (no model there: a file that got past the check fails on it at once instead of training)
+        assert cli.main(["train", "--config", str(path), f"output_dir={tmp_path / 'out'}",
+                         f"model_name_or_path={tmp_path / 'no-model'}"]) == 2
         lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(lines) == 1 and all(w in lines[0] for w in words), lines
         assert not (tmp_path / "out").exists()
+    # The same rules for a value given on the command line.
+    for override, words in (("chat_template_kwargs={a: 1, a: 2}", ["override 'chat_template_kwargs': key 'a' is "
+                                                                   "given twice"]),
+                            ("chat_template_kwargs={a: &a [x, x, x, x, x, x, x, x, x, x], "
+                             + ", ".join(f"{a}: &{a} [{', '.join([f'*{p}'] * 10)}]"
+                                         for p, a in zip("abcdefgh", "bcdefghi")) + "}",
+                             ["override 'chat_template_kwargs': its YAML aliases (*name) expand to over"])):
+        capsys.readouterr()
+        assert cli.main(["train", override, f"output_dir={tmp_path / 'out'}", f"model_name_or_path={tmp_path}"]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and all(w in lines[0] for w in words), lines
+    # Aliases and merges that stay small are YAML as usual.
+    path.write_text("max_steps: &n 3\nsave_steps: *n\nchat_template_kwargs:\n  <<: {enable_thinking: true}\n"
+                    "  enable_thinking: false\n")
+    from r1zero.config import load_config
+
+    cfg = load_config(str(path))
+    assert (cfg.max_steps, cfg.save_steps, cfg.chat_template_kwargs) == (3, 3, {"enable_thinking": False})

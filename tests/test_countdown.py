@@ -151,6 +151,22 @@ def test_tinyzero_values(completion, value):
     assert s == Score(value, value == 1.0, value > 0, {"answer": value})
 
 
+@pytest.mark.parametrize("reward", sorted(REWARD_VALUES))
+def test_each_number_counts_as_often_as_it_is_given(reward):
+    """A number given twice must be used twice, and one given once, once: the numbers are compared as
+    multisets, so dropping a repeated 7 or reusing 44 in place of the second 19 is not an answer
+    (as sets, [7, 7, 7] = {7} = the numbers of 7*7)."""
+    t = task(reward)
+    for nums, good, bad in (([7, 7, 7], "7*7+7", "7*7"), ([44, 19, 19], "44+19+19", "44+19+44")):
+        assert answers.numbers_ok(good, nums) and not answers.numbers_ok(bad, nums)
+        right = t.score(answer(good), {"nums": nums, "target": eval(good)})
+        wrong = t.score(answer(bad), {"nums": nums, "target": eval(bad)})
+        assert right.correct and not wrong.correct, (nums, good, bad)
+        assert wrong.reward < right.reward
+        if reward == "tinyzero":  # format only
+            assert (right.reward, wrong.reward) == (1.0, 0.1)
+
+
 def test_tinyzero_cut_at_assistant_colon_in_qwen_completions():
     # TinyZero cuts at the first "Assistant:" before trying "<|im_start|>assistant": the
     # qwen-instruct prompt has none, so one written by the model on the last line moves the cut.
@@ -679,16 +695,16 @@ def test_load_from_parquet_and_folder(tmp_path):
 @pytest.mark.parametrize(
     "row, match",
     [
-        ({"nums": [1, 2]}, "row index 1: row is missing field 'target'"),
-        ({"target": 3}, "row index 1: row is missing field 'nums'"),
-        ({"nums": ["a", 2], "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": [1.5, 2], "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": "[1, 2", "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": [], "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": 5, "target": 3}, "row index 1: field 'nums'"),
-        ({"nums": [1, 2], "target": 1.5}, "row index 1: field 'target'"),
-        ({"nums": [1, 2], "target": "3"}, "row index 1: field 'target'"),
-        ({"nums": [1, 2], "target": None}, "row index 1: field 'target'"),
+        ({"nums": [1, 2]}, "row 2: row is missing field 'target'"),
+        ({"target": 3}, "row 2: row is missing field 'nums'"),
+        ({"nums": ["a", 2], "target": 3}, "row 2: field 'nums'"),
+        ({"nums": [1.5, 2], "target": 3}, "row 2: field 'nums'"),
+        ({"nums": "[1, 2", "target": 3}, "row 2: field 'nums'"),
+        ({"nums": [], "target": 3}, "row 2: field 'nums'"),
+        ({"nums": 5, "target": 3}, "row 2: field 'nums'"),
+        ({"nums": [1, 2], "target": 1.5}, "row 2: field 'target'"),
+        ({"nums": [1, 2], "target": "3"}, "row 2: field 'target'"),
+        ({"nums": [1, 2], "target": None}, "row 2: field 'target'"),
     ],
 )
 def test_bad_rows_are_refused(tmp_path, row, match):

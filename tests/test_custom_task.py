@@ -123,26 +123,26 @@ def _load(tmp_path, rows, **options):
 USER = [{"role": "user", "content": "Hi"}]
 REFUSALS = {  # name: (rows, task options, the message with {p} for the data file)
     "no_prompt_column": ([{"question": "q", "answer": 1}], {},
-                         "dataset_name: {p} (train) row 0 has no 'prompt' column (its columns: question, answer); add "
+                         "dataset_name: {p} (train) row 1 has no 'prompt' column (its columns: question, answer); add "
                          "one (text or a list of {{role, content}} messages) or set prompt_template, e.g. 'Solve: "
                          "{{question}}'"),
     "template_column_missing": ([{"question": "q", "answer": 1}], {"prompt_template": "Solve: {problem}"},
-                                "prompt_template: column 'problem' is not in {p} (train) row 0 (its columns: "
+                                "prompt_template: column 'problem' is not in {p} (train) row 1 (its columns: "
                                 "question, answer); use one of those or add the column"),
     "template_column_missing_later": ([{"q": "a"}, {"x": "b"}], {"prompt_template": "{q}"},
-                                      "prompt_template: column 'q' is not in {p} (train) row 1 (its columns: x); use "
+                                      "prompt_template: column 'q' is not in {p} (train) row 2 (its columns: x); use "
                                       "one of those or add the column"),
     "template_cannot_format": ([{"n": "seven"}], {"prompt_template": "{n:d}"},
                                "prompt_template: cannot format '{{n:d}}' with this row (ValueError: Unknown format "
                                "code 'd' for object of type 'str'); check the template against the columns"),
     "prompt_not_text": ([{"prompt": 5}], {},
-                        "dataset_name: {p} (train) row 0: 'prompt' must be text or a list of {{role, content}} "
+                        "dataset_name: {p} (train) row 1: 'prompt' must be text or a list of {{role, content}} "
                         "messages (text each), not int; fix that row"),
     "mixed_kinds": ([{"prompt": "Hi"}, {"prompt": USER}], {},
-                    "dataset_name: {p} (train) row 1: the prompt is a conversation but the rows before hold text; "
+                    "dataset_name: {p} (train) row 2: the prompt is a conversation but the rows before hold text; "
                     "make every prompt of one kind"),
     "plain_with_a_conversation": ([{"prompt": USER}], {"template": "plain"},
-                                  "template: 'plain' feeds text as it is, but {p} (train) row 0 holds a conversation; "
+                                  "template: 'plain' feeds text as it is, but {p} (train) row 1 holds a conversation; "
                                   "use template auto or chat"),
 }
 
@@ -309,11 +309,11 @@ def test_a_task_that_is_not_a_task_class_is_refused(task_file):
 
 REFUSED_BEFORE_LOADING = {  # name: (recipe changes, rows, the message with {p} for the data file, {d} for tests/)
     "no_prompt_column": ({}, [{"question": "q"}] * 8,
-                         "dataset_name: {p} (train) row 0 has no 'prompt' column (its columns: question); add one "
+                         "dataset_name: {p} (train) row 1 has no 'prompt' column (its columns: question); add one "
                          "(text or a list of {{role, content}} messages) or set prompt_template, e.g. 'Solve: "
                          "{{question}}'"),
     "template_column_missing": ({"prompt_template": "Q: {problem}"}, [{"question": "q"}] * 8,
-                                "prompt_template: column 'problem' is not in {p} (train) row 0 (its columns: "
+                                "prompt_template: column 'problem' is not in {p} (train) row 1 (its columns: "
                                 "question); use one of those or add the column"),
     "reward_file_missing": ({"reward_funcs": ["/nonexistent/rewards.py:fn"]}, [{"prompt": "q"}] * 8,
                             "reward_funcs: no file /nonexistent/rewards.py; check the path in "

@@ -1,5 +1,6 @@
 """The data the trainer sees: draw_batch's order across epochs, load_data's options, and the
 `r1zero data countdown` command."""
+import gzip
 import json
 import random
 import subprocess
@@ -9,7 +10,7 @@ import pytest
 
 from conftest import REPO
 from r1zero.config import TrainConfig
-from r1zero.data.files import DataError
+from r1zero.data.files import DataError, has_split, load_rows, read_file
 from r1zero.tasks import get_task
 from r1zero.tasks.arithmetic import evaluate, uses_exactly
 from r1zero.tasks.countdown import generate_tasks, solve
@@ -64,7 +65,7 @@ def _targets(rows):
 
 
 def _cfg(tmp_path, **kw):
-    return TrainConfig(output_dir=str(tmp_path / "out"), task="countdown", **kw)
+    return TrainConfig(**{"output_dir": str(tmp_path / "out"), "task": "countdown", **kw})
 
 
 def test_load_data_cuts_shuffles_and_limits_as_configured(tmp_path):
@@ -132,3 +133,76 @@ def test_data_countdown_command_writes_solvable_rows_the_trainer_reads(tmp_path)
     task = get_task("countdown")
     train, test = load_data(task, TrainConfig(output_dir=str(tmp_path / "o"), dataset_name=str(out), test_size=2))
     assert [r["target"] for r in train + test] == [r["target"] for r in rows] and len(test) == 2
+
+
+def test_a_utf8_bom_is_not_part_of_the_first_row(tmp_path):
+    """Windows editors start UTF-8 files with a BOM: the first row reads as the others do."""
+    row = {"nums": [44, 19, 35], "target": 98}
+    jsonl, js = tmp_path / "bom.jsonl", tmp_path / "bom.json"
+    jsonl.write_bytes(b"\xef\xbb\xbf" + (json.dumps(row) + "\r\n").encode() * 2)
+    js.write_bytes(b"\xef\xbb\xbf" + json.dumps([row, row]).encode())
+    assert read_file(jsonl) == [row, row] and read_file(js) == [row, row]
+    # Only at the very start: a BOM inside line 2 is a character of that line (here: not JSON).
+    jsonl.write_bytes((json.dumps(row) + "\n").encode() + b"\xef\xbb\xbf" + json.dumps(row).encode())
+    with pytest.raises(DataError, match=r"bom.jsonl:2: not valid JSON"):
+        read_file(jsonl)
+
+
+def test_gzipped_json_lines_read_like_plain_ones_and_name_the_line(tmp_path):
+    rows = [{"nums": [1, 2], "target": 3}, {"nums": [4, 5], "target": 9, "who": "Jos\u00e9"}]
+    with gzip.open(tmp_path / "train.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    assert read_file(tmp_path / "train.jsonl.gz") == rows
+    assert load_rows(str(tmp_path), "train") == rows and has_split(str(tmp_path), "train")
+    assert not has_split(str(tmp_path), "test")
+    with gzip.open(tmp_path / "bad.jsonl.gz", "wb") as f:
+        f.write(b'{"a": 1}\n\n{"a": "\xe9"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl.gz:3: byte 0xe9 is not UTF-8"):
+        read_file(tmp_path / "bad.jsonl.gz")
+
+
+def test_gsm8k_ships_with_the_package_and_keeps_its_own_test_split(tmp_path, monkeypatch):
+    """openai/gsm8k (config main, or none as task math passes) is read from r1zero/data/gsm8k, never the
+    hub: load_data takes GSM8K's own 1319 test rows instead of cutting test rows from train."""
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise AssertionError("the hub was asked for a dataset that ships with r1zero")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setattr(datasets, "get_dataset_split_names", offline)
+    shipped = REPO / "r1zero" / "data" / "gsm8k"
+    assert sorted(p.name for p in shipped.iterdir()) == ["LICENSE", "test.jsonl.gz", "train.jsonl.gz"]
+    assert "MIT License" in (shipped / "LICENSE").read_text() and "OpenAI" in (shipped / "LICENSE").read_text()
+    assert has_split("openai/gsm8k", "test", "main") and has_split("openai/gsm8k", "test")
+    test = load_rows("openai/gsm8k", "test", None)
+    assert len(test) == 1319 and test == load_rows("openai/gsm8k", "test", "main")
+    assert test[0]["answer"].endswith("#### 18")
+    task = build_task(_cfg(tmp_path, task="gsm8k", dataset_name=None))
+    train, test_rows = load_data(task, _cfg(tmp_path, task="gsm8k", dataset_name=None))
+    assert len(train) == 7473 and test_rows == test
+    math = build_task(_cfg(tmp_path, task="math", dataset_name="openai/gsm8k"))
+    train, test_rows = load_data(math, _cfg(tmp_path, task="math", dataset_name="openai/gsm8k"))
+    assert len(train) == 7473 and [r["answer"] for r in test_rows[:2]] == ["18", "3"]
+    math.close()
+
+
+@pytest.mark.parametrize("name", ["countdown", "gsm8k", "math", "custom"])
+def test_rows_and_lines_are_counted_alike_from_1(name, tmp_path):
+    """The third line of a JSON-lines file is "row 3" when its row is wrong and ":3:" when its text
+    is, for every task (an editor's line number either way)."""
+    from r1zero.tasks import TaskError, get_task
+
+    good = {"countdown": {"nums": [1, 2], "target": 3}, "gsm8k": {"question": "q", "answer": "a #### 3"},
+            "math": {"problem": "p", "answer": "3"}, "custom": {"prompt": "p"}}[name]
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n" + json.dumps({"other": 1}) + "\n")
+    task = get_task(name)
+    try:
+        with pytest.raises(TaskError, match=r"d.jsonl( \(train\))? row 3\b"):
+            task.load_split("train", str(path))
+        path.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n" + "{not json\n")
+        with pytest.raises(DataError, match=r"d.jsonl:3: not valid JSON"):
+            task.load_split("train", str(path))
+    finally:
+        getattr(task, "close", lambda: None)()

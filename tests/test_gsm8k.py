@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import GSM8K_DIR
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,7 +34,7 @@ from r1zero.tasks.gsm8k import (
     xml_count,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k"
+DATA = GSM8K_DIR
 EX = {"question": "Janet's ducks lay 16 eggs per day...", "answer": "9 * 2 = <<9*2=18>>18\n#### 18"}
 # One-line reasoning, one-line answer, a final newline: what the strict regex asks for.
 PERFECT = (
@@ -244,8 +245,9 @@ def task():
 
 
 def test_real_data_counts_and_gold(task):
-    test = task.load_split("test", str(DATA))
-    train = task.load_split("train", str(DATA / "train.jsonl"))
+    test = task.load_split("test")  # no source: openai/gsm8k, read from the copy shipped with r1zero
+    train = task.load_split("train", str(DATA / "train.jsonl.gz"))
+    assert test == task.load_split("test", str(DATA))
     assert len(train) == 7473 and len(test) == 1319
     assert gold_answer(test[0]["answer"]) == "18"
     assert test[0]["question"].startswith("Janet\u2019s ducks lay 16 eggs per day.")
@@ -283,11 +285,11 @@ def test_bad_rows_refused(task, tmp_path):
     good = {"question": "q", "answer": "a\n#### 3"}
     assert task.load_split("train", _write(tmp_path, [good])) == [good]
     cases = [
-        ([good, {"question": "q"}], "row 1", "missing field 'answer'"),
-        ([{"answer": "#### 3"}], "row 0", "missing field 'question'"),
-        ([good, good, {"question": "q", "answer": "3"}], "row 2", "no '####'"),
-        ([{"question": "q", "answer": "a ####  "}], "row 0", "nothing after '####'"),
-        ([{"question": "q", "answer": 3}], "row 0", "no '####'"),
+        ([good, {"question": "q"}], "row 2", "missing field 'answer'"),
+        ([{"answer": "#### 3"}], "row 1", "missing field 'question'"),
+        ([good, good, {"question": "q", "answer": "3"}], "row 3", "no '####'"),
+        ([{"question": "q", "answer": "a ####  "}], "row 1", "nothing after '####'"),
+        ([{"question": "q", "answer": 3}], "row 1", "no '####'"),
     ]
     for rows, where, what in cases:
         with pytest.raises(TaskError) as e:

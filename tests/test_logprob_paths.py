@@ -53,3 +53,39 @@ def test_gradient_checkpointing_logprobs_and_gradients_equal_the_plain_path(tiny
         scale = float(g_p[name].abs().max())
         assert scale > 0, name
         assert float((g_c[name] - g_p[name]).abs().max()) <= 1e-6 * scale, name
+
+
+class _WrappedHead(torch.nn.Module):
+    """An LM head that is not a torch Linear (as some architectures' are): completion_logprobs cannot
+    push chunks of hidden states through it, so it takes the full-logits path."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, hidden):
+        return self.linear(hidden)
+
+
+def test_full_logits_path_equals_the_chunked_path_and_the_tempered_softmax(tiny_qwen2):
+    """The path for heads that are not a Linear: its log-probs and entropies equal the chunked
+    path's and log_softmax(logits / temperature) at the completion tokens, for temperatures other
+    than 1 (the samples come from the tempered distribution, so their log-probs must too)."""
+    tok = load_tokenizer(str(tiny_qwen2))
+    model = load_model(str(tiny_qwen2), torch.device("cpu"), trainable=False).double()
+    ids, am, P, cm = _batch(tok)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=am, position_ids=(am.cumsum(-1) - 1).clamp(min=0),
+                       use_cache=False).logits[:, P - 1:-1]
+        chunked = {t: completion_logprobs(model, ids, am, P, cm, temperature=t, chunk_size=5) for t in (0.6, 1.3)}
+        model.lm_head = _WrappedHead(model.lm_head)
+        full = {t: completion_logprobs(model, ids, am, P, cm, temperature=t) for t in (0.6, 1.3)}
+    for t in (0.6, 1.3):
+        logp_all = torch.log_softmax(logits / t, dim=-1)
+        want = logp_all.gather(-1, ids[:, P:].unsqueeze(-1)).squeeze(-1) * cm
+        want_ent = -(logp_all.exp() * logp_all).sum(-1) * cm
+        torch.testing.assert_close(full[t][0], want, atol=1e-10, rtol=0)
+        torch.testing.assert_close(full[t][1] * cm, want_ent, atol=1e-10, rtol=0)
+        torch.testing.assert_close(full[t][0], chunked[t][0], atol=1e-10, rtol=0)
+        torch.testing.assert_close(full[t][1], chunked[t][1], atol=1e-10, rtol=0)
+    assert (full[0.6][0] - full[1.3][0]).abs().max() > 0.01  # the temperature matters at these values

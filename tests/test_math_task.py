@@ -2,6 +2,7 @@
 verdicts on hand-written cases, gold answers from every row shape, prompts, hostile answers each
 bounded in time (refused before math-verify, or stopped by the worker's time limit, from any
 thread), and a training step through the real trainer on a local jsonl file and on GSM8K."""
+import gzip
 import json
 import sys
 import threading
@@ -166,7 +167,7 @@ def test_load_split_of_a_jsonl_file(task):
 def test_load_split_maps_gsm8k(task):
     rows = task.load_split("test", str(GSM8K_DIR))
     assert len(rows) == 1319
-    first = json.loads((GSM8K_DIR / "test.jsonl").read_text().splitlines()[0])
+    first = json.loads(gzip.open(GSM8K_DIR / "test.jsonl.gz", "rt").readline())
     assert rows[0]["problem"] == first["question"] and rows[0]["answer"] == "18"
     assert rows[0]["solution"] == first["answer"] and rows[0]["question"] == first["question"]
     assert task.score("She makes \\boxed{\\$18}.", rows[0]).correct
@@ -177,10 +178,10 @@ def test_data_errors_name_the_key_or_row(task, tmp_path):
         task.load_split("train", None)
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem": "a", "answer": "1"}\n{"problem": "b", "solution": "no box"}\n')
-    with pytest.raises(TaskError, match=r"bad.jsonl \(train\) row 1: row has no final answer"):
+    with pytest.raises(TaskError, match=r"bad.jsonl \(train\) row 2: row has no final answer"):
         task.load_split("train", str(bad))
     bad.write_text('{"question": "", "answer": "1"}\n')
-    with pytest.raises(TaskError, match=r"row 0: row has no text in field 'problem' \(or 'question'\)"):
+    with pytest.raises(TaskError, match=r"row 1: row has no text in field 'problem' \(or 'question'\)"):
         task.load_split("train", str(bad))
 
 
@@ -466,10 +467,10 @@ def test_one_training_step_on_a_local_jsonl(tiny_qwen2, tmp_path, monkeypatch):
 
 
 def test_one_training_step_on_gsm8k(tiny_qwen2, tmp_path, monkeypatch):
-    steps, samples = train_one_step(tiny_qwen2, tmp_path / "run", monkeypatch, dataset_name=str(GSM8K_DIR),
+    steps, samples = train_one_step(tiny_qwen2, tmp_path / "run", monkeypatch, dataset_name="openai/gsm8k",
                                     train_size=4, test_size=2)
     assert steps[0]["reward"] == 0.5 and steps[0]["accuracy"] == 0.5
-    gsm8k = {json.loads(r)["question"] for r in (GSM8K_DIR / "train.jsonl").read_text().splitlines()[:4]}
+    gsm8k = {json.loads(r)["question"] for r in gzip.open(GSM8K_DIR / "train.jsonl.gz", "rt").read().splitlines()[:4]}
     for s in samples:
         assert s["example"]["problem"] in gsm8k and "####" not in s["example"]["answer"]
         assert s["example"]["solution"].endswith("#### " + s["example"]["answer"])

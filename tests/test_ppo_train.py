@@ -98,3 +98,33 @@ def test_ppo_raises_mean_reward(tiny_qwen2, tmp_path):
     rewards = [json.loads(line)["reward"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rewards) == 10
     assert sum(rewards[-3:]) / 3 > sum(rewards[:2]) / 2 + 0.1, rewards
+
+
+def test_ppo_critic_regresses_onto_the_gae_returns(tiny_qwen2, tmp_path, monkeypatch):
+    """One step, one mini-batch, one PPO epoch: the critic's first update starts at V = V_old, so its
+    loss is veRL's 0.5 x token mean of (V_old - R)^2 with R the GAE returns of this step's rollout
+    (not 0, as regressing onto its own old values would give), and the update moves its values
+    toward those returns."""
+    seen = []
+    real_learn = Trainer._learn
+
+    def record(self, batch, step):  # records the step's batch, then learns as always
+        seen.append(batch)
+        return real_learn(self, batch, step)
+
+    monkeypatch.setattr(Trainer, "_learn", record)
+    cfg = TrainConfig(**base_recipe(tiny_qwen2, tmp_path / "run", **{
+        **PPO, "num_iterations": 1, "mini_batch_prompts": 2, "per_device_train_batch_size": 2, "max_steps": 1,
+        "save_steps": 0, "report_to": ["none"], "weight_decay": 0.0, "critic_learning_rate": 1e-2}))
+    tr = Trainer(cfg)
+    metrics, _ = tr.train_step()
+    batch, algo = seen[0], tr.algo
+    mask = batch.loss_mask.double()
+    old, returns = algo.values.double(), algo.returns.double()
+    assert float(((returns - old).abs() * mask).max()) > 0.1  # the returns are not the old values
+    want = 0.5 * float((((old - returns) ** 2) * mask).sum() / mask.sum())
+    assert abs(metrics["critic/value_loss"] - want) <= 1e-6 * want, (metrics["critic/value_loss"], want)
+    with torch.no_grad():
+        new = algo.ctx.passes.frozen(algo.module, batch, values=True).double()
+    mse = lambda v: float((((v - returns) ** 2) * mask).sum() / mask.sum())  # noqa: E731
+    assert mse(new) < 0.9 * mse(old), (mse(old), mse(new))

@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from conftest import GSM8K_DIR
 from r1zero.config import load_config, recipe_names
 from r1zero.tasks.countdown import write_generated
 from r1zero.training.trainer import Trainer
@@ -29,9 +28,7 @@ def test_recipe_runs_one_step(name, request, tmp_path):
     overrides = [f"model_name_or_path={model}", f"output_dir={tmp_path / 'run'}", "max_steps=1",
                  "prompts_per_step=2", "num_generations=2", "mini_batch_prompts=1", "max_completion_length=8",
                  "eval_limit=2", "eval_steps=0", "save_steps=0", "disable_tqdm=true", "report_to=[none]"]
-    if cfg.task == "gsm8k":
-        overrides.append(f"dataset_name={GSM8K_DIR}")
-    elif cfg.dataset_name is not None:  # the hub Countdown set, replaced by a local generated file
+    if cfg.dataset_name is not None and cfg.task != "gsm8k":  # gsm8k: the copy shipped with r1zero  # the hub Countdown set, replaced by a local generated file
         data = tmp_path / "countdown.jsonl"
         write_generated(64, 0, data)
         overrides += [f"dataset_name={data}", "train_size=48", "test_size=16", "data_max_rows=null"]

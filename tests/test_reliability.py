@@ -151,6 +151,126 @@ def test_run_goes_on_through_partial_failures_and_stops_on_a_reward_that_always_
     assert not list(out.glob("checkpoint-*"))  # save_steps=0: nothing saved on the way
 
 
+# ---- reward files: imported in the worker, their output, children and memory ---------------------
+
+@pytest.mark.parametrize("body, words", [
+    ("while True:\n    pass\n", ["took over 6 s in its worker", "a loop at import?", "raise reward_timeout"]),
+    ("import os\nos._exit(0)\n", ["ended its worker (exit code 0)", "remove the exit"]),
+    ("import sys\nsys.exit(0)\n", ["raised SystemExit: 0", "fix its import"]),
+    ("raise ImportError('no module named grader')\n", ["cannot import", "ImportError: no module named grader"]),
+])
+def test_a_reward_file_that_hangs_exits_or_fails_at_import_is_one_line(body, words, tiny_qwen2, tmp_path, capsys,
+                                                                       monkeypatch):
+    """The file is imported in the worker, never in the trainer (where a loop hung the run silently and
+    os._exit(0) ended `r1zero train` with status 0, having trained nothing): one line naming the file,
+    exit status 2, within the time limit (reward_timeout, here 6 s), before any model loads."""
+    import yaml
+
+    import r1zero.training.trainer
+
+    bad = tmp_path / "grader.py"
+    bad.write_text(body + "def score(completion, **fields):\n    return 1.0\n")
+    out = tmp_path / "out"
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(config(tiny_qwen2, out, reward_funcs=[f"{bad}:score"], reward_timeout=6.0).to_dict()))
+    loaded = []
+    monkeypatch.setattr(r1zero.training.trainer, "load_model", lambda *a, **k: loaded.append(a))
+    capsys.readouterr()
+    t0 = time.perf_counter()
+    rc = cli.main(["train", "--config", str(path)])
+    elapsed = time.perf_counter() - t0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"r1zero: error: reward_funcs: ") and str(bad) in err[0], err
+    for w in words:
+        assert w in err[0], (w, err[0])
+    assert elapsed < 6.0 + 4.0, elapsed  # the limit, plus starting the trainer's checks
+    assert not loaded and not out.exists()
+
+
+def test_what_a_reward_prints_stays_out_of_the_trainers_output(capfd, caplog):
+    """50 MB a call on stdout and stderr: the trainer's own stdout/stderr get none of it; the first
+    OUTPUT_LINES lines are in the log, the rest counted; the values still arrive."""
+    import logging
+
+    from r1zero.rewards.worker import OUTPUT_LINES
+
+    caplog.set_level(logging.INFO, logger="r1zero")
+    rm = RewardModel(None, [f"{HOSTILE}:prints_a_lot"], timeout=30.0)
+    try:
+        s = rm(["a", "b"], [{}, {}])
+    finally:
+        rm.close()
+    assert s.rewards == [1.0, 1.0] and not s.errors
+    out, err = capfd.readouterr()
+    assert len(out) + len(err) < 10_000, (len(out), len(err))
+    said = [r.getMessage() for r in caplog.records if "prints_a_lot" in r.getMessage()]
+    assert said[:OUTPUT_LINES] == [f"reward_funcs prints_a_lot printed: line {i} of a" for i in range(20)]
+    # the rest: 25 MB lines of x and y from call a, then 20 lines, x and y from call b
+    assert said[OUTPUT_LINES:] == [f"reward_funcs prints_a_lot printed 24 more lines (not shown; the first "
+                                   f"{OUTPUT_LINES} are above)"]
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie that no one reaped yet is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _gone_soon(pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _running(pid)
+
+
+def test_processes_a_reward_starts_end_with_its_worker(tmp_path):
+    """The worker leads a process group: a worker stopped at the time limit, and one closed at the end
+    of a run, take the `sleep 300`s their reward started with them."""
+    pid_file = tmp_path / "pid"
+    w = RewardWorker(f"{HOSTILE}:starts_a_child", timeout=2.0)
+    try:
+        assert w(["ok"], [{"pid_file": str(pid_file)}], [None]) == [(1.0, None)]
+        first = int(pid_file.read_text())
+        assert _running(first)  # a reward's child may live while its worker does
+        out = w(["hang"], [{"pid_file": str(pid_file)}], [None])  # this worker is stopped at the limit
+        assert out == [(None, "timed out after 2 s")]
+        hung = int(pid_file.read_text())
+        assert hung != first and _gone_soon(hung) and _gone_soon(first)
+        assert w(["ok"], [{"pid_file": str(pid_file)}], [None]) == [(1.0, None)]  # a fresh worker
+        last = int(pid_file.read_text())
+        assert _running(last)
+    finally:
+        w.close()
+    assert _gone_soon(last)
+
+
+def test_a_reward_over_its_memory_limit_is_a_counted_failure():
+    """reward_memory_limit caps each worker's data memory: the 1 GiB allocation fails (MemoryError, that
+    sample scores 0 and is counted) while the small one and the next call score; without the limit
+    the same allocation succeeds."""
+    cfg = TrainConfig(reward_funcs=[f"{HOSTILE}:allocates"], reward_memory_limit=0.25, output_dir="unused")
+    from r1zero.rewards.scoring import reward_model
+    from r1zero.tasks import build_task
+
+    rm = reward_model(cfg, build_task(cfg))
+    try:
+        s = rm(["small", "big", "small"], [{"nums": [1, 2], "target": 3}] * 3)
+    finally:
+        rm.close()
+    assert s.parts["allocates"] == [0.5, 0.0, 0.5]
+    assert s.errors == {"allocates": 1} and s.error_reasons["allocates"].startswith("MemoryError")
+    rm = RewardModel(None, [f"{HOSTILE}:allocates"], timeout=10.0, memory_limit=None)
+    try:
+        s = rm(["big"], [{}])
+    finally:
+        rm.close()
+    assert s.rewards == [1.0] and not s.errors
+
+
 # ---- non-finite updates ---------------------------------------------------------------------------
 
 def snapshot(trainer):

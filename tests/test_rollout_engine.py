@@ -46,6 +46,24 @@ def test_greedy_stops_rows_early_like_generate(tiny_qwen2):
     _assert_same(ours, ref)
 
 
+def test_every_cache_ends_the_completions_at_the_last_eos(stopping_qwen2):
+    """Rows that end at different steps (here 1 and 3 tokens, all before the limit): both caches give
+    generate's ids, and the width is the longest completion, EOS included, with no all-padding
+    column after it (the static cache records each row's EOS step in its own loop)."""
+    tok = load_tokenizer(str(stopping_qwen2))
+    model = load_model(str(stopping_qwen2), torch.device("cpu"))
+    ids, eos = tokenize_prompts(tok, PROMPTS, False), eos_token_ids(tok, model)
+    kw = dict(num_generations=4, max_new_tokens=48, eos_ids=eos, temperature=0.0)
+    ref = generate(model, tok, ids, engine="hf", **kw)
+    assert ref.lengths.tolist() == [1] * 8 + [3] * 4 and not ref.truncated.any()
+    for cache in ("dynamic", "static"):
+        for bs in (None, 4):
+            ours = generate(model, tok, ids, batch_size=bs, cache=cache, **kw)
+            assert ours.completion_ids.shape == (12, 3), (cache, bs, ours.completion_ids.shape)
+            assert bool(ours.completion_mask[:, -1].any())
+            _assert_same(ours, ref)
+
+
 def test_greedy_equals_transformers_generate_embedded():
     tok, model, ids, eos = _setup("embedded")
     ref = generate(model, tok, ids[:2], num_generations=1, max_new_tokens=10, eos_ids=eos, temperature=0.0,

@@ -121,6 +121,8 @@ def validate(c) -> None:
     need(c.max_skipped_updates >= 1, "max_skipped_updates", "must be >= 1, e.g. 5")
     need(c.max_failed_reward_steps >= 1, "max_failed_reward_steps", "must be >= 1, e.g. 5")
     need(0 <= c.reward_timeout < math.inf, "reward_timeout", "must be a number of seconds >= 0 (0 = no limit), e.g. 10")
+    need(c.reward_memory_limit == 0 or 1 / 16 <= c.reward_memory_limit < math.inf, "reward_memory_limit",
+         "must be 0 (no limit) or a number of GiB >= 0.0625 (Python alone takes ~30 MB), e.g. 4")
     need(c.max_steps == -1 or c.max_steps >= 1, "max_steps", "must be -1 (use num_train_epochs) or >= 1")
     need(c.num_train_epochs > 0, "num_train_epochs", "must be > 0")
     need(0 <= c.log_completions_rate <= 1, "log_completions_rate", "must be in [0, 1]")

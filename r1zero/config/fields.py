@@ -138,7 +138,13 @@ class TrainConfig:
     reward_timeout: float = _f(
         10.0, "Seconds a reward_funcs function may take per completion (a TRL-form function: this x the "
         "completions of its call); it runs in a worker process that is killed when a call overruns (those "
-        "samples score 0, counted in reward_errors/<fn>). 0 = call it in the training process, without a limit."
+        "samples score 0, counted in reward_errors/<fn>), and its file is imported there (within this limit, at "
+        "least 5 s). 0 = import and call it in the training process, without a limit."
+    )
+    reward_memory_limit: float = _f(
+        4.0, "GiB of data memory (heap and anonymous mappings, RLIMIT_DATA) each reward_funcs worker process, and "
+        "each process it starts, may take; an allocation beyond it fails (that sample scores 0, counted in "
+        "reward_errors/<fn>), leaving the trainer its memory. 0 = no limit. Needs reward_timeout > 0."
     )
     max_failed_reward_steps: int = _f(
         5, "Stop the run when a reward fails (raises, times out, returns None/NaN/not one number) on "
@@ -146,7 +152,8 @@ class TrainConfig:
     )
     dataset_name: Optional[str] = _f(
         None, "Hub id, local file (.jsonl/.json/.parquet/.csv) or folder. Default: the task's own "
-        "(countdown: generated; gsm8k: openai/gsm8k; math and custom: none, give yours)."
+        "(countdown: generated; gsm8k: openai/gsm8k; math and custom: none, give yours). openai/gsm8k "
+        "(config main) is read from the copy shipped with r1zero, offline; .jsonl/.json files may be gzipped."
     )
     dataset_config: Optional[str] = _f(None, "Hub dataset config name (gsm8k: 'main').")
     dataset_train_split: str = _f("train", "Split to train on.")

@@ -29,6 +29,65 @@ def _check_types(raw: dict, where: str) -> dict:
 # ---------------------------------------------------------------------------------------------
 # Loading.
 
+# The most values a config may hold once its YAML aliases are expanded: a real recipe holds a few
+# hundred; an "alias bomb" (lists of aliases of lists of aliases...) holds billions in a few lines,
+# which PyYAML builds as shared references but anything that walks the values (a chat template's
+# kwargs, json) expands.
+MAX_YAML_VALUES = 100_000
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (YAML keeps the last one silently,
+    so a second ``learning_rate:`` further down would quietly win). Keys a merge (``<<: *base``)
+    brings in may be overridden, as YAML means them to be."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if not isinstance(key, (str, int, float, bool)) and key is not None:
+                    continue  # SafeLoader's own check refuses what cannot be a key
+                if key in seen:
+                    raise ConfigError(f"key '{key}' is given twice (lines {seen[key]} and "
+                                      f"{key_node.start_mark.line + 1}); keep one of them")
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _expanded_size(node, sizes: dict) -> int:
+    """How many values ``node`` holds with every alias expanded (an alias is its anchor's node again:
+    counted once per use, computed once per node)."""
+    if id(node) not in sizes:
+        sizes[id(node)] = 0  # YAML cannot alias a node inside itself, but a cycle must not recurse forever
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(_expanded_size(n, sizes) for n in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(_expanded_size(k, sizes) + _expanded_size(v, sizes) for k, v in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, MAX_YAML_VALUES + 1)
+    return sizes[id(node)]
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` read as YAML, safely: no key twice in a mapping, and no more than MAX_YAML_VALUES values
+    once aliases are expanded (checked on the composed nodes, before any value is built). A refusal is
+    one ConfigError line starting with ``where``; invalid YAML raises yaml.YAMLError."""
+    loader = _StrictLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_VALUES:
+            raise ConfigError(f"{where}: its YAML aliases (*name) expand to over {MAX_YAML_VALUES} values; write the "
+                              "values out instead of nesting aliases")
+        return loader.construct_document(node)
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(where) else f"{where}: {e}") from None
+    finally:
+        loader.dispose()
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``key=value`` with the value read as YAML (``beta=0.001``, ``report_to=[wandb]``, ``x=null``)."""
     if "=" not in text:
@@ -36,7 +95,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, _, value = text.partition("=")
     key = key.strip()
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = load_yaml(value, f"override '{key}'") if value.strip() else ""
     except yaml.YAMLError:
         parsed = value
     # YAML reads 1e-6 as a string (no dot); numbers are what the user meant.
@@ -94,7 +153,7 @@ def read_config_file(src: str | os.PathLike) -> dict:
     """The type-checked keys of one YAML config file (a recipe, or a run's config.yaml)."""
     src = Path(src)
     try:
-        raw = yaml.safe_load(src.read_text(encoding="utf-8")) or {}
+        raw = load_yaml(src.read_text(encoding="utf-8"), str(src)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -4,9 +4,16 @@ Every loader returns a plain ``list[dict]`` (one dict per row, the dataset's own
 tests and users handle one shape. Local files are read without the ``datasets`` library where we can
 (jsonl/json), so the common offline path has no heavy dependency; parquet and csv go through
 ``pyarrow`` (csv columns get the types it infers, as ``datasets`` gives them), hub ids through ``datasets``.
+
+GSM8K (MIT, r1zero/data/gsm8k/: gzipped JSON lines and its license) ships with the package: the hub id
+``openai/gsm8k`` (config ``main``, the one its tasks use) is read from that copy, so ``task: gsm8k``
+and ``task: math`` over GSM8K work offline and give the same rows everywhere.
+
+Rows and lines are counted from 1 in every message, as editors count lines.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from pathlib import Path
@@ -18,13 +25,44 @@ class DataError(ValueError):
 
 
 _SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
+_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark (Windows editors write one): not part of the first row
+
+# Hub datasets read from the copy shipped in this package: (hub id, config) -> folder of split files.
+SHIPPED = {("openai/gsm8k", None): Path(__file__).resolve().parent / "gsm8k",
+           ("openai/gsm8k", "main"): Path(__file__).resolve().parent / "gsm8k"}
+
+
+def shipped_folder(source: str | None, config: str | None = None) -> Path | None:
+    """The folder of the shipped copy of hub dataset ``source`` (with ``config``), or None."""
+    return SHIPPED.get((source, config)) if isinstance(source, str) else None
+
+
+def _file_type(path: Path) -> str:
+    """``.jsonl`` for both ``x.jsonl`` and ``x.jsonl.gz`` (JSON read through gzip), else the suffix."""
+    if path.suffix == ".gz" and Path(path.stem).suffix in (".jsonl", ".json"):
+        return Path(path.stem).suffix
+    return path.suffix
+
+
+def _open_bytes(path: Path):
+    return gzip.open(path) if path.suffix == ".gz" else open(path, "rb")
+
+
+def _decode(data: bytes, path: Path, first_line: int = 1) -> str:
+    """``data`` as UTF-8 text (a leading BOM dropped), or a DataError naming the line with the bad byte."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as e:
+        line = first_line + data.count(b"\n", 0, e.start)
+        raise DataError(f"{path}:{line}: byte 0x{data[e.start]:02x} is not UTF-8 text; save the file "
+                        "as UTF-8 (or fix that line)") from None
 
 
 def _read_jsonl(path: Path) -> list[dict]:
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
+    with _open_bytes(path) as f:  # bytes, decoded line by line, so a bad byte is named with its line
+        for lineno, raw in enumerate(f, 1):
+            line = _decode(raw, path, lineno).strip()
             if not line:
                 continue
             try:
@@ -38,8 +76,10 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _read_json(path: Path) -> list[dict]:
+    with _open_bytes(path) as f:
+        text = _decode(f.read(), path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         # Many ".json" files are really JSON lines.
         try:
@@ -74,11 +114,11 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def read_file(path: str | os.PathLike) -> list[dict]:
-    """Rows of one local .jsonl / .json / .parquet / .csv file."""
+    """Rows of one local .jsonl / .json (either may be gzipped: .jsonl.gz) / .parquet / .csv file."""
     path = Path(path)
-    if path.suffix == ".jsonl":
+    if _file_type(path) == ".jsonl":
         return _read_jsonl(path)
-    if path.suffix == ".json":
+    if _file_type(path) == ".json":
         return _read_json(path)
     if path.suffix == ".parquet":
         return _read_parquet(path)
@@ -94,7 +134,8 @@ def _split_files(folder: Path, split: str) -> list[Path]:
         if not base.is_dir():
             continue
         for p in sorted(base.iterdir()):
-            if p.suffix in _SUFFIXES and (p.stem == split or p.stem.startswith(f"{split}-") or p.stem.startswith(f"{split}_")):
+            stem = p.name[:-len(_file_type(p) + (".gz" if p.suffix == ".gz" else ""))]
+            if _file_type(p) in _SUFFIXES and (stem == split or stem.startswith((f"{split}-", f"{split}_"))):
                 found.append(p)
         if found:
             break
@@ -119,6 +160,8 @@ def has_split(source: str, split: str, config: str | None = None) -> bool:
         return False
     if p.is_dir():
         return bool(_split_files(p, split))
+    if shipped_folder(source, config) is not None:
+        return bool(_split_files(shipped_folder(source, config), split))
     try:
         import datasets
 
@@ -131,11 +174,13 @@ def load_rows(source: str, split: str = "train", config: str | None = None) -> l
     """Rows of ``split`` from ``source``.
 
     ``source`` is a file (its rows, whatever the split), a folder (files named after the split), or
-    a hub id (``datasets.load_dataset(source, config, split=split)``).
+    a hub id (``datasets.load_dataset(source, config, split=split)``; a shipped one from its copy).
     """
     p = Path(os.path.expanduser(source))
     if p.is_file():
         return read_file(p)
+    if not p.is_dir() and shipped_folder(source, config) is not None:
+        p = shipped_folder(source, config)
     if p.is_dir():
         files = _split_files(p, split)
         if not files:

@@ -21,7 +21,7 @@ EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "r
              "test_size", "eval_limit", "max_prompt_length", "max_completion_length", "eval_max_completion_length",
              "sampling_batch_size", "temperature", "top_p", "bf16", "device", "trust_remote_code",
              "prompt_template", "system_prompt", "chat_template_kwargs", "reward_funcs", "reward_weights",
-             "reward_timeout", "correct_reward", "correct_threshold", "format_reward")
+             "reward_timeout", "reward_memory_limit", "correct_reward", "correct_threshold", "format_reward")
 # What a run's config.yaml still says when a later layer names another task: nothing about the task.
 _TASK_FREE_KEYS = ("sampling_batch_size", "bf16", "device", "trust_remote_code")
 DEFAULTS = "defaults"

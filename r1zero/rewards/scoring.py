@@ -8,7 +8,9 @@ applicable to that sample). A reward that raises, or returns what is not a numbe
 for a TRL-form function: anything but a list of numbers and Nones, one per completion) scores 0
 for those samples and is counted in ``reward_errors/<name>``; the run goes on. Each call has a time
 limit (``reward_timeout`` per completion): the function runs in a worker process that is killed
-when a call overruns (r1zero.rewards.worker). A function that names ``completion_length`` or
+when a call overruns (r1zero.rewards.worker). Its file is imported there, never in the trainer (an
+import that hangs or exits would take the run with it), with a memory limit (``reward_memory_limit``)
+and its output kept out of the trainer's. A function that names ``completion_length`` or
 ``truncated`` among its parameters also gets the completion's token count (EOS included) and
 whether it hit the length limit.
 
@@ -35,6 +37,10 @@ from r1zero.rewards.worker import RewardWorker
 from r1zero.tasks import Score, Task
 
 log = logging.getLogger("r1zero")
+
+# The least time a worker gets to start Python and import a reward file (reward_timeout when larger):
+# a fresh interpreter alone takes ~0.3 s, more on a busy machine.
+MIN_LOAD_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -73,29 +79,43 @@ class RewardModel:
     """The task's scheme (when ``scheme``; default: unless the task's scheme is ``none``) plus weighted
     user functions, with ``verdicts`` for a run without a scheme.
 
-    With ``timeout > 0`` each user function runs in its own worker process (r1zero.rewards.worker)
-    and gets at most ``timeout`` seconds per completion; with 0 it is called in-process, unbounded.
-    ``callables`` maps a ``funcs`` entry to the object it names when the function was given as one
-    (r1zero.trl) and cannot be imported by name in a worker: it is called in-process under the same
-    limit (r1zero.rewards.in_process).
+    With ``timeout > 0`` each user function named by file or module runs in its own worker process
+    (r1zero.rewards.worker), started here, so a file that cannot be imported (raises, loops past
+    max(``timeout``, MIN_LOAD_TIMEOUT_S) seconds, exits) is refused before any model loads; each
+    completion gets at most ``timeout`` seconds, and the worker at most ``memory_limit`` bytes of data
+    memory (None: no limit). ``callables`` maps a ``funcs`` entry to the object it names when the
+    function was given as one (r1zero.trl) and cannot be imported by name in a worker: it is called
+    in-process under the same time limit (r1zero.rewards.in_process). With 0 every function is called
+    in-process, unbounded.
     ``task`` also turns rows into the conversations TRL-form functions see (Task.messages).
     """
 
     def __init__(self, task: Task | None, funcs: Sequence[str] = (), weights: Sequence[float] | None = None,
                  timeout: float = 0.0, overlong: tuple[int, int, float] | None = None, *,
                  scheme: bool | None = None, verdicts: Verdicts | None = None,
-                 callables: Mapping[str, Callable[..., Any]] | None = None):
+                 callables: Mapping[str, Callable[..., Any]] | None = None, memory_limit: int | None = None):
         self.task = task
         self.scheme = (task is not None and task.reward_scheme != "none") if scheme is None else scheme
         self.verdicts = verdicts
         self.overlong = overlong if overlong is not None and overlong[1] > 0 else None
-        # Loaded here too, so a bad spec is refused before any model is loaded.
+        self.weights = list(weights) if weights is not None else [1.0] * len(funcs)
         callables = callables or {}
-        self.funcs = [(reward_name(s), callables[s] if s in callables else load_reward_func(s)) for s in funcs]
-        self.weights = list(weights) if weights is not None else [1.0] * len(self.funcs)
-        # Per function: its worker, its in-process runner, or None (called here, unbounded: timeout 0).
+        if timeout <= 0:  # in-process, as asked: imported here (a bad spec is refused now)
+            self.funcs = [(reward_name(s), callables[s] if s in callables else load_reward_func(s)) for s in funcs]
+            self.workers: list[RewardWorker | InProcessReward | None] = [None] * len(funcs)
+            return
+        # Functions named by file or module live in their workers; objects are called here.
+        self.funcs = [(reward_name(s), callables.get(s)) for s in funcs]
         self.workers = [InProcessReward(callables[s], timeout) if s in callables
-                        else RewardWorker(s, timeout) if timeout > 0 else None for s in funcs]
+                        else RewardWorker(s, timeout, load_timeout=max(timeout, MIN_LOAD_TIMEOUT_S),
+                                          memory_limit=memory_limit) for s in funcs]
+        try:
+            for w in self.workers:  # each imports its file now: a bad one is refused before any model loads
+                if isinstance(w, RewardWorker):
+                    w.start()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         for w in self.workers:
@@ -234,4 +254,5 @@ def reward_model(cfg, task: Task, evaluation: bool = False,
     return RewardModel(task, funcs, cfg.reward_weights if funcs else None, timeout=cfg.reward_timeout,
                        overlong=None if evaluation else (cfg.max_completion_length, cfg.overlong_buffer_len,
                                                           cfg.overlong_penalty_factor),
-                       scheme=scheme, verdicts=verdicts, callables=callables)
+                       scheme=scheme, verdicts=verdicts, callables=callables,
+                       memory_limit=int(cfg.reward_memory_limit * 2 ** 30))

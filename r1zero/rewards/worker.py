@@ -10,8 +10,23 @@ for it, the same total a per-sample function gets. A worker that misses the limi
 (segfault, ``os._exit``), is killed with SIGKILL; that completion (for a TRL-form function: the
 whole batch) scores 0 and is counted, and a fresh worker takes the rest of the batch.
 
+The user's file is imported in the worker, never in the trainer: an import that raises, loops or
+exits (``os._exit(0)``) is one RewardError line naming the file, raised when the worker starts
+(RewardModel starts its workers before any model loads), and the import gets the time limit too
+(``load_timeout``). What the worker prints (stdout and stderr, its children's included) goes to a pipe
+the trainer drains: the first OUTPUT_LINES lines go to the log, the rest is counted and dropped, so a
+reward printing 50 MB neither floods the trainer's output nor blocks on a full pipe.
+
+A worker leads its own process group: stopping it (time limit, death, close) SIGKILLs the group, so
+the processes a reward starts end with it. With ``memory_limit`` (bytes) the worker caps its data
+memory (RLIMIT_DATA: heap and private anonymous mappings, what an allocation takes; not the address
+space of shared libraries, which an ``import torch`` fills with gigabytes it never uses): an
+allocation beyond it fails (MemoryError, a counted failure of that sample) instead of taking the
+memory the trainer needs. Children inherit the limit.
+
 A worker exits when the trainer's end of its pipe closes, and on Linux the kernel kills it when
-the trainer dies (PR_SET_PDEATHSIG), so a trainer killed with SIGKILL leaves no worker behind.
+the trainer dies (PR_SET_PDEATHSIG), so a trainer killed with SIGKILL leaves no worker behind (what
+a worker started is ended by the worker's own exit path, which a SIGKILL skips).
 That signal follows the *thread* that started the worker, so workers are started from one
 long-lived thread of the trainer's: a worker started by a scoring thread that then ends would die with it.
 """
@@ -19,6 +34,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -27,12 +43,15 @@ from multiprocessing.connection import Connection
 from typing import Any, Mapping, Sequence
 
 from r1zero.rewards.calls import RewardBatch, score_batch, score_sample
-from r1zero.rewards.functions import is_batched, load_reward_func, rollout_args
+from r1zero.rewards.functions import RewardError, is_batched, load_reward_func, reward_name, rollout_args
 
 log = logging.getLogger("r1zero")
 
-# How long a fresh worker may take to import the user's module (not part of any completion's limit).
+# How long a fresh worker may take to import r1zero's own module (math-verify) by default; users'
+# reward files get their reward_timeout (r1zero.rewards.scoring).
 START_TIMEOUT_S = 120.0
+OUTPUT_LINES = 20  # lines of a worker's output kept in the log (per RewardWorker, over its restarts)
+_LINE_CHARS = 300
 
 
 def _serve(spec: str, conn) -> None:
@@ -40,8 +59,12 @@ def _serve(spec: str, conn) -> None:
     one value at a time (per-sample form) or the whole list at once (TRL's form)."""
     try:
         fn = load_reward_func(spec)
-    except Exception as e:
-        conn.send(("failed", f"{type(e).__name__}: {e}"))
+    except RewardError as e:  # one line naming the config key, the file and the fix
+        conn.send(("failed", str(e)))
+        return
+    except BaseException as e:  # SystemExit (sys.exit at import), KeyboardInterrupt...
+        conn.send(("failed", f"reward_funcs: importing '{spec.rpartition(':')[0]}' raised "
+                             f"{type(e).__name__}: {str(e)[:200]}; fix its import"))
         return
     batched = is_batched(fn)
     conn.send(("ready", batched))
@@ -49,13 +72,35 @@ def _serve(spec: str, conn) -> None:
     while True:
         try:
             batch = conn.recv()
-        except (EOFError, OSError):  # the trainer is gone
+        except (EOFError, OSError):  # the trainer is gone (or closed us): end what the reward started
+            _end_group()
             return
         if batched:
             conn.send(score_batch(fn, batch, wants))
             continue
         for i in range(len(batch)):
             conn.send(score_sample(fn, batch, i, wants))
+
+
+def _end_group() -> None:
+    """In the worker: SIGKILL its process group (the processes the reward started, and itself)."""
+    sys.stdout.flush()
+    try:
+        os.killpg(0, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _limit_memory(limit: int) -> None:
+    """In the worker, before the user's file is imported: cap its data memory at ``limit`` bytes."""
+    if limit <= 0:
+        return
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    except (ImportError, ValueError, OSError):
+        pass  # no resource module (Windows) or a hard limit already lower: that one applies
 
 
 def _die_with_parent() -> None:
@@ -100,14 +145,26 @@ class RewardWorker:
     the same way.
     """
 
-    def __init__(self, spec: str, timeout: float):
+    def __init__(self, spec: str, timeout: float, *, load_timeout: float = START_TIMEOUT_S,
+                 memory_limit: int | None = None):
         self.spec = spec
         self.timeout = float(timeout)
+        self.load_timeout = float(load_timeout)
+        self.memory_limit = int(memory_limit or 0)
         self.proc: subprocess.Popen | None = None
         self.conn: Connection | None = None
         self.out: Connection | None = None
         self.restarts = 0
         self.batched = False  # TRL's form: known once a worker has loaded the function
+        self._lines_left = OUTPUT_LINES
+        self._output_lock = threading.Lock()
+        self._drainer: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the worker now (it loads the function); a function that cannot be loaded raises
+        RewardError (one line). score() starts it otherwise, and restarts it after a kill."""
+        if self.proc is None:
+            self._start()
 
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
@@ -116,45 +173,101 @@ class RewardWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             self.proc = _popen(
-                [sys.executable, "-m", "r1zero.rewards.worker", self.spec, str(to_child_r), str(from_child_w)],
-                pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL)
+                [sys.executable, "-m", "r1zero.rewards.worker", self.spec, str(to_child_r), str(from_child_w),
+                 str(self.memory_limit)],
+                pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         finally:
             os.close(to_child_r)
             os.close(from_child_w)
+        self._drainer = threading.Thread(target=self._drain, args=(self.proc.stdout,), daemon=True,
+                                         name=f"r1zero-reward-output-{self.proc.pid}")
+        self._drainer.start()
         self.out = Connection(to_child_w, readable=False)
         self.conn = Connection(from_child_r, writable=False)
-        if not self.conn.poll(START_TIMEOUT_S):
+        target = self.spec.rpartition(":")[0]
+        if not self.conn.poll(self.load_timeout):
             self._kill()
-            raise RuntimeError(f"reward_funcs: '{self.spec}' did not load within {START_TIMEOUT_S:.0f} s")
+            raise RewardError(f"reward_funcs: importing '{target}' took over {self.load_timeout:g} s in its worker "
+                              "(a loop at import?); make its import quick, or raise reward_timeout")
         try:
             status, said = self.conn.recv()
-        except EOFError:
-            status, said = "failed", "the worker exited"
+        except (EOFError, OSError):
+            code = self.proc.wait()
+            status, said = "failed", (f"reward_funcs: importing '{target}' ended its worker (exit code {code}); "
+                                      "remove the exit or crash from the file's import")
         if status != "ready":
             self._kill()
-            raise RuntimeError(f"reward_funcs: '{self.spec}' failed to load in its worker ({said})")
+            raise RewardError(said)
         self.batched = bool(said)
+
+    def _drain(self, pipe) -> None:
+        """Read everything a worker prints until its group is gone: the first lines go to the log,
+        the rest is counted and dropped (reading it all keeps a printing reward from blocking)."""
+        name, partial, dropped = reward_name(self.spec), b"", 0
+        try:
+            while True:
+                chunk = os.read(pipe.fileno(), 1 << 16)
+                if not chunk:
+                    break
+                lines = (partial + chunk).split(b"\n")
+                partial = lines.pop()[:_LINE_CHARS * 4]  # a line without its end yet (bounded)
+                for line in lines:
+                    dropped += 0 if self._log_line(name, line) else 1
+        except OSError:
+            pass
+        finally:
+            pipe.close()
+        if partial:
+            dropped += 0 if self._log_line(name, partial) else 1
+        if dropped:
+            log.info("reward_funcs %s printed %d more lines (not shown; the first %d are above)", name, dropped,
+                     OUTPUT_LINES)
+
+    def _log_line(self, name: str, line: bytes) -> bool:
+        with self._output_lock:
+            if self._lines_left <= 0:
+                return False
+            self._lines_left -= 1
+        text = line.decode("utf-8", "replace").rstrip()
+        log.info("reward_funcs %s printed: %s", name, text[:_LINE_CHARS] + ("..." if len(text) > _LINE_CHARS else ""))
+        return True
 
     def _kill(self) -> None:
         if self.proc is not None:
-            self.proc.kill()  # SIGKILL: nothing the function does can delay it
+            try:  # the group, before the worker is reaped (its pid, the group's id, is still ours)
+                os.killpg(self.proc.pid, signal.SIGKILL)  # SIGKILL: nothing the function does can delay it
+            except OSError:
+                self.proc.kill()
             self.proc.wait()
             self.restarts += 1
         for c in (self.conn, self.out):
             if c is not None:
                 c.close()
         self.proc = self.conn = self.out = None
+        self._join_drainer()
 
     def close(self) -> None:
         if self.proc is not None:
             self.out.close()  # the worker reads EOF and returns
-            try:
+            try:  # at EOF the worker SIGKILLs its group (what the reward started, and itself)
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    self.proc.kill()
                 self.proc.wait()
             self.conn.close()
         self.proc = self.conn = self.out = None
+        self._join_drainer()
+
+    def _join_drainer(self) -> None:
+        """Wait (briefly) until the output of the stopped worker is logged: it ends at EOF, once its
+        group is gone; a process that left the group (setsid) may hold the pipe, so not forever."""
+        if self._drainer is not None:
+            self._drainer.join(timeout=2.0)
+            self._drainer = None
 
     def __del__(self):
         try:
@@ -229,12 +342,13 @@ def worker_pid(worker: RewardWorker) -> int | None:
 __all__ = ["RewardWorker", "worker_pid", "START_TIMEOUT_S"]
 
 
-if __name__ == "__main__":  # the worker process: python -m r1zero.rewards.worker SPEC READ_FD WRITE_FD
+if __name__ == "__main__":  # the worker process: python -m r1zero.rewards.worker SPEC READ_FD WRITE_FD MEMORY
     import signal
 
     # Ctrl-C reaches every process of the terminal's group; it is the trainer's to handle (one line),
     # and the trainer ends its workers, so a worker ignores it rather than print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent()
+    _limit_memory(int(sys.argv[4]))
     _serve(sys.argv[1], _Duplex(Connection(int(sys.argv[2]), writable=False),
                                 Connection(int(sys.argv[3]), readable=False)))

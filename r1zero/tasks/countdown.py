@@ -135,7 +135,7 @@ class CountdownTask(Task):
                 return test
             return generate_tasks(self.train_size, _TRAIN_SEED, exclude=test, **self.gen_options)
         rows = self._read_source(source, split, config)
-        return [self._checked(row, f"{source} row index {i}") for i, row in enumerate(rows)]
+        return [self._checked(row, f"{source} row {i}") for i, row in enumerate(rows, 1)]  # from 1, as lines
 
     @staticmethod
     def _read_source(source: str, split: str, config: str | None) -> list[dict]:

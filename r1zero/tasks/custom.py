@@ -88,7 +88,7 @@ class CustomTask(Task):
         return self.check_rows(load_rows(source, split, config), f"{source} ({split})")
 
     def check_rows(self, rows: list[dict], where: str) -> list[dict]:
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, 1):  # counted from 1, as file lines are
             self.check_example(row, where=f"{where} row {i}")
             self._kind(self.prompt(row), f"{where} row {i}")
         return rows

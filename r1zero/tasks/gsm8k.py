@@ -275,7 +275,7 @@ class GSM8KTask(Task):
             config = HUB_CONFIG  # the hub dataset has two configs ("main", "socratic") and needs one
         rows = load_rows(source, split, config)
         where = f"{source} ({split})"
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, 1):  # counted from 1, as file lines are
             self.check_example(row, where=f"{where} row {i}")
             answer = row["answer"]
             if not isinstance(answer, str) or "####" not in answer:

@@ -39,6 +39,7 @@ import threading
 from typing import Any, Mapping, Sequence
 
 from r1zero.data.files import load_rows
+from r1zero.rewards.functions import RewardError
 from r1zero.rewards.worker import RewardWorker
 from r1zero.tasks.base import Score, Task, TaskError, register_task
 from r1zero.tasks.countdown import CONVERSATION
@@ -92,7 +93,7 @@ class MathTask(Task):
         rows = load_rows(source, split, config)
         where = f"{source} ({split})"
         out = []
-        for i, row in enumerate(rows):
+        for i, row in enumerate(rows, 1):  # counted from 1, as file lines are
             self.check_example(row, where=f"{where} row {i}")
             row = dict(row)
             answer = row.get("answer")
@@ -155,7 +156,7 @@ class MathTask(Task):
         with self._lock:
             try:
                 verdicts = self.worker([a for a, _ in pairs], [{"gold": g} for _, g in pairs], [None] * len(pairs))
-            except RuntimeError as e:  # the worker did not start: nothing could be judged
+            except (RuntimeError, RewardError) as e:  # the worker did not start: nothing could be judged
                 log.error("task math: the math-verify worker did not start (%s); these samples score 0", e)
                 verdicts = [(None, str(e))] * len(pairs)
         for pair, (value, why) in zip(pairs, verdicts):
