@@ -114,7 +114,7 @@ def test_ppo_critic_regresses_onto_the_gae_returns(tiny_qwen2, tmp_path, monkeyp
 
     monkeypatch.setattr(Trainer, "_learn", record)
     cfg = TrainConfig(**base_recipe(tiny_qwen2, tmp_path / "run", **{
-        **PPO, "num_iterations": 1, "mini_batch_prompts": 2, "per_device_train_batch_size": 2, "max_steps": 1,
+        **PPO, "num_iterations": 1, "mini_batch_prompts": 2, "micro_batch_size": 2, "max_steps": 1,
         "save_steps": 0, "report_to": ["none"], "weight_decay": 0.0, "critic_learning_rate": 1e-2}))
     tr = Trainer(cfg)
     metrics, _ = tr.train_step()

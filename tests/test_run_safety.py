@@ -32,7 +32,7 @@ STEPS = 3
 def recipe(model_dir, out, **extra) -> dict:
     c = dict(model_name_or_path=str(model_dir), task="countdown", template="base", reward="tinyzero",
              task_args={"train_size": 16, "test_size": 4}, prompts_per_step=2, num_generations=4,
-             per_device_train_batch_size=8, max_prompt_length=256, max_completion_length=8, learning_rate=1e-2,
+             micro_batch_size=8, max_prompt_length=256, max_completion_length=8, learning_rate=1e-2,
              max_steps=STEPS, save_steps=1, save_total_limit=None, eval_on_end=False, output_dir=str(out),
              report_to=["none"], log_completions_rate=0.25, disable_tqdm=True, seed=3, report_steps=0,
              reward_funcs=[f"{REPO / 'tests' / 'toy_rewards.py'}:vowel_share"], reward_timeout=0.0)
@@ -166,14 +166,15 @@ def test_a_changed_result_key_is_refused_and_config_yaml_is_unchanged(base, tmp_
 def test_a_changed_logging_key_is_accepted_logged_and_the_run_is_exact(base, tmp_path, capsys, caplog, one_thread):
     out, path = copy_run(base, tmp_path, drop=[3])
     caplog.set_level("INFO", logger="r1zero")
-    rc, err = train(path, "logging_steps=2", "report_to=[jsonl]", "generation_batch_size=4", capsys=capsys)
+    rc, err = train(path, "logging_steps=2", "report_to=[jsonl]", "sampling_batch_size=4", capsys=capsys)
     assert rc == 0 and errors(err) == []
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("resume: ")]
-    assert said == ["resume: generation_batch_size None -> 4 from step 2", "resume: logging_steps 1 -> 2 from step 2",
+    assert said == ["resume: logging_steps 1 -> 2 from step 2",
                     f"resume: output_dir {str(base[0])!r} -> {str(out)!r} from step 2",  # the copy
-                    "resume: report_to ['none'] -> ['jsonl'] from step 2"]
+                    "resume: report_to ['none'] -> ['jsonl'] from step 2",
+                    "resume: sampling_batch_size None -> 4 from step 2"]
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert (saved["logging_steps"], saved["report_to"], saved["generation_batch_size"]) == (2, ["jsonl"], 4)
+    assert (saved["logging_steps"], saved["report_to"], saved["sampling_batch_size"]) == (2, ["jsonl"], 4)
     assert json.loads((out / "config_changes.jsonl").read_text())["allowed"] == []
     assert same_weights(out / "checkpoint-3", base[0] / "checkpoint-3")  # the result did not change
 

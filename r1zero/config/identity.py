@@ -31,8 +31,11 @@ FREE = frozenset({
     # when it saves and evaluates (evaluation is greedy and keyed: it draws no training randomness)
     "save_steps", "save_total_limit", "save_optimizer_state", "eval_steps", "eval_on_start", "eval_on_end",
     # memory: the samples are keyed per prompt and sample, the sums are the same
-    "generation_batch_size", "logprob_chunk_size", "gradient_checkpointing", "ref_model_offload",
-    "fsdp_cpu_offload", "per_device_train_batch_size",
+    "sampling_batch_size", "micro_batch_size", "logprob_chunk_size", "gradient_checkpointing",
+    "ref_model_offload", "fsdp_cpu_offload",
+    # TRL's batch keys are resolved into r1zero's above (null in a resolved config); an old run's
+    # config.yaml may hold them in their earlier meaning (micro-batch and generate-call sizes)
+    "per_device_train_batch_size", "generation_batch_size",
     # when a run gives up, not what it computes until then
     "max_failed_reward_steps", "max_skipped_updates",
 })
@@ -40,7 +43,7 @@ FREE = frozenset({
 
 def _free(key: str, cfg) -> bool:
     # bnpo normalises the loss per micro-batch, so there the micro-batch size changes the update.
-    return key in FREE and not (key == "per_device_train_batch_size" and cfg.loss_type == "bnpo")
+    return key in FREE and not (key == "micro_batch_size" and cfg.loss_type == "bnpo")
 
 
 def _plain(d: dict) -> dict:
