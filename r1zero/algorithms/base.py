@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from r1zero.algorithms.losses import aggregate, policy_loss
+from r1zero.algorithms.losses import Normaliser, aggregate, get_policy_loss, policy_loss
 from r1zero.algorithms.tensors import masked_mean
 from r1zero.errors import ConfigError, need
 
@@ -105,18 +105,19 @@ class Algorithm:
     def updates_policy(self, steps_done: int) -> bool:
         return True
 
-    def policy_loss(self, logprobs, entropy, old, ref, advantages, mask, total_tokens):
-        """(loss, metrics) of one micro-batch before the loop's micro-batch scaling: the clipped
-        surrogate reduced by ``loss_type``, minus ``entropy_coeff`` x the entropy reduced the same way."""
+    def policy_loss(self, logprobs, entropy, old, ref, advantages, mask, norm: Normaliser):
+        """(loss, metrics) of one micro-batch, normalised as ``norm`` says (its share of the
+        mini-batch included): the registered ``loss_type`` objective, minus ``entropy_coeff`` x the
+        entropy reduced the same way."""
         cfg = self.cfg
         loss, metrics = policy_loss(
             logprobs, old, advantages, mask, loss_type=cfg.loss_type, epsilon=cfg.epsilon,
             epsilon_high=cfg.epsilon_high, ref_logprobs=ref if cfg.beta > 0 else None, beta=cfg.beta,
-            kl_estimator=cfg.kl_estimator, max_completion_length=cfg.max_completion_length, total_tokens=total_tokens,
+            kl_estimator=cfg.kl_estimator, max_completion_length=norm.max_completion_length,
+            total_tokens=norm.total_tokens, total_rows=norm.total_rows,
             importance_sampling_level=cfg.importance_sampling_level)
         if cfg.entropy_coeff > 0:
-            loss = loss - cfg.entropy_coeff * aggregate(entropy, mask, cfg.loss_type, cfg.max_completion_length,
-                                                        total_tokens)
+            loss = loss - cfg.entropy_coeff * aggregate(entropy, mask, get_policy_loss(cfg.loss_type).reduction, norm)
         return loss, metrics
 
     def sequence_advantages(self, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,12 @@
-"""Policy losses: the clipped surrogate with an optional KL penalty, and its reductions.
+"""Policy losses: one registered function per objective, one aggregation that owns every normalisation.
+
+The registry has the shape of veRL's ``core_algos.register_policy_loss``: ``register_policy_loss(name,
+reduction)`` files an objective under a ``loss_type`` name together with the reduction that turns its
+per-token losses into one number. An objective maps the micro-batch's importance weights and
+advantages to a (B, T) (or (B, 1), broadcast over the row) per-token loss and its metrics; it never
+divides by anything. ``aggregate`` is the only place that normalises: per sequence, per micro-batch
+token, by a constant, by the global token count (summed over micro-batches and processes), and the
+share of the mini-batch's rows a micro-batch stands for (``Normaliser``, given by the update loop).
 
 The per-token objective is PPO's clipped surrogate with ``ratio = exp(logp - logp_old)``:
 
@@ -43,17 +51,20 @@ Watch the gradient norm, the reward and the clip ratios, not the loss value.
 """
 from __future__ import annotations
 
-from typing import Union
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
 
 from r1zero.algorithms.tensors import masked_mean
 
-__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "kl_divergence", "aggregate", "policy_loss"]
+__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "Normaliser", "LossSettings",
+           "Surrogate", "PolicyLoss", "register_policy_loss", "get_policy_loss", "kl_divergence", "aggregate",
+           "policy_loss"]
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+Count = Union[int, float, torch.Tensor, None]
 
 
 def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -81,25 +92,159 @@ def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(values, mask).detach()
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
-            max_completion_length, total_tokens) -> torch.Tensor:
-    """Reduce a (B, T) per-token loss over the mask by ``loss_type`` (the one place that owns the
-    normalisation: per sequence, per micro-batch token, constant, or global token count)."""
-    masked_sum = per_token * mask
-    if loss_type == "grpo":
-        return (masked_sum.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    if loss_type == "bnpo":
-        return masked_sum.sum() / mask.sum().clamp(min=1.0)
-    if loss_type == "dr_grpo":
-        length = mask.shape[1] if max_completion_length is None else max_completion_length
-        return masked_sum.sum() / (per_token.shape[0] * length)
-    if loss_type == "dapo":
-        if total_tokens is None:
-            total = mask.sum().clamp(min=1.0)
-        else:
-            total = torch.as_tensor(total_tokens, dtype=per_token.dtype, device=per_token.device).clamp(min=1.0)
-        return masked_sum.sum() / total
-    raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
+# ---- the one aggregation ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Normaliser:
+    """What a reduction divides by besides the micro-batch itself: the update loop's view of the
+    mini-batch the micro-batch belongs to. Left at None, the micro-batch is the whole batch."""
+
+    max_completion_length: int | None = None  # "seq-mean-token-sum-norm"'s constant (default: T)
+    total_tokens: Count = None  # the mini-batch's active tokens over every process ("token-sum-global")
+    total_rows: int | None = None  # the mini-batch's rows over every process (the row share of a micro-batch)
+
+
+def _seq_mean_token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+
+
+def _token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return masked.sum() / mask.sum().clamp(min=1.0)
+
+
+def _seq_mean_token_sum_norm(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    length = mask.shape[1] if norm.max_completion_length is None else norm.max_completion_length
+    return masked.sum() / (masked.shape[0] * length)
+
+
+def _seq_mean_token_sum(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return masked.sum(-1).mean()
+
+
+def _token_sum_global(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    if norm.total_tokens is None:
+        total = mask.sum().clamp(min=1.0)
+    else:
+        total = torch.as_tensor(norm.total_tokens, dtype=masked.dtype, device=masked.device).clamp(min=1.0)
+    return masked.sum() / total
+
+
+# name -> (this micro-batch's reduction, whether it is a mean over the micro-batch's rows, which the
+# mini-batch then weighs by the rows' share). "token-sum-global" already divides by the whole
+# mini-batch's token count, so its micro-batch losses simply add up.
+REDUCTIONS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, Normaliser], torch.Tensor], bool]] = {
+    "seq-mean-token-mean": (_seq_mean_token_mean, True),
+    "token-mean": (_token_mean, True),
+    "seq-mean-token-sum-norm": (_seq_mean_token_sum_norm, True),
+    "seq-mean-token-sum": (_seq_mean_token_sum, True),
+    "token-sum-global": (_token_sum_global, False),
+}
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, reduction: str,
+              norm: Normaliser = Normaliser()) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss over the mask: the one place that owns the normalisation
+    (per sequence, per micro-batch token, constant, global token count, and the row share of a
+    micro-batch within its mini-batch over every process)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {tuple(REDUCTIONS)}")
+    reduce, per_row = REDUCTIONS[reduction]
+    loss = reduce(per_token * mask, mask, norm)
+    if per_row and norm.total_rows is not None:
+        # The mean over the mini-batch (bnpo: of the micro-batches' token means, its documented rule).
+        loss = loss * (per_token.shape[0] / norm.total_rows)
+    return loss
+
+
+# ---- the registry -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The objectives' own hyper-parameters (TRL 1.16's key names and defaults)."""
+
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+
+    @property
+    def eps_high(self) -> float:
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """What an objective reads of one micro-batch; only ``logprobs`` (and what is derived from it)
+    carries the gradient."""
+
+    logprobs: torch.Tensor    # (B, T) under the current policy
+    log_ratio: torch.Tensor   # (B, T) logprobs - old_logprobs, per token
+    log_weight: torch.Tensor  # the importance log-weight at importance_sampling_level: (B, T), or (B, 1) for GSPO
+    advantages: torch.Tensor  # (B, 1) one per sequence, or (B, T) one per token
+    mask: torch.Tensor        # (B, T) float
+    sequence: bool            # importance_sampling_level == "sequence"
+
+
+Objective = Callable[[Surrogate, LossSettings], tuple[torch.Tensor, dict]]
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """A registered ``loss_type``: its objective and the reduction ``aggregate`` applies to it."""
+
+    name: str
+    objective: Objective
+    reduction: str
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str, reduction: str) -> Callable[[Objective], Objective]:
+    """File ``objective`` as ``loss_type: name``, reduced by ``reduction`` (a key of REDUCTIONS)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {tuple(REDUCTIONS)}")
+
+    def wrap(objective: Objective) -> Objective:
+        POLICY_LOSSES[name] = PolicyLoss(name, objective, reduction)
+        return objective
+    return wrap
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown loss_type {name!r}; expected one of {tuple(POLICY_LOSSES)}")
+    return POLICY_LOSSES[name]
+
+
+def _shares(flags: dict[str, torch.Tensor], x: Surrogate) -> dict[str, torch.Tensor]:
+    """Each flag's mean: over tokens, or at the sequence level over the completions that have
+    tokens (TRL's per-sequence reading)."""
+    where = (x.mask.sum(-1, keepdim=True) > 0).to(x.mask.dtype) if x.sequence else x.mask
+    return {k: _mean(v.to(x.mask.dtype), where) for k, v in flags.items()}
+
+
+# ---- the objectives ------------------------------------------------------------------------------
+
+@register_policy_loss("dapo", "token-sum-global")
+@register_policy_loss("dr_grpo", "seq-mean-token-sum-norm")
+@register_policy_loss("bnpo", "token-mean")
+@register_policy_loss("grpo", "seq-mean-token-mean")
+def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate ``-min(w A, clip(w, 1 - eps, 1 + eps_high) A)``."""
+    ratio = torch.exp(x.log_weight)
+    clipped = torch.clamp(ratio, 1 - s.epsilon, 1 + s.eps_high)
+    adv = x.advantages
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    with torch.no_grad():
+        r = ratio.detach()
+        low = (r < 1 - s.epsilon) & (adv < 0)
+        high = (r > 1 + s.eps_high) & (adv > 0)
+        metrics = _shares({"clip_ratio/low_mean": low, "clip_ratio/high_mean": high,
+                           "clip_ratio/region_mean": low | high}, x)
+        metrics["ratio_mean"] = _shares({"r": r}, x)["r"]
+    return per_token, metrics
+
+
+LOSS_TYPES = tuple(POLICY_LOSSES)
 
 
 def policy_loss(
@@ -115,17 +260,18 @@ def policy_loss(
     beta: float = 0.0,
     kl_estimator: str = "k3",
     max_completion_length: int | None = None,
-    total_tokens: Union[int, float, torch.Tensor, None] = None,
+    total_tokens: Count = None,
+    total_rows: int | None = None,
     importance_sampling_level: str = "token",
 ) -> tuple[torch.Tensor, dict]:
-    """The GRPO clipped-surrogate loss (plus optional KL penalty), reduced by ``loss_type``.
+    """The registered objective ``loss_type`` (plus optional KL penalty), reduced by its reduction.
 
     Args:
         logprobs: (B, T) log-probs of the completion tokens under the current policy (with grad).
         old_logprobs: (B, T) log-probs under the policy that sampled them (constant).
         advantages: (B,) one advantage per sequence, or (B, T) one per token (constant).
         mask: (B, T) 1 for completion tokens, 0 for padding (bool or float).
-        loss_type: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"`` or ``"dapo"`` (see the module docstring).
+        loss_type: a key of POLICY_LOSSES (see the module docstring).
         epsilon: lower clip, ratio >= 1 - epsilon. epsilon_high: upper clip (default ``epsilon``).
         ref_logprobs: (B, T) reference-policy log-probs; required when ``beta > 0``; when given,
             the KL metric is reported even if ``beta == 0``.
@@ -134,19 +280,20 @@ def policy_loss(
         total_tokens: the ``dapo`` normaliser: active tokens of the global batch, summed over
             gradient-accumulation micro-batches (and processes; under DDP gradient averaging pass
             the global count / world size, as TRL does). Default: this batch's mask sum.
+        total_rows: rows of the whole mini-batch (over every process) this micro-batch is part of:
+            the per-row reductions weigh it by ``B / total_rows``. Default: B (the whole batch).
         importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one
             ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
 
     Returns:
         ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and 0-d
-        tensors (detached, on the device: the update loop reads them after backward, all at once)
-        ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``,
-        ``ratio_mean`` and (when ``ref_logprobs`` is given) ``kl``, all masked token means (at the
-        sequence level the clip ratios and ``ratio_mean`` are means over the completions that have
-        tokens, TRL's per-sequence reading).
+        tensors (detached, on the device: the update loop reads them after backward, all at once):
+        the objective's own (the clipped surrogate's ``clip_ratio/low_mean``, ``clip_ratio/high_mean``,
+        ``clip_ratio/region_mean``, ``ratio_mean``: masked token means, at the sequence level means
+        over the completions that have tokens, TRL's per-sequence reading) and, when
+        ``ref_logprobs`` is given, ``kl``.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
+    loss_fn = get_policy_loss(loss_type)
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {kl_estimator!r}; expected one of {KL_ESTIMATORS}")
     if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
@@ -159,8 +306,6 @@ def policy_loss(
             f"logprobs, old_logprobs and mask must share one (B, T) shape, got {tuple(logprobs.shape)}, "
             f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}"
         )
-    eps_low = epsilon
-    eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.detach().to(logprobs.dtype)
     adv = torch.as_tensor(advantages).detach().to(device=logprobs.device, dtype=logprobs.dtype)
     if not (adv.dim() == 2 and adv.shape == logprobs.shape):  # else per-token already (ppo, reinforce_pp)
@@ -170,32 +315,20 @@ def policy_loss(
 
     log_ratio = logprobs - old_logprobs.detach()
     sequence = importance_sampling_level == "sequence"
+    log_weight = log_ratio
     if sequence:
         if adv.shape[1] != 1:
             raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
-        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
-    ratio = torch.exp(log_ratio)
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped * adv).expand(mask.shape)  # (B, 1) -> every token of the row
+        log_weight = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
+    x = Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence)
+    per_token, metrics = loss_fn.objective(x, LossSettings(epsilon=epsilon, epsilon_high=epsilon_high))
+    per_token = per_token.expand(mask.shape)  # (B, 1) -> every token of the row
     kl = None
     if ref_logprobs is not None:
         kl = kl_divergence(logprobs, ref_logprobs.detach(), kl_estimator)
         if beta > 0:
             per_token = per_token + beta * kl
-    loss = aggregate(per_token, mask, loss_type, max_completion_length, total_tokens)
-
-    with torch.no_grad():
-        r = ratio.detach()
-        low = ((r < 1 - eps_low) & (adv < 0)).to(mask.dtype)
-        high = ((r > 1 + eps_high) & (adv > 0)).to(mask.dtype)
-        # Token means, or at the sequence level means over the completions that have tokens.
-        where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if sequence else mask
-        metrics = {
-            "clip_ratio/low_mean": _mean(low, where),
-            "clip_ratio/high_mean": _mean(high, where),
-            "clip_ratio/region_mean": _mean(torch.maximum(low, high), where),
-            "ratio_mean": _mean(r, where),
-        }
-        if kl is not None:
-            metrics["kl"] = _mean(kl.detach(), mask)
+    loss = aggregate(per_token, mask, loss_fn.reduction, Normaliser(max_completion_length, total_tokens, total_rows))
+    if kl is not None:
+        metrics["kl"] = _mean(kl.detach(), mask)
     return loss, metrics

@@ -4,8 +4,9 @@ For ``num_iterations`` passes, this process's rollouts are cut into mini-batches
 ``mini_batch_prompts`` prompts (whole groups; under torchrun each process holds an equal piece of
 every mini-batch), one optimizer update each, accumulated over micro-batches of
 ``per_device_train_batch_size`` rows. Each micro-batch's loss comes from the algorithm
-(r1zero.algorithms.base.Algorithm.policy_loss) and is scaled so that the accumulated gradient is the
-gradient of the whole mini-batch's loss:
+(r1zero.algorithms.base.Algorithm.policy_loss), normalised by r1zero.algorithms.losses.aggregate
+with the mini-batch's rows and tokens over all processes (a ``Normaliser``), so that the accumulated
+gradient is the gradient of the whole mini-batch's loss:
 
 * ``grpo`` and ``dr_grpo`` are means over sequences, so a micro-batch of ``b`` of the mini-batch's
   ``B`` rows weighs ``b / B``: the accumulated gradient equals the whole mini-batch's exactly.
@@ -33,6 +34,7 @@ from typing import Any
 
 import torch
 
+from r1zero.algorithms.losses import Normaliser
 from r1zero.observe import metrics as M
 from r1zero.testing import faults
 from r1zero.training import distributed as dist
@@ -140,11 +142,8 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         old = passes.to_device(batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
                         ref = passes.to_device(batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
                         loss, metrics = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
-                                                         mini_tokens)
-                        if cfg.loss_type != "dapo":
-                            # Mean over the mini-batch, not the micro-batch (bnpo: of the micro-batches'
-                            # token means, its documented per-micro-batch rule).
-                            loss = loss * (len(r) / (len(rows) * W))
+                                                         Normaliser(cfg.max_completion_length, mini_tokens,
+                                                                    len(rows) * W))
                         (loss * W).backward()
                     # Metrics stay on the device (read once, after the update): no host sync here.
                     health.note_loss(loss.detach())
