@@ -19,13 +19,13 @@ DIFFERENT_DEFAULTS: dict[str, tuple[object, str]] = {
     "save_steps": (500, "0: a checkpoint at the end only, unless asked"),
     "save_total_limit": (None, "2 kept: full checkpoints with optimizer state are large"),
     "resume_from_checkpoint": (None, "`auto`: a run started again in the same folder resumes"),
+    "use_bias_correction_kl": (True, "off: the classic KL term (veRL, TRL before 1.x) r1zero's recipes were tuned with; "
+                                     "set it to true to train TRL 1.16's objective"),
     "disable_tqdm": (None, "`False`: the same in effect (TRL shows the bar unless the log level hides it)"),
 }
 
 # TRL behaviour with another key, or on by default without one in r1zero.
 OTHER_DIFFERENCES = (
-    "TRL's `use_bias_correction_kl` (default True in 1.16) multiplies the KL term by the importance ratio; "
-    "r1zero always uses the classic term (veRL, TRL before 1.x): set it to False in TRL to compare.",
     "TRL derives a step's prompts from `per_device_train_batch_size` x `gradient_accumulation_steps` x processes / "
     "`num_generations`; r1zero sets `prompts_per_step`, and `per_device_train_batch_size` only cuts micro-batches.",
     "TRL's `entropy_coef` is r1zero's `entropy_coeff` (veRL's name).",

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from r1zero.algorithms.losses import Normaliser, aggregate, get_policy_loss, policy_loss
+from r1zero.algorithms.losses import OBJECTIVE_KEYS, Normaliser, aggregate, get_policy_loss, policy_loss
 from r1zero.algorithms.tensors import masked_mean
 from r1zero.errors import ConfigError, need
 
@@ -87,6 +87,9 @@ class Algorithm:
         need(cfg.entropy_coeff >= 0, "entropy_coeff", "must be >= 0 (0 = no entropy bonus)")
         need(cfg.importance_sampling_level == "token" or cls.sequence_ratio, "importance_sampling_level",
              f"'sequence' (GSPO) needs algorithm=grpo (one advantage per completion; {cls.name} has one per token)")
+        need(cfg.loss_type != "vespo" or cls.sequence_ratio, "loss_type",
+             f"vespo weighs each completion by the sign of its advantage: it needs algorithm=grpo ({cls.name} has "
+             "one advantage per token)")
         if cls.name != "ppo":  # the critic's keys
             need(cfg.critic_model_name_or_path is None, "critic_model_name_or_path",
                  "needs algorithm=ppo (only ppo has a critic)")
@@ -115,7 +118,8 @@ class Algorithm:
             epsilon_high=cfg.epsilon_high, ref_logprobs=ref if cfg.beta > 0 else None, beta=cfg.beta,
             kl_estimator=cfg.kl_estimator, max_completion_length=norm.max_completion_length,
             total_tokens=norm.total_tokens, total_rows=norm.total_rows,
-            importance_sampling_level=cfg.importance_sampling_level)
+            importance_sampling_level=cfg.importance_sampling_level, use_bias_correction_kl=cfg.use_bias_correction_kl,
+            **{f.name: getattr(cfg, f.name) for f in OBJECTIVE_KEYS})
         if cfg.entropy_coeff > 0:
             loss = loss - cfg.entropy_coeff * aggregate(entropy, mask, get_policy_loss(cfg.loss_type).reduction, norm)
         return loss, metrics

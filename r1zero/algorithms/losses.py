@@ -51,6 +51,8 @@ Watch the gradient norm, the reward and the clip ratios, not the loss value.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Callable, Union
 
@@ -58,7 +60,8 @@ import torch
 
 from r1zero.algorithms.tensors import masked_mean
 
-__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "Normaliser", "LossSettings",
+__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "OBJECTIVE_KEYS", "Normaliser",
+           "LossSettings",
            "Surrogate", "PolicyLoss", "register_policy_loss", "get_policy_loss", "kl_divergence", "aggregate",
            "policy_loss"]
 
@@ -163,11 +166,21 @@ class LossSettings:
     """The objectives' own hyper-parameters (TRL 1.16's key names and defaults)."""
 
     epsilon: float = 0.2
-    epsilon_high: float | None = None
+    epsilon_high: float | None = None  # cispo: the cap of its importance weight (ScaleRL: 5.0)
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
 
     @property
     def eps_high(self) -> float:
         return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+# The config keys LossSettings takes besides epsilon / epsilon_high (policy_loss's objective_keys).
+OBJECTIVE_KEYS = tuple(f for f in dataclasses.fields(LossSettings) if f.name not in ("epsilon", "epsilon_high"))
 
 
 @dataclass(frozen=True)
@@ -222,14 +235,25 @@ def _shares(flags: dict[str, torch.Tensor], x: Surrogate) -> dict[str, torch.Ten
     return {k: _mean(v.to(x.mask.dtype), where) for k, v in flags.items()}
 
 
+def _by_sign(cond: torch.Tensor, yes: float, no: float, like: torch.Tensor) -> torch.Tensor:
+    """``yes`` where ``cond`` holds, else ``no``, in ``like``'s dtype (a bare float would be float32)."""
+    def const(v: float) -> torch.Tensor:
+        return torch.tensor(v, dtype=like.dtype, device=like.device)
+    return torch.where(cond, const(yes), const(no))
+
+
 # ---- the objectives ------------------------------------------------------------------------------
 
+@register_policy_loss("luspo", "seq-mean-token-sum")
 @register_policy_loss("dapo", "token-sum-global")
 @register_policy_loss("dr_grpo", "seq-mean-token-sum-norm")
 @register_policy_loss("bnpo", "token-mean")
 @register_policy_loss("grpo", "seq-mean-token-mean")
 def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
-    """PPO's clipped surrogate ``-min(w A, clip(w, 1 - eps, 1 + eps_high) A)``."""
+    """PPO's clipped surrogate ``-min(w A, clip(w, 1 - eps, 1 + eps_high) A)``; the five loss types
+    that share it differ only in their reduction (luspo, LUSPO 2026: GSPO's objective with each
+    completion's loss summed over its tokens, i.e. scaled by its length, then averaged over
+    completions; meant for importance_sampling_level=sequence)."""
     ratio = torch.exp(x.log_weight)
     clipped = torch.clamp(ratio, 1 - s.epsilon, 1 + s.eps_high)
     adv = x.advantages
@@ -242,6 +266,56 @@ def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict
                            "clip_ratio/region_mean": low | high}, x)
         metrics["ratio_mean"] = _shares({"r": r}, x)["r"]
     return per_token, metrics
+
+
+@register_policy_loss("cispo", "token-sum-global")
+def cispo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """MiniMax-M1's CISPO: REINFORCE on every token, ``-sg(min(w, epsilon_high)) A logp``. The
+    importance weight is truncated from above and held constant, so no token's gradient is ever
+    clipped away (the surrogate above drops tokens outside its range)."""
+    w = torch.exp(x.log_weight).detach()
+    per_token = -torch.clamp(w, max=s.eps_high) * x.advantages * x.logprobs
+    with torch.no_grad():
+        metrics = _shares({"cispo_clip_ratio": (w > s.eps_high) & (x.advantages > 0)}, x)
+        metrics["ratio_mean"] = _shares({"r": w}, x)["r"]
+    return per_token, metrics
+
+
+@register_policy_loss("sapo", "seq-mean-token-mean")
+def sapo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """Soft Adaptive Policy Optimization (Qwen, 2025): the hard clip replaced by a smooth gate,
+    ``-(4 / tau) sigmoid(tau (w - 1)) A``, whose gradient ``sigmoid'`` fades as w leaves 1 instead of
+    dropping to 0 at a clip edge; tau is ``sapo_temperature_pos`` for A > 0 and ``_neg`` otherwise
+    (a slightly faster fade for negative advantages, the paper's choice)."""
+    ratio = torch.exp(x.log_weight)
+    adv = x.advantages
+    tau = _by_sign(adv > 0, s.sapo_temperature_pos, s.sapo_temperature_neg, adv)
+    per_token = -torch.sigmoid(tau * (ratio - 1)) * (4 / tau) * adv
+    with torch.no_grad():
+        metrics = {"ratio_mean": _shares({"r": ratio.detach()}, x)["r"]}
+    return per_token, metrics
+
+
+_LOG_TINY = math.log(1e-8)  # VESPO's floor of a log importance weight
+
+
+@register_policy_loss("vespo", "token-sum-global")
+def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """VESPO (2026): REINFORCE with each completion weighted by a Gamma-shaped function of its
+    sequence importance weight ``w = exp(sum of its token log-ratios)``, ``phi(w) = e^lam w^k e^(-lam w)``
+    (1 at w = 1, falling towards 0 as w moves away from it on either side): ``-sg(phi(w)) A logp``.
+    ``k``/``lam`` are ``vespo_k_pos``/``vespo_lambda_pos`` for A >= 0 and the ``_neg`` pair otherwise.
+    The sum (not GSPO's mean) and the clamps of the log-weights to [log 1e-8, 20] are the paper's."""
+    with torch.no_grad():
+        adv = x.advantages
+        log_w = (torch.clamp(x.log_ratio, -20.0, 20.0) * x.mask).sum(-1, keepdim=True)
+        log_w = torch.clamp(log_w, _LOG_TINY, 20.0)
+        nonneg = adv >= 0
+        k = _by_sign(nonneg, s.vespo_k_pos, s.vespo_k_neg, adv)
+        lam = _by_sign(nonneg, s.vespo_lambda_pos, s.vespo_lambda_neg, adv).clamp(min=1e-4)
+        phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+        metrics = {"vespo/phi_seq_mean": _shares({"phi": phi}, dataclasses.replace(x, sequence=True))["phi"]}
+    return -phi * adv * x.logprobs, metrics
 
 
 LOSS_TYPES = tuple(POLICY_LOSSES)
@@ -263,6 +337,8 @@ def policy_loss(
     total_tokens: Count = None,
     total_rows: int | None = None,
     importance_sampling_level: str = "token",
+    use_bias_correction_kl: bool = False,
+    **objective_keys,
 ) -> tuple[torch.Tensor, dict]:
     """The registered objective ``loss_type`` (plus optional KL penalty), reduced by its reduction.
 
@@ -284,6 +360,11 @@ def policy_loss(
             the per-row reductions weigh it by ``B / total_rows``. Default: B (the whole batch).
         importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one
             ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
+        use_bias_correction_kl: multiply the KL term by the importance weight ``w`` (with its
+            gradient), which makes its gradient the unbiased reverse-KL gradient off-policy
+            (DeepSeek-V3.2; TRL 1.16's key, True by default there). Off: the classic term.
+        objective_keys: the objectives' other keys (``LossSettings``: sapo_temperature_pos/neg,
+            vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg).
 
     Returns:
         ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and 0-d
@@ -321,11 +402,14 @@ def policy_loss(
             raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
         log_weight = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
     x = Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence)
-    per_token, metrics = loss_fn.objective(x, LossSettings(epsilon=epsilon, epsilon_high=epsilon_high))
+    per_token, metrics = loss_fn.objective(x, LossSettings(epsilon=epsilon, epsilon_high=epsilon_high,
+                                                           **objective_keys))
     per_token = per_token.expand(mask.shape)  # (B, 1) -> every token of the row
     kl = None
     if ref_logprobs is not None:
         kl = kl_divergence(logprobs, ref_logprobs.detach(), kl_estimator)
+        if use_bias_correction_kl:
+            kl = kl * torch.exp(log_weight)
         if beta > 0:
             per_token = per_token + beta * kl
     loss = aggregate(per_token, mask, loss_fn.reduction, Normaliser(max_completion_length, total_tokens, total_rows))

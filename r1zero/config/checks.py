@@ -140,6 +140,7 @@ def validate(c) -> None:
     need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
          "must be a positive number, e.g. 1.0")
     _validate_lora(c)
+    _validate_loss(c)
     _validate_algorithm(c)
     if c.mini_batch_prompts is not None:
         need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
@@ -183,6 +184,26 @@ def _validate_lora(c) -> None:
          "'all-linear' stands alone: give [all-linear] or a list of module names")
     need(not c.ref_model_offload, "ref_model_offload",
          "has nothing to offload with use_peft (the reference is the base weights with the adapter disabled); remove it")
+
+
+def _validate_loss(c) -> None:
+    """The policy objectives' own keys (TRL's names): in range, and set only with their loss_type."""
+    cap = c.epsilon if c.epsilon_high is None else c.epsilon_high
+    need(c.loss_type != "cispo" or cap >= 1, "epsilon_high",
+         f"is the cap of cispo's importance ratio (unset: epsilon) and is {cap}, which scales every token down: "
+         "give one >= 1 (ScaleRL: 5.0)")
+    defaults = type(c).__dataclass_fields__
+    for key in ("sapo_temperature_pos", "sapo_temperature_neg", "vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg",
+                "vespo_lambda_neg"):
+        value, owner = getattr(c, key), key.split("_")[0]
+        if "_k_" in key:  # vespo's power may be 0 (no down-weighting of small ratios)
+            need(0 <= value < math.inf, key, "must be a finite number >= 0")
+        else:
+            need(0 < value < math.inf, key, "must be a finite number > 0")
+        need(c.loss_type == owner or value == defaults[key].default, key,
+             f"applies to loss_type={owner} only (loss_type is {c.loss_type}); remove it or set loss_type: {owner}")
+    need(c.loss_type != "vespo" or c.importance_sampling_level == "token", "importance_sampling_level",
+         "must be token with loss_type=vespo (it forms its own sequence weight from the token ratios)")
 
 
 def _validate_algorithm(c) -> None:

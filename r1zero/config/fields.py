@@ -169,10 +169,15 @@ class TrainConfig:
     generation_batch_size: Optional[int] = _f(None, "Sequences per generate call (memory bound). Default: all of a step.")
 
     # ---- GRPO ---------------------------------------------------------------------------------
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = _f(
-        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean per micro-batch, so it "
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = _f(
+        "grpo", "Policy objective and its normalisation (TRL 1.16's names; r1zero.algorithms.losses): the clipped "
+        "surrogate reduced as grpo (per-sequence token mean), bnpo (token mean per micro-batch, so it "
         "depends on per_device_train_batch_size, as in TRL and veRL), dr_grpo "
-        "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch)."
+        "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch) or luspo (per-sequence "
+        "token sum, GSPO scaled by length; use with importance_sampling_level=sequence); cispo (MiniMax-M1: REINFORCE "
+        "weighted by the importance ratio capped at epsilon_high, e.g. 5.0; dapo's mean), sapo (a smooth "
+        "sigmoid gate instead of the clip; grpo's mean), vespo (REINFORCE weighted by a Gamma function of the "
+        "sequence ratio; dapo's mean; algorithm=grpo, importance_sampling_level=token)."
     )
     scale_rewards: Union[Literal["group", "batch", "none"], bool] = _f(
         "group", "Divide advantages by the group std (Bessel, + 1e-4), the batch std, or nothing (none/false: Dr. GRPO)."
@@ -193,6 +198,17 @@ class TrainConfig:
         "token", "Importance ratio of the clipped loss (TRL's key, algorithm=grpo): token (PPO's per-token ratio) or "
         "sequence (GSPO: exp of the completion's mean token log-ratio, clipped per sequence; every loss_type)."
     )
+    use_bias_correction_kl: bool = _f(
+        False, "Multiply the KL term (beta) by the importance ratio, with its gradient: the unbiased reverse-KL "
+        "gradient off-policy (DeepSeek-V3.2). TRL 1.16's key, True there; off here, the classic term r1zero's recipes "
+        "were tuned with (veRL, TRL before 1.x). No effect while beta is 0."
+    )
+    sapo_temperature_pos: float = _f(1.0, "loss_type=sapo: gate temperature for tokens with a positive advantage (TRL's key and default).")
+    sapo_temperature_neg: float = _f(1.05, "loss_type=sapo: gate temperature for tokens with a non-positive advantage (TRL's key and default).")
+    vespo_k_pos: float = _f(2.0, "loss_type=vespo: power k of the Gamma weight for A >= 0 (down-weights ratios below 1; TRL's default).")
+    vespo_lambda_pos: float = _f(3.0, "loss_type=vespo: decay lambda of the Gamma weight for A >= 0 (down-weights ratios above 1; TRL's default).")
+    vespo_k_neg: float = _f(3.0, "loss_type=vespo: power k of the Gamma weight for A < 0 (TRL's default).")
+    vespo_lambda_neg: float = _f(2.0, "loss_type=vespo: decay lambda of the Gamma weight for A < 0 (TRL's default).")
     dynamic_sampling: bool = _f(
         False, "DAPO's dynamic sampling: drop the groups whose rewards are all equal (no gradient) and draw and "
         "sample more prompts until the step has prompts_per_step groups with spread or max_sampling_rounds is reached."
