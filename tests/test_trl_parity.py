@@ -191,11 +191,12 @@ def assert_same_gradients(mine, theirs) -> None:
     assert n > 10
 
 
-def assert_loss_equals_trl_on_real_batch(tr, inputs, ours) -> None:
+def assert_loss_equals_trl_on_real_batch(tr, inputs, ours, with_entropy=False) -> None:
     """TRL's ``_compute_loss`` on ``inputs`` (a batch TRL sampled) against ``ours(logprobs, old,
-    advantages, completion_mask, ref)``, a loss tensor: the policy is first nudged away from the
-    sampler and the reference, so ratios and the KL are not trivially 1 and 0; the values within
-    1e-4 and every weight's gradient (assert_same_gradients). The trainer's model is restored."""
+    advantages, completion_mask, ref)`` (``with_entropy``: and the token entropies), a loss tensor:
+    the policy is first nudged away from the sampler and the reference, so ratios and the KL are not
+    trivially 1 and 0; the values within 1e-4 and every weight's gradient (assert_same_gradients).
+    The trainer's model is restored."""
     model = tr.model
     P = inputs["prompt_ids"].shape[1]
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
@@ -213,8 +214,9 @@ def assert_loss_equals_trl_on_real_batch(tr, inputs, ours) -> None:
         model.zero_grad()
         theirs = tr._compute_loss(model, inputs)
         theirs.backward()
-        lp, _ = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
-        loss = ours(lp, old, inputs["advantages"], cm, inputs.get("ref_per_token_logps"))
+        lp, ent = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
+        extra = [ent] if with_entropy else []
+        loss = ours(lp, old, inputs["advantages"], cm, inputs.get("ref_per_token_logps"), *extra)
         loss.backward()
         assert abs(float(loss) - float(theirs)) < 1e-4
         assert_same_gradients(mine, model)

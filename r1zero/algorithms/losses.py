@@ -8,7 +8,14 @@ divides by anything. ``aggregate`` is the only place that normalises: per sequen
 token, by a constant, by the global token count (summed over micro-batches and processes), and the
 share of the mini-batch's rows a micro-batch stands for (``Normaliser``, given by the update loop).
 
-The per-token objective is PPO's clipped surrogate with ``ratio = exp(logp - logp_old)``:
+Besides the clipped surrogate below (grpo, bnpo, dr_grpo, dapo, luspo), the objectives are cispo,
+sapo and vespo (TRL 1.16's definitions; each function's docstring says its formula). Around every
+objective, in TRL's order: the sampler-mismatch weights (``sampler_correction``), the off-policy
+sequence mask (``off_policy_mask``) and the entropy quantile (``high_entropy_mask``) multiply the
+per-token loss, then the KL term is added (times the importance weight with
+``use_bias_correction_kl``), then ``aggregate`` reduces.
+
+The clipped surrogate with ``ratio = exp(logp - logp_old)``:
 
     loss_t = -min(ratio_t * A, clamp(ratio_t, 1 - eps, 1 + eps_high) * A) + beta * KL_t
 
@@ -40,6 +47,8 @@ The per-token losses are reduced over the completion mask by ``loss_type``, matc
 * ``"dapo"``    token-loss sum / active tokens of the *global* batch (``total_tokens``, counted by
   the caller across gradient-accumulation micro-batches and processes), so that summing the
   micro-batch losses gives exactly the token-mean loss of the whole batch.
+* ``"luspo"``   mean over sequences of the sequence's token-loss sum (each completion weighs by its
+  length). ``"sapo"`` reduces as grpo, ``"cispo"`` and ``"vespo"`` as dapo (TRL's pairing).
 
 The known trap: at the first step of each batch the policy equals the policy that sampled
 (``logp == logp_old``, so ``ratio == 1``) and the advantages are centred within every group, so
@@ -61,7 +70,7 @@ import torch
 from r1zero.algorithms.tensors import masked_mean
 
 __all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "OBJECTIVE_KEYS", "Normaliser",
-           "LossSettings",
+           "SAMPLER_CORRECTION_MODES", "sampler_correction", "off_policy_mask", "high_entropy_mask", "LossSettings",
            "Surrogate", "PolicyLoss", "register_policy_loss", "get_policy_loss", "kl_divergence", "aggregate",
            "policy_loss"]
 
@@ -105,6 +114,8 @@ class Normaliser:
     max_completion_length: int | None = None  # "seq-mean-token-sum-norm"'s constant (default: T)
     total_tokens: Count = None  # the mini-batch's active tokens over every process ("token-sum-global")
     total_rows: int | None = None  # the mini-batch's rows over every process (the row share of a micro-batch)
+    # Concatenates a 1-D tensor over every process (top_entropy_quantile's quantile); None: one process.
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
 
 
 def _seq_mean_token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
@@ -173,6 +184,13 @@ class LossSettings:
     vespo_lambda_pos: float = 3.0
     vespo_k_neg: float = 3.0
     vespo_lambda_neg: float = 2.0
+    # The sampler-mismatch correction (TRL's keys; here the sampler is r1zero's engine, not vLLM).
+    vllm_importance_sampling_correction: bool = False
+    vllm_importance_sampling_mode: str = "sequence_mask"
+    vllm_importance_sampling_clip_min: float | None = None
+    vllm_importance_sampling_clip_max: float | None = 3.0
+    off_policy_mask_threshold: float | None = None  # DeepSeek-V3.2's off-policy sequence mask (None: off)
+    top_entropy_quantile: float = 1.0  # the "80/20" paper's rho: the loss keeps this top share of tokens by entropy
 
     @property
     def eps_high(self) -> float:
@@ -194,6 +212,7 @@ class Surrogate:
     advantages: torch.Tensor  # (B, 1) one per sequence, or (B, T) one per token
     mask: torch.Tensor        # (B, T) float
     sequence: bool            # importance_sampling_level == "sequence"
+    sampler_weight: torch.Tensor | None = None  # the sampler-mismatch correction's weights, (B, T) or (B, 1)
 
 
 Objective = Callable[[Surrogate, LossSettings], tuple[torch.Tensor, dict]]
@@ -206,18 +225,22 @@ class PolicyLoss:
     name: str
     objective: Objective
     reduction: str
+    # The objective applies the sampler-mismatch weights itself (vespo, inside its sequence weight);
+    # otherwise policy_loss multiplies its per-token loss by them.
+    folds_sampler_weight: bool = False
 
 
 POLICY_LOSSES: dict[str, PolicyLoss] = {}
 
 
-def register_policy_loss(name: str, reduction: str) -> Callable[[Objective], Objective]:
+def register_policy_loss(name: str, reduction: str, folds_sampler_weight: bool = False
+                         ) -> Callable[[Objective], Objective]:
     """File ``objective`` as ``loss_type: name``, reduced by ``reduction`` (a key of REDUCTIONS)."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; expected one of {tuple(REDUCTIONS)}")
 
     def wrap(objective: Objective) -> Objective:
-        POLICY_LOSSES[name] = PolicyLoss(name, objective, reduction)
+        POLICY_LOSSES[name] = PolicyLoss(name, objective, reduction, folds_sampler_weight)
         return objective
     return wrap
 
@@ -299,16 +322,20 @@ def sapo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
 _LOG_TINY = math.log(1e-8)  # VESPO's floor of a log importance weight
 
 
-@register_policy_loss("vespo", "token-sum-global")
+@register_policy_loss("vespo", "token-sum-global", folds_sampler_weight=True)
 def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
     """VESPO (2026): REINFORCE with each completion weighted by a Gamma-shaped function of its
     sequence importance weight ``w = exp(sum of its token log-ratios)``, ``phi(w) = e^lam w^k e^(-lam w)``
     (1 at w = 1, falling towards 0 as w moves away from it on either side): ``-sg(phi(w)) A logp``.
     ``k``/``lam`` are ``vespo_k_pos``/``vespo_lambda_pos`` for A >= 0 and the ``_neg`` pair otherwise.
-    The sum (not GSPO's mean) and the clamps of the log-weights to [log 1e-8, 20] are the paper's."""
+    The sum (not GSPO's mean) and the clamps of the log-weights to [log 1e-8, 20] are the paper's.
+    The sampler-mismatch weights (token modes) join w as the sum of their logs, so that w is the
+    current policy's ratio to the sampler's."""
     with torch.no_grad():
         adv = x.advantages
         log_w = (torch.clamp(x.log_ratio, -20.0, 20.0) * x.mask).sum(-1, keepdim=True)
+        if x.sampler_weight is not None:
+            log_w = log_w + torch.clamp(torch.log(x.sampler_weight), _LOG_TINY, 20.0).sum(-1, keepdim=True)
         log_w = torch.clamp(log_w, _LOG_TINY, 20.0)
         nonneg = adv >= 0
         k = _by_sign(nonneg, s.vespo_k_pos, s.vespo_k_neg, adv)
@@ -319,6 +346,71 @@ def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
 
 
 LOSS_TYPES = tuple(POLICY_LOSSES)
+
+
+# ---- what is kept of the per-token loss, and how much each token weighs ---------------------------
+
+SAMPLER_CORRECTION_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def sampler_correction(old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor, mask: torch.Tensor, mode: str,
+                       clip_min: float | None, clip_max: float | None) -> tuple[torch.Tensor, dict]:
+    """(weights, metrics): the importance weight ``pi_old / pi_sampler`` that corrects the gap between
+    the trainer's log-probs and the sampler's (bf16 copy, other kernels), as TRL 1.16 computes it.
+
+    ``mode`` is ``<level>_<action>``: level ``token`` (one ratio per token, (B, T)) or ``sequence``
+    (the exp of the completion's summed log-ratio, (B, 1)); action ``truncate`` (clamp into
+    [clip_min, clip_max], TIS) or ``mask`` (0 outside it, MIS). A bound of None is no bound. A NaN
+    sampler log-prob counts as no gap. The metric is the share of tokens (token level) or of
+    completions with tokens (sequence level) outside the bounds: ``sampling/importance_sampling_clipped_share``
+    or ``..._masked_share``; and the weights' mean, TRL's ``sampling/importance_sampling_ratio/mean``.
+    """
+    if mode not in SAMPLER_CORRECTION_MODES:
+        raise ValueError(f"unknown vllm_importance_sampling_mode {mode!r}; expected one of {SAMPLER_CORRECTION_MODES}")
+    level, action = mode.split("_")
+    mask = mask.to(old_logprobs.dtype)
+    with torch.no_grad():
+        log_ratio = torch.nan_to_num((old_logprobs - sampled_logprobs.to(old_logprobs.dtype)) * mask, nan=0.0)
+        if level == "sequence":
+            log_ratio = log_ratio.sum(-1, keepdim=True)
+        ratio = torch.exp(log_ratio)
+        low = -math.inf if clip_min is None else clip_min
+        high = math.inf if clip_max is None else clip_max
+        outside = (ratio < low) | (ratio > high)
+        weights = torch.clamp(ratio, min=clip_min, max=clip_max) if action == "truncate" else \
+            ratio.masked_fill(outside, 0.0)
+        where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if level == "sequence" else mask
+        verb = "clipped" if action == "truncate" else "masked"
+        metrics = {f"sampling/importance_sampling_{verb}_share": _mean(outside.to(mask.dtype), where),
+                   "sampling/importance_sampling_ratio/mean": _mean(weights, where)}
+    return weights, metrics
+
+
+def off_policy_mask(advantages: torch.Tensor, logprobs: torch.Tensor, sampled_logprobs: torch.Tensor,
+                    mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """DeepSeek-V3.2's off-policy sequence mask, (B, 1) (or (B, T) with per-token advantages): 0 for
+    a completion with a negative advantage whose mean token KL(sampler || current), estimated as
+    ``sampled - logprobs``, exceeds ``threshold``; 1 for every other (such completions teach the
+    most wrong things, and a positive one is kept whatever its drift)."""
+    with torch.no_grad():
+        kl = torch.nan_to_num(sampled_logprobs.to(logprobs.dtype) - logprobs.detach(), nan=0.0)
+        drift = (kl * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+        return ((advantages >= 0) | (drift <= threshold)).to(mask.dtype)
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
+                      all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """(B, T) 1 for the completion tokens whose entropy is at least the ``1 - quantile`` quantile of
+    the batch's completion tokens (over every process with ``all_gather``), 0 elsewhere: "Beyond the
+    80/20 rule" trains on the forking tokens only (quantile 0.2). Quantile 0 keeps the highest."""
+    with torch.no_grad():
+        values = entropy.detach()[mask.bool()].float()
+        if all_gather is not None:
+            values = all_gather(values)
+        if values.numel() == 0:
+            return torch.zeros_like(mask)
+        threshold = torch.quantile(values, 1 - quantile)
+        return ((entropy.detach() * mask >= threshold) & mask.bool()).to(mask.dtype)
 
 
 def policy_loss(
@@ -338,6 +430,9 @@ def policy_loss(
     total_rows: int | None = None,
     importance_sampling_level: str = "token",
     use_bias_correction_kl: bool = False,
+    sampled_logprobs: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
     **objective_keys,
 ) -> tuple[torch.Tensor, dict]:
     """The registered objective ``loss_type`` (plus optional KL penalty), reduced by its reduction.
@@ -363,16 +458,28 @@ def policy_loss(
         use_bias_correction_kl: multiply the KL term by the importance weight ``w`` (with its
             gradient), which makes its gradient the unbiased reverse-KL gradient off-policy
             (DeepSeek-V3.2; TRL 1.16's key, True by default there). Off: the classic term.
-        objective_keys: the objectives' other keys (``LossSettings``: sapo_temperature_pos/neg,
-            vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg).
+        sampled_logprobs: (B, T) the sampler's own log-probs (r1zero's engine returns them): the
+            sampler-mismatch correction and the off-policy mask compare with them (the mask with
+            ``old_logprobs`` when they are None, as TRL does without vLLM).
+        entropy: (B, T) the current policy's token entropies (top_entropy_quantile < 1).
+        all_gather: concatenates a 1-D tensor over every process (the entropy quantile); None: one process.
+        objective_keys: the other keys of ``LossSettings`` (TRL's names): sapo_temperature_pos/neg,
+            vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg; the sampler-mismatch
+            correction ``vllm_importance_sampling_correction`` / ``_mode`` / ``_clip_min`` / ``_clip_max``
+            (``sampler_correction``; its weights multiply the per-token loss, vespo folds them into
+            its sequence weight); ``off_policy_mask_threshold`` (``off_policy_mask``) and
+            ``top_entropy_quantile`` (``high_entropy_mask``), both multiplying the per-token loss
+            before the KL term is added, in TRL's order.
 
     Returns:
         ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and 0-d
         tensors (detached, on the device: the update loop reads them after backward, all at once):
         the objective's own (the clipped surrogate's ``clip_ratio/low_mean``, ``clip_ratio/high_mean``,
         ``clip_ratio/region_mean``, ``ratio_mean``: masked token means, at the sequence level means
-        over the completions that have tokens, TRL's per-sequence reading) and, when
-        ``ref_logprobs`` is given, ``kl``.
+        over the completions that have tokens, TRL's per-sequence reading; cispo's ``cispo_clip_ratio``,
+        vespo's ``vespo/phi_seq_mean``), the correction's ``sampling/importance_sampling_ratio/mean``
+        and ``sampling/importance_sampling_{clipped,masked}_share``, ``off_policy_masked_share``,
+        ``entropy_kept_share`` (each when on) and, when ``ref_logprobs`` is given, ``kl``.
     """
     loss_fn = get_policy_loss(loss_type)
     if kl_estimator not in KL_ESTIMATORS:
@@ -401,9 +508,31 @@ def policy_loss(
         if adv.shape[1] != 1:
             raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
         log_weight = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
-    x = Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence)
-    per_token, metrics = loss_fn.objective(x, LossSettings(epsilon=epsilon, epsilon_high=epsilon_high,
-                                                           **objective_keys))
+    s = LossSettings(epsilon=epsilon, epsilon_high=epsilon_high, **objective_keys)
+    weights, metrics = None, {}
+    if s.vllm_importance_sampling_correction:
+        if sampled_logprobs is None:
+            raise ValueError("vllm_importance_sampling_correction needs sampled_logprobs (the sampler's log-probs)")
+        weights, metrics = sampler_correction(old_logprobs.detach(), sampled_logprobs.detach(), mask,
+                                              s.vllm_importance_sampling_mode, s.vllm_importance_sampling_clip_min,
+                                              s.vllm_importance_sampling_clip_max)
+    x = Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence, weights)
+    per_token, objective_metrics = loss_fn.objective(x, s)
+    metrics = {**objective_metrics, **metrics}
+    if s.off_policy_mask_threshold is not None:
+        keep = off_policy_mask(adv, logprobs, old_logprobs if sampled_logprobs is None else sampled_logprobs, mask,
+                               s.off_policy_mask_threshold)
+        per_token = per_token * keep
+        metrics["off_policy_masked_share"] = _mean(1 - keep, (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
+                                                   if keep.shape[1] == 1 else mask)
+    if s.top_entropy_quantile < 1:
+        if entropy is None:
+            raise ValueError("top_entropy_quantile < 1 needs entropy (the policy's token entropies)")
+        keep = high_entropy_mask(entropy, mask, s.top_entropy_quantile, all_gather)
+        per_token = per_token * keep
+        metrics["entropy_kept_share"] = _mean(keep, mask)
+    if weights is not None and not loss_fn.folds_sampler_weight:
+        per_token = per_token * weights
     per_token = per_token.expand(mask.shape)  # (B, 1) -> every token of the row
     kl = None
     if ref_logprobs is not None:

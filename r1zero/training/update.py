@@ -121,8 +121,10 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     # Each mini-batch's token count over all processes (the dapo normaliser): one all-reduce per step.
     mini_tokens_all = dist.all_sum([batch.loss_mask[m0:m0 + mini_rows].sum() for m0 in starts], env)
     train_policy = algo.updates_policy(steps_done)
-    entropy_grad = cfg.entropy_coeff > 0
+    entropy_grad = algo.entropy_coef.enabled
     mb = cfg.per_device_train_batch_size
+    # top_entropy_quantile's quantile is over the micro-batch on every process (as TRL gathers it).
+    gather_all = (lambda t: torch.cat([x.to(t.device) for x in dist.gather(t.cpu(), env)])) if env.enabled else None
     acc = MetricSums()
     grad_norms: list[float] = []
     updates = 0
@@ -141,9 +143,11 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         dev_mask = passes.to_device(mask)
                         old = passes.to_device(batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
                         ref = passes.to_device(batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
+                        sampled = (passes.to_device(batch.sampled_logprobs[r])
+                                   if batch.sampled_logprobs is not None else None)
                         loss, metrics = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
                                                          Normaliser(cfg.max_completion_length, mini_tokens,
-                                                                    len(rows) * W))
+                                                                    len(rows) * W, gather_all), sampled)
                         (loss * W).backward()
                     # Metrics stay on the device (read once, after the update): no host sync here.
                     health.note_loss(loss.detach())
@@ -152,14 +156,15 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                     acc.add_ratio("entropy", (ent.detach() * dev_mask).sum(), tok)
                     for k, v in metrics.items():
                         acc.add_weighted(k, v, tok)
-                    if it == 0 and batch.sampled_logprobs is not None:
+                    if it == 0 and sampled is not None:
                         # pi_old's log-probs as the trainer computes them against the sampler's own.
-                        gap = (old - passes.to_device(batch.sampled_logprobs[r])).abs() * dev_mask
+                        gap = (old - sampled).abs() * dev_mask
                         acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
                 algo.after_micro_batch(batch, r, mini_tokens, last, acc)
             if train_policy:
                 grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
                                                 lambda gn: health.update_ok(gn, step)))
+                algo.entropy_coef.step(lambda values: dist.all_sum(values, env))  # use_adaptive_entropy
                 faults.reached("optimizer", step)  # crash tests kill here: weights moved, step unsaved
             algo.end_mini_batch(acc)
             updates += 1
@@ -168,5 +173,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     out = algo.end_update(acc)
     if train_policy:
         out.update({"loss": acc.total("loss") / updates, "grad_norm": sum(grad_norms) / len(grad_norms)})
+        if algo.entropy_coef.adaptive:
+            out["entropy_coef"] = algo.entropy_coef.coef  # for the next update (TRL's metric)
     out.update(acc.means())
     return out
