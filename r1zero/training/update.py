@@ -19,6 +19,8 @@ gradient is the gradient of the whole mini-batch's loss:
   accumulation steps) and veRL (token-mean ``agg_loss`` per micro-batch), so
   ``per_device_train_batch_size`` changes a bnpo update (tests/test_microbatch.py checks exactly
   this rule); use ``dapo`` for a token mean that does not depend on the micro-batch size.
+* the other loss types use one of these reductions or luspo's per-sequence token sum, weighed
+  like ``grpo`` (r1zero.algorithms.losses.REDUCTIONS).
 
 The gradient reduction of DDP / FSDP2 averages over processes, so each process back-propagates
 world_size x its share, and reduces gradients once per mini-batch (after its last micro-batch).
@@ -125,6 +127,9 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     mb = cfg.per_device_train_batch_size
     # top_entropy_quantile's quantile is over the micro-batch on every process (as TRL gathers it).
     gather_all = (lambda t: torch.cat([x.to(t.device) for x in dist.gather(t.cpu(), env)])) if env.enabled else None
+    # The sampler's log-probs: the mismatch metric's (first pass), and the correction's and the
+    # off-policy mask's on every pass.
+    reads_sampled = cfg.vllm_importance_sampling_correction or cfg.off_policy_mask_threshold is not None
     acc = MetricSums()
     grad_norms: list[float] = []
     updates = 0
@@ -144,7 +149,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         old = passes.to_device(batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
                         ref = passes.to_device(batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
                         sampled = (passes.to_device(batch.sampled_logprobs[r])
-                                   if batch.sampled_logprobs is not None else None)
+                                   if batch.sampled_logprobs is not None and (it == 0 or reads_sampled) else None)
                         loss, metrics = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
                                                          Normaliser(cfg.max_completion_length, mini_tokens,
                                                                     len(rows) * W, gather_all), sampled)
