@@ -144,8 +144,7 @@ class GRPOConfig:
                 raise ConfigError(f"GRPOConfig: 'warmup_steps' ({self.warmup_steps}) as a step count is not supported; "
                                   "give a share of the steps below 1 (warmup_steps or warmup_ratio)")
             c["warmup_ratio"] = float(self.warmup_steps)
-        if "use_bias_correction_kl" in field_types():
-            c["use_bias_correction_kl"] = self.use_bias_correction_kl
+        c["use_bias_correction_kl"] = self.use_bias_correction_kl
         for key, value in (("save_strategy", "steps"), ("logging_strategy", "steps"), ("eval_strategy", ("no", "steps"))):
             if getattr(self, key) not in (value if isinstance(value, tuple) else (value,)):
                 log.info("GRPOConfig: '%s' %r is TRL's: r1zero saves every save_steps (0: at the end only), logs every "

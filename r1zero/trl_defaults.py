@@ -22,19 +22,28 @@ DIFFERENT_DEFAULTS: dict[str, tuple[object, str]] = {
     "save_steps": (500, "0: a checkpoint at the end only, unless asked"),
     "save_total_limit": (None, "2 kept: full checkpoints with optimizer state are large"),
     "resume_from_checkpoint": (None, "`auto`: a run started again in the same folder resumes"),
+    "use_bias_correction_kl": (True, "off: the classic KL term (veRL, TRL before 1.x) r1zero's recipes were tuned with; "
+                                     "set it to true to train TRL 1.16's objective"),
+    "vllm_importance_sampling_correction": (True, "off: the embedded default's 10-run table was measured without "
+                                                  "it; TRL applies it only with vLLM, r1zero to its own sampler"),
     "disable_tqdm": (None, "`False`: the same in effect (TRL shows the bar unless the log level hides it)"),
 }
 
 # TRL behaviour with another key, or on by default without one in r1zero.
 OTHER_DIFFERENCES = (
-    "TRL's `use_bias_correction_kl` (default True in 1.16) multiplies the KL term by the importance ratio; "
-    "r1zero always uses the classic term (veRL, TRL before 1.x): set it to False in TRL to compare.",
     "TRL's batch keys (`per_device_train_batch_size`, `gradient_accumulation_steps`, `steps_per_generation`, "
     "`generation_batch_size`, `num_iterations`) mean what they mean in TRL 1.16 and are converted to r1zero's "
     "(`prompts_per_step`, `mini_batch_prompts`, `micro_batch_size`), with `max_steps` counted in optimizer steps as "
     "TRL counts it; r1zero's own recipes set r1zero's keys. Both kinds in one config are refused. An optimizer step "
     "that would straddle two generations (`steps_per_generation` not a multiple of `gradient_accumulation_steps`) is refused.",
     "TRL's `entropy_coef` is r1zero's `entropy_coeff` (veRL's name).",
+    "The sampler-mismatch correction keeps TRL's `vllm_importance_sampling_*` names (correction, mode, clip_min, "
+    "clip_max), so a TRL config carries over unchanged; here they correct r1zero's own sampler, which returns its "
+    "log-probs as vLLM does, and `off_policy_mask_threshold` measures the drift from those log-probs (TRL: from vLLM's, "
+    "else from pi_old's).",
+    "TRL's entropy bonus is a token mean whatever the `loss_type` and, with `top_entropy_quantile` < 1, over the kept "
+    "tokens only; r1zero's is reduced like the loss over every completion token, and `use_adaptive_entropy` measures "
+    "the entropy over every completion token.",
     "LoRA keys are TRL's `ModelConfig` names (`use_peft`, `lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`, "
     "`lora_modules_to_save`, `lora_task_type`, `use_rslora`) with its defaults, except `lora_dropout`: 0, not 0.05 "
     "(every other pass runs without dropout). `use_dora`, `lora_target_parameters` and quantized bases "

@@ -182,6 +182,26 @@ def test_dapo_normalises_by_the_global_token_count(runs, mode):
     assert max_diff(weights(two, 2), weights(runs("dapo", 1), 2)) < TOL
 
 
+def test_the_2026_objective_keys_train_on_two_processes_what_one_process_trains(tmp_path, stopping_model):
+    """cispo with the sampler-mismatch correction, both masks and adaptive entropy under DDP. The
+    entropy quantile is over a micro-batch on every process (gathered, as TRL does) and the adaptive
+    coefficient's entropy over every process's tokens, so 2 processes with micro-batches of their 8
+    rows train what 1 process with micro-batches of all 16 rows trains."""
+    keys = dict(loss_type="cispo", epsilon_high=5.0, vllm_importance_sampling_correction=True,
+                vllm_importance_sampling_mode="token_truncate", off_policy_mask_threshold=0.001,
+                top_entropy_quantile=0.5, use_adaptive_entropy=True, entropy_coeff=0.01, entropy_target=100.0)
+    one = launch(recipe(stopping_model, tmp_path / "one", micro_batch_size=16, **keys), 1)
+    two = launch(recipe(stopping_model, tmp_path / "two", micro_batch_size=8, **keys), 2, "ddp")
+    assert max_diff(weights(one, 2), weights(two, 2)) < TOL
+    rows = jsonl(two / "metrics.jsonl")
+    assert_close_rows(jsonl(one / "metrics.jsonl"), rows)
+    # The coefficient moved up once per update (the tiny model's entropy is below 100); the second
+    # step applied it. About half the tokens are kept (ties at the quantile keep a few more).
+    train = [r for r in rows if "loss" in r]  # not the evaluation's line
+    assert [r["entropy_coef"] for r in train] == [pytest.approx(0.015), pytest.approx(0.02)]
+    assert 0.5 <= train[0]["entropy_kept_share"] < 0.6
+
+
 def test_two_nodes_meeting_by_rendezvous_train_what_one_process_trains(runs, tmp_path, stopping_model):
     """The several-nodes command of docs/DISTRIBUTED.md, both 'nodes' on this machine: two torchrun
     launchers of one process each meet through a c10d rendezvous (each process is LOCAL_RANK 0)."""

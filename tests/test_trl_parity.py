@@ -107,31 +107,41 @@ def test_rloo_advantages_with_kl_equal_trl(tiny_qwen2, tmp_path):
 CASES = [(lt, beta) for lt in ("grpo", "bnpo", "dr_grpo", "dapo") for beta in (0.0, 0.04)]
 
 
-@pytest.fixture(scope="module")
-def trainers(tiny_qwen2, tmp_path_factory):
-    """One TRL GRPOTrainer per (loss_type, beta), built once for both loss tests."""
+def grpo_trainers(model_dir, tmp_path_factory):
+    """``get(loss_type, beta, **kw)``: one TRL GRPOTrainer per setting, built once (epsilon 0.2 / 0.28
+    and the classic KL term unless ``kw`` says otherwise)."""
     made = {}
 
-    def get(loss_type, beta):
-        if (loss_type, beta) not in made:
-            made[(loss_type, beta)] = _trainer(GRPOTrainer, GRPOConfig, tiny_qwen2, tmp_path_factory.mktemp("trl"),
-                                               loss_type=loss_type, beta=beta, epsilon=0.2, epsilon_high=0.28,
-                                               use_bias_correction_kl=False)[0]
-        return made[(loss_type, beta)]
+    def get(loss_type, beta, **kw):
+        key = (loss_type, beta, tuple(sorted(kw.items())))
+        if key not in made:
+            args = {"epsilon": 0.2, "epsilon_high": 0.28, "use_bias_correction_kl": False, **kw}
+            made[key] = _trainer(GRPOTrainer, GRPOConfig, model_dir, tmp_path_factory.mktemp("trl"),
+                                 loss_type=loss_type, beta=beta, **args)[0]
+        return made[key]
     return get
 
 
-def trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta):
+@pytest.fixture(scope="module")
+def trainers(tiny_qwen2, tmp_path_factory):
+    """One TRL GRPOTrainer per (loss_type, beta), built once for both loss tests."""
+    return grpo_trainers(tiny_qwen2, tmp_path_factory)
+
+
+def trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta, entropies=None, **extra):
     """(TRL's ``_compute_loss``, its gradient w.r.t. ``logps``) on these (B, T) tensors: TRL's loss code
-    on our tensors, its log-prob forward replaced by the tensor under test."""
+    on our tensors, its log-prob forward replaced by the tensor under test (and its entropies by
+    ``entropies``, zeros by default). ``extra``: more inputs of TRL's batch (the sampler's log-probs,
+    the importance-sampling ratio)."""
     B, T = logps.shape
-    entropies = torch.zeros(B, T, dtype=logps.dtype)
+    entropies = torch.zeros(B, T, dtype=logps.dtype) if entropies is None else entropies
     monkeypatch.setattr(tr, "_get_per_token_logps_and_entropies", lambda *a, **k: (logps, entropies, None))
     inputs = {"prompt_ids": torch.ones(B, 2, dtype=torch.long), "prompt_mask": torch.ones(B, 2, dtype=torch.long),
               "completion_ids": torch.ones(B, T, dtype=torch.long), "completion_mask": mask, "advantages": adv,
               "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
     if beta > 0:
         inputs["ref_per_token_logps"] = ref
+    inputs.update(extra)
     theirs = tr._compute_loss(tr.model, inputs)
     (g_theirs,) = torch.autograd.grad(theirs, logps)
     return theirs, g_theirs
@@ -181,11 +191,12 @@ def assert_same_gradients(mine, theirs) -> None:
     assert n > 10
 
 
-def assert_loss_equals_trl_on_real_batch(tr, inputs, ours) -> None:
+def assert_loss_equals_trl_on_real_batch(tr, inputs, ours, with_entropy=False) -> None:
     """TRL's ``_compute_loss`` on ``inputs`` (a batch TRL sampled) against ``ours(logprobs, old,
-    advantages, completion_mask, ref)``, a loss tensor: the policy is first nudged away from the
-    sampler and the reference, so ratios and the KL are not trivially 1 and 0; the values within
-    1e-4 and every weight's gradient (assert_same_gradients). The trainer's model is restored."""
+    advantages, completion_mask, ref)`` (``with_entropy``: and the token entropies), a loss tensor:
+    the policy is first nudged away from the sampler and the reference, so ratios and the KL are not
+    trivially 1 and 0; the values within 1e-4 and every weight's gradient (assert_same_gradients).
+    The trainer's model is restored."""
     model = tr.model
     P = inputs["prompt_ids"].shape[1]
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
@@ -203,8 +214,9 @@ def assert_loss_equals_trl_on_real_batch(tr, inputs, ours) -> None:
         model.zero_grad()
         theirs = tr._compute_loss(model, inputs)
         theirs.backward()
-        lp, _ = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
-        loss = ours(lp, old, inputs["advantages"], cm, inputs.get("ref_per_token_logps"))
+        lp, ent = completion_logprobs(mine, ids, am, P, cm, temperature=0.9)
+        extra = [ent] if with_entropy else []
+        loss = ours(lp, old, inputs["advantages"], cm, inputs.get("ref_per_token_logps"), *extra)
         loss.backward()
         assert abs(float(loss) - float(theirs)) < 1e-4
         assert_same_gradients(mine, model)

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from r1zero.algorithms.losses import aggregate, policy_loss
+from r1zero.algorithms.entropy import EntropyCoefficient
+from r1zero.algorithms.losses import OBJECTIVE_KEYS, Normaliser, aggregate, get_policy_loss, policy_loss
 from r1zero.algorithms.tensors import masked_mean
 from r1zero.errors import ConfigError, need
 
@@ -79,6 +80,7 @@ class Algorithm:
     def __init__(self, cfg, ctx: UpdateContext):
         self.cfg = cfg
         self.ctx = ctx
+        self.entropy_coef = EntropyCoefficient(cfg)  # fixed entropy_coeff, or adapted (use_adaptive_entropy)
 
     # ---- configuration ---------------------------------------------------------------------------
     @classmethod
@@ -87,6 +89,9 @@ class Algorithm:
         need(cfg.entropy_coeff >= 0, "entropy_coeff", "must be >= 0 (0 = no entropy bonus)")
         need(cfg.importance_sampling_level == "token" or cls.sequence_ratio, "importance_sampling_level",
              f"'sequence' (GSPO) needs algorithm=grpo (one advantage per completion; {cls.name} has one per token)")
+        need(cfg.loss_type != "vespo" or cls.sequence_ratio, "loss_type",
+             f"vespo weighs each completion by the sign of its advantage: it needs algorithm=grpo ({cls.name} has "
+             "one advantage per token)")
         if cls.name != "ppo":  # the critic's keys
             need(cfg.critic_model_name_or_path is None, "critic_model_name_or_path",
                  "needs algorithm=ppo (only ppo has a critic)")
@@ -105,18 +110,24 @@ class Algorithm:
     def updates_policy(self, steps_done: int) -> bool:
         return True
 
-    def policy_loss(self, logprobs, entropy, old, ref, advantages, mask, total_tokens):
-        """(loss, metrics) of one micro-batch before the loop's micro-batch scaling: the clipped
-        surrogate reduced by ``loss_type``, minus ``entropy_coeff`` x the entropy reduced the same way."""
+    def policy_loss(self, logprobs, entropy, old, ref, advantages, mask, norm: Normaliser, sampled=None):
+        """(loss, metrics) of one micro-batch, normalised as ``norm`` says (its share of the
+        mini-batch included): the registered ``loss_type`` objective, minus ``entropy_coeff`` x the
+        entropy reduced the same way. ``sampled``: the sampler's log-probs of these rows, if any."""
         cfg = self.cfg
         loss, metrics = policy_loss(
             logprobs, old, advantages, mask, loss_type=cfg.loss_type, epsilon=cfg.epsilon,
             epsilon_high=cfg.epsilon_high, ref_logprobs=ref if cfg.beta > 0 else None, beta=cfg.beta,
-            kl_estimator=cfg.kl_estimator, max_completion_length=cfg.max_completion_length, total_tokens=total_tokens,
-            importance_sampling_level=cfg.importance_sampling_level)
-        if cfg.entropy_coeff > 0:
-            loss = loss - cfg.entropy_coeff * aggregate(entropy, mask, cfg.loss_type, cfg.max_completion_length,
-                                                        total_tokens)
+            kl_estimator=cfg.kl_estimator, max_completion_length=norm.max_completion_length,
+            total_tokens=norm.total_tokens, total_rows=norm.total_rows,
+            importance_sampling_level=cfg.importance_sampling_level, use_bias_correction_kl=cfg.use_bias_correction_kl,
+            sampled_logprobs=sampled, entropy=entropy, all_gather=norm.all_gather,
+            **{f.name: getattr(cfg, f.name) for f in OBJECTIVE_KEYS})
+        coef = self.entropy_coef.applied()
+        if self.entropy_coef.adaptive:
+            self.entropy_coef.observe((entropy.detach() * mask).sum(), mask.sum())
+        if coef > 0:
+            loss = loss - coef * aggregate(entropy, mask, get_policy_loss(cfg.loss_type).reduction, norm)
         return loss, metrics
 
     def sequence_advantages(self, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -137,13 +148,14 @@ class Algorithm:
     # ---- checkpoint state ------------------------------------------------------------------------
     def state(self) -> dict:
         """JSON state (trainer_state.json)."""
-        return {}
+        return self.entropy_coef.state()
 
     def heavy_state(self) -> dict:
         """Tensor state (trainer_state.pt), e.g. a critic's optimizer."""
         return {}
 
-    def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None: ...
+    def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
+        self.entropy_coef.restore(state)
 
     def extra_models(self) -> dict:
         """name -> model saved as a sub-folder of every checkpoint."""

@@ -1,6 +1,21 @@
-"""Policy losses: the clipped surrogate with an optional KL penalty, and its reductions.
+"""Policy losses: one registered function per objective, one aggregation that owns every normalisation.
 
-The per-token objective is PPO's clipped surrogate with ``ratio = exp(logp - logp_old)``:
+The registry has the shape of veRL's ``core_algos.register_policy_loss``: ``register_policy_loss(name,
+reduction)`` files an objective under a ``loss_type`` name together with the reduction that turns its
+per-token losses into one number. An objective maps the micro-batch's importance weights and
+advantages to a (B, T) (or (B, 1), broadcast over the row) per-token loss and its metrics; it never
+divides by anything. ``aggregate`` is the only place that normalises: per sequence, per micro-batch
+token, by a constant, by the global token count (summed over micro-batches and processes), and the
+share of the mini-batch's rows a micro-batch stands for (``Normaliser``, given by the update loop).
+
+Besides the clipped surrogate below (grpo, bnpo, dr_grpo, dapo, luspo), the objectives are cispo,
+sapo and vespo (TRL 1.16's definitions; each function's docstring says its formula). Around every
+objective, in TRL's order: the sampler-mismatch weights (``sampler_correction``), the off-policy
+sequence mask (``off_policy_mask``) and the entropy quantile (``high_entropy_mask``) multiply the
+per-token loss, then the KL term is added (times the importance weight with
+``use_bias_correction_kl``), then ``aggregate`` reduces.
+
+The clipped surrogate with ``ratio = exp(logp - logp_old)``:
 
     loss_t = -min(ratio_t * A, clamp(ratio_t, 1 - eps, 1 + eps_high) * A) + beta * KL_t
 
@@ -32,6 +47,8 @@ The per-token losses are reduced over the completion mask by ``loss_type``, matc
 * ``"dapo"``    token-loss sum / active tokens of the *global* batch (``total_tokens``, counted by
   the caller across gradient-accumulation micro-batches and processes), so that summing the
   micro-batch losses gives exactly the token-mean loss of the whole batch.
+* ``"luspo"``   mean over sequences of the sequence's token-loss sum (each completion weighs by its
+  length). ``"sapo"`` reduces as grpo, ``"cispo"`` and ``"vespo"`` as dapo (TRL's pairing).
 
 The known trap: at the first step of each batch the policy equals the policy that sampled
 (``logp == logp_old``, so ``ratio == 1``) and the advantages are centred within every group, so
@@ -43,17 +60,23 @@ Watch the gradient norm, the reward and the clip ratios, not the loss value.
 """
 from __future__ import annotations
 
-from typing import Union
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Union
 
 import torch
 
 from r1zero.algorithms.tensors import masked_mean
 
-__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "kl_divergence", "aggregate", "policy_loss"]
+__all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "OBJECTIVE_KEYS", "Normaliser",
+           "SAMPLER_CORRECTION_MODES", "sampler_correction", "off_policy_mask", "high_entropy_mask", "LossSettings",
+           "Surrogate", "PolicyLoss", "register_policy_loss", "get_policy_loss", "kl_divergence", "aggregate",
+           "policy_loss"]
 
-LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 KL_ESTIMATORS = ("k1", "k2", "k3")
+Count = Union[int, float, torch.Tensor, None]
 
 
 def kl_divergence(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -81,25 +104,313 @@ def _mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_mean(values, mask).detach()
 
 
-def aggregate(per_token: torch.Tensor, mask: torch.Tensor, loss_type: str,
-            max_completion_length, total_tokens) -> torch.Tensor:
-    """Reduce a (B, T) per-token loss over the mask by ``loss_type`` (the one place that owns the
-    normalisation: per sequence, per micro-batch token, constant, or global token count)."""
-    masked_sum = per_token * mask
-    if loss_type == "grpo":
-        return (masked_sum.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
-    if loss_type == "bnpo":
-        return masked_sum.sum() / mask.sum().clamp(min=1.0)
-    if loss_type == "dr_grpo":
-        length = mask.shape[1] if max_completion_length is None else max_completion_length
-        return masked_sum.sum() / (per_token.shape[0] * length)
-    if loss_type == "dapo":
-        if total_tokens is None:
-            total = mask.sum().clamp(min=1.0)
-        else:
-            total = torch.as_tensor(total_tokens, dtype=per_token.dtype, device=per_token.device).clamp(min=1.0)
-        return masked_sum.sum() / total
-    raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
+# ---- the one aggregation ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Normaliser:
+    """What a reduction divides by besides the micro-batch itself: the update loop's view of the
+    mini-batch the micro-batch belongs to. Left at None, the micro-batch is the whole batch."""
+
+    max_completion_length: int | None = None  # "seq-mean-token-sum-norm"'s constant (default: T)
+    total_tokens: Count = None  # the mini-batch's active tokens over every process ("token-sum-global")
+    total_rows: int | None = None  # the mini-batch's rows over every process (the row share of a micro-batch)
+    # Concatenates a 1-D tensor over every process (top_entropy_quantile's quantile); None: one process.
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+
+def _seq_mean_token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+
+
+def _token_mean(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return masked.sum() / mask.sum().clamp(min=1.0)
+
+
+def _seq_mean_token_sum_norm(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    length = mask.shape[1] if norm.max_completion_length is None else norm.max_completion_length
+    return masked.sum() / (masked.shape[0] * length)
+
+
+def _seq_mean_token_sum(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    return masked.sum(-1).mean()
+
+
+def _token_sum_global(masked: torch.Tensor, mask: torch.Tensor, norm: Normaliser) -> torch.Tensor:
+    if norm.total_tokens is None:
+        total = mask.sum().clamp(min=1.0)
+    else:
+        total = torch.as_tensor(norm.total_tokens, dtype=masked.dtype, device=masked.device).clamp(min=1.0)
+    return masked.sum() / total
+
+
+# name -> (this micro-batch's reduction, whether it is a mean over the micro-batch's rows, which the
+# mini-batch then weighs by the rows' share). "token-sum-global" already divides by the whole
+# mini-batch's token count, so its micro-batch losses simply add up.
+REDUCTIONS: dict[str, tuple[Callable[[torch.Tensor, torch.Tensor, Normaliser], torch.Tensor], bool]] = {
+    "seq-mean-token-mean": (_seq_mean_token_mean, True),
+    "token-mean": (_token_mean, True),
+    "seq-mean-token-sum-norm": (_seq_mean_token_sum_norm, True),
+    "seq-mean-token-sum": (_seq_mean_token_sum, True),
+    "token-sum-global": (_token_sum_global, False),
+}
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, reduction: str,
+              norm: Normaliser = Normaliser()) -> torch.Tensor:
+    """Reduce a (B, T) per-token loss over the mask: the one place that owns the normalisation
+    (per sequence, per micro-batch token, constant, global token count, and the row share of a
+    micro-batch within its mini-batch over every process)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {tuple(REDUCTIONS)}")
+    reduce, per_row = REDUCTIONS[reduction]
+    loss = reduce(per_token * mask, mask, norm)
+    if per_row and norm.total_rows is not None:
+        # The mean over the mini-batch (bnpo: of the micro-batches' token means, its documented rule).
+        loss = loss * (per_token.shape[0] / norm.total_rows)
+    return loss
+
+
+# ---- the registry -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The objectives' own hyper-parameters (TRL 1.16's key names and defaults)."""
+
+    epsilon: float = 0.2
+    epsilon_high: float | None = None  # cispo: the cap of its importance weight (ScaleRL: 5.0)
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+    vespo_k_pos: float = 2.0
+    vespo_lambda_pos: float = 3.0
+    vespo_k_neg: float = 3.0
+    vespo_lambda_neg: float = 2.0
+    # The sampler-mismatch correction (TRL's keys; here the sampler is r1zero's engine, not vLLM).
+    vllm_importance_sampling_correction: bool = False
+    vllm_importance_sampling_mode: str = "sequence_mask"
+    vllm_importance_sampling_clip_min: float | None = None
+    vllm_importance_sampling_clip_max: float | None = 3.0
+    off_policy_mask_threshold: float | None = None  # DeepSeek-V3.2's off-policy sequence mask (None: off)
+    top_entropy_quantile: float = 1.0  # the "80/20" paper's rho: the loss keeps this top share of tokens by entropy
+
+    @property
+    def eps_high(self) -> float:
+        return self.epsilon if self.epsilon_high is None else self.epsilon_high
+
+
+# The config keys LossSettings takes besides epsilon / epsilon_high (policy_loss's objective_keys).
+OBJECTIVE_KEYS = tuple(f for f in dataclasses.fields(LossSettings) if f.name not in ("epsilon", "epsilon_high"))
+
+
+@dataclass(frozen=True)
+class Surrogate:
+    """What an objective reads of one micro-batch; only ``logprobs`` (and what is derived from it)
+    carries the gradient."""
+
+    logprobs: torch.Tensor    # (B, T) under the current policy
+    log_ratio: torch.Tensor   # (B, T) logprobs - old_logprobs, per token
+    log_weight: torch.Tensor  # the importance log-weight at importance_sampling_level: (B, T), or (B, 1) for GSPO
+    advantages: torch.Tensor  # (B, 1) one per sequence, or (B, T) one per token
+    mask: torch.Tensor        # (B, T) float
+    sequence: bool            # importance_sampling_level == "sequence"
+    sampler_weight: torch.Tensor | None = None  # the sampler-mismatch correction's weights, (B, T) or (B, 1)
+
+
+Objective = Callable[[Surrogate, LossSettings], tuple[torch.Tensor, dict]]
+
+
+@dataclass(frozen=True)
+class PolicyLoss:
+    """A registered ``loss_type``: its objective and the reduction ``aggregate`` applies to it."""
+
+    name: str
+    objective: Objective
+    reduction: str
+    # The objective applies the sampler-mismatch weights itself (vespo, inside its sequence weight);
+    # otherwise policy_loss multiplies its per-token loss by them.
+    folds_sampler_weight: bool = False
+
+
+POLICY_LOSSES: dict[str, PolicyLoss] = {}
+
+
+def register_policy_loss(name: str, reduction: str, folds_sampler_weight: bool = False
+                         ) -> Callable[[Objective], Objective]:
+    """File ``objective`` as ``loss_type: name``, reduced by ``reduction`` (a key of REDUCTIONS)."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"unknown reduction {reduction!r}; expected one of {tuple(REDUCTIONS)}")
+
+    def wrap(objective: Objective) -> Objective:
+        POLICY_LOSSES[name] = PolicyLoss(name, objective, reduction, folds_sampler_weight)
+        return objective
+    return wrap
+
+
+def get_policy_loss(name: str) -> PolicyLoss:
+    if name not in POLICY_LOSSES:
+        raise ValueError(f"unknown loss_type {name!r}; expected one of {tuple(POLICY_LOSSES)}")
+    return POLICY_LOSSES[name]
+
+
+def _shares(flags: dict[str, torch.Tensor], x: Surrogate) -> dict[str, torch.Tensor]:
+    """Each flag's mean: over tokens, or at the sequence level over the completions that have
+    tokens (TRL's per-sequence reading)."""
+    where = (x.mask.sum(-1, keepdim=True) > 0).to(x.mask.dtype) if x.sequence else x.mask
+    return {k: _mean(v.to(x.mask.dtype), where) for k, v in flags.items()}
+
+
+def _by_sign(cond: torch.Tensor, yes: float, no: float, like: torch.Tensor) -> torch.Tensor:
+    """``yes`` where ``cond`` holds, else ``no``, in ``like``'s dtype (a bare float would be float32)."""
+    def const(v: float) -> torch.Tensor:
+        return torch.tensor(v, dtype=like.dtype, device=like.device)
+    return torch.where(cond, const(yes), const(no))
+
+
+# ---- the objectives ------------------------------------------------------------------------------
+
+@register_policy_loss("luspo", "seq-mean-token-sum")
+@register_policy_loss("dapo", "token-sum-global")
+@register_policy_loss("dr_grpo", "seq-mean-token-sum-norm")
+@register_policy_loss("bnpo", "token-mean")
+@register_policy_loss("grpo", "seq-mean-token-mean")
+def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """PPO's clipped surrogate ``-min(w A, clip(w, 1 - eps, 1 + eps_high) A)``; the five loss types
+    that share it differ only in their reduction (luspo, LUSPO 2026: GSPO's objective with each
+    completion's loss summed over its tokens, i.e. scaled by its length, then averaged over
+    completions; meant for importance_sampling_level=sequence)."""
+    ratio = torch.exp(x.log_weight)
+    clipped = torch.clamp(ratio, 1 - s.epsilon, 1 + s.eps_high)
+    adv = x.advantages
+    per_token = -torch.min(ratio * adv, clipped * adv)
+    with torch.no_grad():
+        r = ratio.detach()
+        low = (r < 1 - s.epsilon) & (adv < 0)
+        high = (r > 1 + s.eps_high) & (adv > 0)
+        metrics = _shares({"clip_ratio/low_mean": low, "clip_ratio/high_mean": high,
+                           "clip_ratio/region_mean": low | high}, x)
+        metrics["ratio_mean"] = _shares({"r": r}, x)["r"]
+    return per_token, metrics
+
+
+@register_policy_loss("cispo", "token-sum-global")
+def cispo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """MiniMax-M1's CISPO: REINFORCE on every token, ``-sg(min(w, epsilon_high)) A logp``. The
+    importance weight is truncated from above and held constant, so no token's gradient is ever
+    clipped away (the surrogate above drops tokens outside its range)."""
+    w = torch.exp(x.log_weight).detach()
+    per_token = -torch.clamp(w, max=s.eps_high) * x.advantages * x.logprobs
+    with torch.no_grad():
+        metrics = _shares({"cispo_clip_ratio": (w > s.eps_high) & (x.advantages > 0)}, x)
+        metrics["ratio_mean"] = _shares({"r": w}, x)["r"]
+    return per_token, metrics
+
+
+@register_policy_loss("sapo", "seq-mean-token-mean")
+def sapo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """Soft Adaptive Policy Optimization (Qwen, 2025): the hard clip replaced by a smooth gate,
+    ``-(4 / tau) sigmoid(tau (w - 1)) A``, whose gradient ``sigmoid'`` fades as w leaves 1 instead of
+    dropping to 0 at a clip edge; tau is ``sapo_temperature_pos`` for A > 0 and ``_neg`` otherwise
+    (a slightly faster fade for negative advantages, the paper's choice)."""
+    ratio = torch.exp(x.log_weight)
+    adv = x.advantages
+    tau = _by_sign(adv > 0, s.sapo_temperature_pos, s.sapo_temperature_neg, adv)
+    per_token = -torch.sigmoid(tau * (ratio - 1)) * (4 / tau) * adv
+    with torch.no_grad():
+        metrics = {"ratio_mean": _shares({"r": ratio.detach()}, x)["r"]}
+    return per_token, metrics
+
+
+_LOG_TINY = math.log(1e-8)  # VESPO's floor of a log importance weight
+
+
+@register_policy_loss("vespo", "token-sum-global", folds_sampler_weight=True)
+def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+    """VESPO (2026): REINFORCE with each completion weighted by a Gamma-shaped function of its
+    sequence importance weight ``w = exp(sum of its token log-ratios)``, ``phi(w) = e^lam w^k e^(-lam w)``
+    (1 at w = 1, falling towards 0 as w moves away from it on either side): ``-sg(phi(w)) A logp``.
+    ``k``/``lam`` are ``vespo_k_pos``/``vespo_lambda_pos`` for A >= 0 and the ``_neg`` pair otherwise.
+    The sum (not GSPO's mean) and the clamps of the log-weights to [log 1e-8, 20] are the paper's.
+    The sampler-mismatch weights (token modes) join w as the sum of their logs, so that w is the
+    current policy's ratio to the sampler's."""
+    with torch.no_grad():
+        adv = x.advantages
+        log_w = (torch.clamp(x.log_ratio, -20.0, 20.0) * x.mask).sum(-1, keepdim=True)
+        if x.sampler_weight is not None:
+            log_w = log_w + torch.clamp(torch.log(x.sampler_weight), _LOG_TINY, 20.0).sum(-1, keepdim=True)
+        log_w = torch.clamp(log_w, _LOG_TINY, 20.0)
+        nonneg = adv >= 0
+        k = _by_sign(nonneg, s.vespo_k_pos, s.vespo_k_neg, adv)
+        lam = _by_sign(nonneg, s.vespo_lambda_pos, s.vespo_lambda_neg, adv).clamp(min=1e-4)
+        phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
+        metrics = {"vespo/phi_seq_mean": _shares({"phi": phi}, dataclasses.replace(x, sequence=True))["phi"]}
+    return -phi * adv * x.logprobs, metrics
+
+
+LOSS_TYPES = tuple(POLICY_LOSSES)
+
+
+# ---- what is kept of the per-token loss, and how much each token weighs ---------------------------
+
+SAMPLER_CORRECTION_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
+
+
+def sampler_correction(old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor, mask: torch.Tensor, mode: str,
+                       clip_min: float | None, clip_max: float | None) -> tuple[torch.Tensor, dict]:
+    """(weights, metrics): the importance weight ``pi_old / pi_sampler`` that corrects the gap between
+    the trainer's log-probs and the sampler's (bf16 copy, other kernels), as TRL 1.16 computes it.
+
+    ``mode`` is ``<level>_<action>``: level ``token`` (one ratio per token, (B, T)) or ``sequence``
+    (the exp of the completion's summed log-ratio, (B, 1)); action ``truncate`` (clamp into
+    [clip_min, clip_max], TIS) or ``mask`` (0 outside it, MIS). A bound of None is no bound. A NaN
+    sampler log-prob counts as no gap. The metric is the share of tokens (token level) or of
+    completions with tokens (sequence level) outside the bounds: ``sampling/importance_sampling_clipped_share``
+    or ``..._masked_share``; and the weights' mean, TRL's ``sampling/importance_sampling_ratio/mean``.
+    """
+    if mode not in SAMPLER_CORRECTION_MODES:
+        raise ValueError(f"unknown vllm_importance_sampling_mode {mode!r}; expected one of {SAMPLER_CORRECTION_MODES}")
+    level, action = mode.split("_")
+    mask = mask.to(old_logprobs.dtype)
+    with torch.no_grad():
+        log_ratio = torch.nan_to_num((old_logprobs - sampled_logprobs.to(old_logprobs.dtype)) * mask, nan=0.0)
+        if level == "sequence":
+            log_ratio = log_ratio.sum(-1, keepdim=True)
+        ratio = torch.exp(log_ratio)
+        low = -math.inf if clip_min is None else clip_min
+        high = math.inf if clip_max is None else clip_max
+        outside = (ratio < low) | (ratio > high)
+        weights = torch.clamp(ratio, min=clip_min, max=clip_max) if action == "truncate" else \
+            ratio.masked_fill(outside, 0.0)
+        where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if level == "sequence" else mask
+        verb = "clipped" if action == "truncate" else "masked"
+        metrics = {f"sampling/importance_sampling_{verb}_share": _mean(outside.to(mask.dtype), where),
+                   "sampling/importance_sampling_ratio/mean": _mean(weights, where)}
+    return weights, metrics
+
+
+def off_policy_mask(advantages: torch.Tensor, logprobs: torch.Tensor, sampled_logprobs: torch.Tensor,
+                    mask: torch.Tensor, threshold: float) -> torch.Tensor:
+    """DeepSeek-V3.2's off-policy sequence mask, (B, 1) (or (B, T) with per-token advantages): 0 for
+    a completion with a negative advantage whose mean token KL(sampler || current), estimated as
+    ``sampled - logprobs``, exceeds ``threshold``; 1 for every other (such completions teach the
+    most wrong things, and a positive one is kept whatever its drift)."""
+    with torch.no_grad():
+        kl = torch.nan_to_num(sampled_logprobs.to(logprobs.dtype) - logprobs.detach(), nan=0.0)
+        drift = (kl * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
+        return ((advantages >= 0) | (drift <= threshold)).to(mask.dtype)
+
+
+def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
+                      all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """(B, T) 1 for the completion tokens whose entropy is at least the ``1 - quantile`` quantile of
+    the batch's completion tokens (over every process with ``all_gather``), 0 elsewhere: "Beyond the
+    80/20 rule" trains on the forking tokens only (quantile 0.2). Quantile 0 keeps the highest."""
+    with torch.no_grad():
+        values = entropy.detach()[mask.bool()].float()
+        if all_gather is not None:
+            values = all_gather(values)
+        if values.numel() == 0:
+            return torch.zeros_like(mask)
+        threshold = torch.quantile(values, 1 - quantile)
+        return ((entropy.detach() * mask >= threshold) & mask.bool()).to(mask.dtype)
 
 
 def policy_loss(
@@ -115,17 +426,23 @@ def policy_loss(
     beta: float = 0.0,
     kl_estimator: str = "k3",
     max_completion_length: int | None = None,
-    total_tokens: Union[int, float, torch.Tensor, None] = None,
+    total_tokens: Count = None,
+    total_rows: int | None = None,
     importance_sampling_level: str = "token",
+    use_bias_correction_kl: bool = False,
+    sampled_logprobs: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    **objective_keys,
 ) -> tuple[torch.Tensor, dict]:
-    """The GRPO clipped-surrogate loss (plus optional KL penalty), reduced by ``loss_type``.
+    """The registered objective ``loss_type`` (plus optional KL penalty), reduced by its reduction.
 
     Args:
         logprobs: (B, T) log-probs of the completion tokens under the current policy (with grad).
         old_logprobs: (B, T) log-probs under the policy that sampled them (constant).
         advantages: (B,) one advantage per sequence, or (B, T) one per token (constant).
         mask: (B, T) 1 for completion tokens, 0 for padding (bool or float).
-        loss_type: ``"grpo"``, ``"bnpo"``, ``"dr_grpo"`` or ``"dapo"`` (see the module docstring).
+        loss_type: a key of POLICY_LOSSES (see the module docstring).
         epsilon: lower clip, ratio >= 1 - epsilon. epsilon_high: upper clip (default ``epsilon``).
         ref_logprobs: (B, T) reference-policy log-probs; required when ``beta > 0``; when given,
             the KL metric is reported even if ``beta == 0``.
@@ -134,19 +451,37 @@ def policy_loss(
         total_tokens: the ``dapo`` normaliser: active tokens of the global batch, summed over
             gradient-accumulation micro-batches (and processes; under DDP gradient averaging pass
             the global count / world size, as TRL does). Default: this batch's mask sum.
+        total_rows: rows of the whole mini-batch (over every process) this micro-batch is part of:
+            the per-row reductions weigh it by ``B / total_rows``. Default: B (the whole batch).
         importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one
             ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
+        use_bias_correction_kl: multiply the KL term by the importance weight ``w`` (with its
+            gradient), which makes its gradient the unbiased reverse-KL gradient off-policy
+            (DeepSeek-V3.2; TRL 1.16's key, True by default there). Off: the classic term.
+        sampled_logprobs: (B, T) the sampler's own log-probs (r1zero's engine returns them): the
+            sampler-mismatch correction and the off-policy mask compare with them (the mask with
+            ``old_logprobs`` when they are None, as TRL does without vLLM).
+        entropy: (B, T) the current policy's token entropies (top_entropy_quantile < 1).
+        all_gather: concatenates a 1-D tensor over every process (the entropy quantile); None: one process.
+        objective_keys: the other keys of ``LossSettings`` (TRL's names): sapo_temperature_pos/neg,
+            vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg; the sampler-mismatch
+            correction ``vllm_importance_sampling_correction`` / ``_mode`` / ``_clip_min`` / ``_clip_max``
+            (``sampler_correction``; its weights multiply the per-token loss, vespo folds them into
+            its sequence weight); ``off_policy_mask_threshold`` (``off_policy_mask``) and
+            ``top_entropy_quantile`` (``high_entropy_mask``), both multiplying the per-token loss
+            before the KL term is added, in TRL's order.
 
     Returns:
         ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and 0-d
-        tensors (detached, on the device: the update loop reads them after backward, all at once)
-        ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean``,
-        ``ratio_mean`` and (when ``ref_logprobs`` is given) ``kl``, all masked token means (at the
-        sequence level the clip ratios and ``ratio_mean`` are means over the completions that have
-        tokens, TRL's per-sequence reading).
+        tensors (detached, on the device: the update loop reads them after backward, all at once):
+        the objective's own (the clipped surrogate's ``clip_ratio/low_mean``, ``clip_ratio/high_mean``,
+        ``clip_ratio/region_mean``, ``ratio_mean``: masked token means, at the sequence level means
+        over the completions that have tokens, TRL's per-sequence reading; cispo's ``cispo_clip_ratio``,
+        vespo's ``vespo/phi_seq_mean``), the correction's ``sampling/importance_sampling_ratio/mean``
+        and ``sampling/importance_sampling_{clipped,masked}_share``, ``off_policy_masked_share``,
+        ``entropy_kept_share`` (each when on) and, when ``ref_logprobs`` is given, ``kl``.
     """
-    if loss_type not in LOSS_TYPES:
-        raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
+    loss_fn = get_policy_loss(loss_type)
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {kl_estimator!r}; expected one of {KL_ESTIMATORS}")
     if importance_sampling_level not in IMPORTANCE_SAMPLING_LEVELS:
@@ -159,8 +494,6 @@ def policy_loss(
             f"logprobs, old_logprobs and mask must share one (B, T) shape, got {tuple(logprobs.shape)}, "
             f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}"
         )
-    eps_low = epsilon
-    eps_high = epsilon if epsilon_high is None else epsilon_high
     mask = mask.detach().to(logprobs.dtype)
     adv = torch.as_tensor(advantages).detach().to(device=logprobs.device, dtype=logprobs.dtype)
     if not (adv.dim() == 2 and adv.shape == logprobs.shape):  # else per-token already (ppo, reinforce_pp)
@@ -170,32 +503,45 @@ def policy_loss(
 
     log_ratio = logprobs - old_logprobs.detach()
     sequence = importance_sampling_level == "sequence"
+    log_weight = log_ratio
     if sequence:
         if adv.shape[1] != 1:
             raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
-        log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
-    ratio = torch.exp(log_ratio)
-    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high)
-    per_token = -torch.min(ratio * adv, clipped * adv).expand(mask.shape)  # (B, 1) -> every token of the row
+        log_weight = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
+    s = LossSettings(epsilon=epsilon, epsilon_high=epsilon_high, **objective_keys)
+    weights, metrics = None, {}
+    if s.vllm_importance_sampling_correction:
+        if sampled_logprobs is None:
+            raise ValueError("vllm_importance_sampling_correction needs sampled_logprobs (the sampler's log-probs)")
+        weights, metrics = sampler_correction(old_logprobs.detach(), sampled_logprobs.detach(), mask,
+                                              s.vllm_importance_sampling_mode, s.vllm_importance_sampling_clip_min,
+                                              s.vllm_importance_sampling_clip_max)
+    x = Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence, weights)
+    per_token, objective_metrics = loss_fn.objective(x, s)
+    metrics = {**objective_metrics, **metrics}
+    if s.off_policy_mask_threshold is not None:
+        keep = off_policy_mask(adv, logprobs, old_logprobs if sampled_logprobs is None else sampled_logprobs, mask,
+                               s.off_policy_mask_threshold)
+        per_token = per_token * keep
+        metrics["off_policy_masked_share"] = _mean(1 - keep, (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
+                                                   if keep.shape[1] == 1 else mask)
+    if s.top_entropy_quantile < 1:
+        if entropy is None:
+            raise ValueError("top_entropy_quantile < 1 needs entropy (the policy's token entropies)")
+        keep = high_entropy_mask(entropy, mask, s.top_entropy_quantile, all_gather)
+        per_token = per_token * keep
+        metrics["entropy_kept_share"] = _mean(keep, mask)
+    if weights is not None and not loss_fn.folds_sampler_weight:
+        per_token = per_token * weights
+    per_token = per_token.expand(mask.shape)  # (B, 1) -> every token of the row
     kl = None
     if ref_logprobs is not None:
         kl = kl_divergence(logprobs, ref_logprobs.detach(), kl_estimator)
+        if use_bias_correction_kl:
+            kl = kl * torch.exp(log_weight)
         if beta > 0:
             per_token = per_token + beta * kl
-    loss = aggregate(per_token, mask, loss_type, max_completion_length, total_tokens)
-
-    with torch.no_grad():
-        r = ratio.detach()
-        low = ((r < 1 - eps_low) & (adv < 0)).to(mask.dtype)
-        high = ((r > 1 + eps_high) & (adv > 0)).to(mask.dtype)
-        # Token means, or at the sequence level means over the completions that have tokens.
-        where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if sequence else mask
-        metrics = {
-            "clip_ratio/low_mean": _mean(low, where),
-            "clip_ratio/high_mean": _mean(high, where),
-            "clip_ratio/region_mean": _mean(torch.maximum(low, high), where),
-            "ratio_mean": _mean(r, where),
-        }
-        if kl is not None:
-            metrics["kl"] = _mean(kl.detach(), mask)
+    loss = aggregate(per_token, mask, loss_fn.reduction, Normaliser(max_completion_length, total_tokens, total_rows))
+    if kl is not None:
+        metrics["kl"] = _mean(kl.detach(), mask)
     return loss, metrics

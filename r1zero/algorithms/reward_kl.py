@@ -102,9 +102,10 @@ class RewardKLAlgorithm(Algorithm):
         return masked_mean(values, mask, all_sum=self.ctx.global_sum)
 
     def state(self) -> dict:
-        return {"kl_coef": self.kl_ctl.value}
+        return {**super().state(), "kl_coef": self.kl_ctl.value}
 
     def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
+        super().restore(state, heavy, steps_done)
         if "kl_coef" in state:
             self.kl_ctl.value = float(state["kl_coef"])
 

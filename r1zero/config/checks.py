@@ -146,6 +146,7 @@ def validate(c) -> None:
     need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
          "must be a positive number, e.g. 1.0")
     _validate_lora(c)
+    _validate_loss(c)
     _validate_algorithm(c)
     if c.mini_batch_prompts is not None:
         need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
@@ -192,6 +193,54 @@ def _validate_lora(c) -> None:
          "'all-linear' stands alone: give [all-linear] or a list of module names")
     need(not c.ref_model_offload, "ref_model_offload",
          "has nothing to offload with use_peft (the reference is the base weights with the adapter disabled); remove it")
+
+
+def _validate_loss(c) -> None:
+    """The policy objectives' own keys (TRL's names): in range, and set only with their loss_type."""
+    cap = c.epsilon if c.epsilon_high is None else c.epsilon_high
+    need(c.loss_type != "cispo" or cap >= 1, "epsilon_high",
+         f"is the cap of cispo's importance ratio (unset: epsilon) and is {cap}, which scales every token down: "
+         "give one >= 1 (ScaleRL: 5.0)")
+    defaults = type(c).__dataclass_fields__
+    for key in ("sapo_temperature_pos", "sapo_temperature_neg", "vespo_k_pos", "vespo_lambda_pos", "vespo_k_neg",
+                "vespo_lambda_neg"):
+        value, owner = getattr(c, key), key.split("_")[0]
+        if "_k_" in key:  # vespo's power may be 0 (no down-weighting of small ratios)
+            need(0 <= value < math.inf, key, "must be a finite number >= 0")
+        else:
+            need(0 < value < math.inf, key, "must be a finite number > 0")
+        need(c.loss_type == owner or value == defaults[key].default, key,
+             f"applies to loss_type={owner} only (loss_type is {c.loss_type}); remove it or set loss_type: {owner}")
+    need(c.loss_type != "vespo" or c.importance_sampling_level == "token", "importance_sampling_level",
+         "must be token with loss_type=vespo (it forms its own sequence weight from the token ratios)")
+    lo, hi = c.vllm_importance_sampling_clip_min, c.vllm_importance_sampling_clip_max
+    need(lo is None or 0 <= lo < math.inf, "vllm_importance_sampling_clip_min", "must be a ratio >= 0, or null")
+    need(hi is None or 0 < hi < math.inf, "vllm_importance_sampling_clip_max", "must be a ratio > 0, or null")
+    need(lo is None or hi is None or lo < hi, "vllm_importance_sampling_clip_min",
+         f"must be below vllm_importance_sampling_clip_max ({hi})")
+    if c.vllm_importance_sampling_correction:
+        need(not c.vllm_importance_sampling_mode.endswith("truncate") or lo is not None or hi is not None,
+             "vllm_importance_sampling_clip_max", "must be set with a *_truncate mode (TRL: 3.0), or set clip_min")
+        need(c.loss_type != "vespo" or c.vllm_importance_sampling_mode.startswith("token"),
+             "vllm_importance_sampling_mode", "must be token_truncate or token_mask with loss_type=vespo (TRL's rule)")
+    else:
+        for key in ("vllm_importance_sampling_mode", "vllm_importance_sampling_clip_min",
+                    "vllm_importance_sampling_clip_max"):
+            need(getattr(c, key) == defaults[key].default, key,
+                 "has no effect without vllm_importance_sampling_correction: true; set that too, or remove it")
+    t = c.off_policy_mask_threshold
+    need(t is None or 0 <= t < math.inf, "off_policy_mask_threshold", "must be a KL >= 0 (e.g. 0.5), or null (off)")
+    need(0 <= c.top_entropy_quantile <= 1, "top_entropy_quantile", "must be in [0, 1] (the paper: 0.2; 1 = all tokens)")
+    for key in ("entropy_target", "entropy_coef_delta", "entropy_coef_min", "entropy_coef_max"):
+        if c.use_adaptive_entropy:
+            need(0 <= getattr(c, key) < math.inf, key, "must be a finite number >= 0")
+        else:
+            need(getattr(c, key) == defaults[key].default, key,
+                 "has no effect without use_adaptive_entropy: true; set that too, or remove it")
+    if c.use_adaptive_entropy:
+        need(c.entropy_coef_delta > 0, "entropy_coef_delta", "must be > 0 (TRL: 0.005)")
+        need(c.entropy_coef_min <= c.entropy_coef_max, "entropy_coef_min",
+             f"must be at most entropy_coef_max ({c.entropy_coef_max})")
 
 
 def _validate_algorithm(c) -> None:

@@ -188,10 +188,15 @@ class TrainConfig:
         "(default gradient_accumulation_steps); a multiple of gradient_accumulation_steps here.")
 
     # ---- GRPO ---------------------------------------------------------------------------------
-    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = _f(
-        "grpo", "Loss normalisation: grpo (per-sequence token mean), bnpo (token mean per micro-batch, so it "
-        "depends on per_device_train_batch_size, as in TRL and veRL), dr_grpo "
-        "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch)."
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo", "luspo", "vespo"] = _f(
+        "grpo", "Policy objective and its normalisation (TRL 1.16's names; r1zero.algorithms.losses): the clipped "
+        "surrogate reduced as grpo (per-sequence token mean), bnpo (token mean per micro-batch, so it "
+        "depends on micro_batch_size, as in TRL and veRL), dr_grpo "
+        "(sum / (sequences x max_completion_length)), dapo (token mean over the global batch) or luspo (per-sequence "
+        "token sum, GSPO scaled by length; use with importance_sampling_level=sequence); cispo (MiniMax-M1: REINFORCE "
+        "weighted by the importance ratio capped at epsilon_high, e.g. 5.0; dapo's mean), sapo (a smooth "
+        "sigmoid gate instead of the clip; grpo's mean), vespo (REINFORCE weighted by a Gamma function of the "
+        "sequence ratio; dapo's mean; algorithm=grpo, importance_sampling_level=token)."
     )
     scale_rewards: Union[Literal["group", "batch", "none"], bool] = _f(
         "group", "Divide advantages by the group std (Bessel, + 1e-4), the batch std, or nothing (none/false: Dr. GRPO)."
@@ -216,6 +221,37 @@ class TrainConfig:
         "token", "Importance ratio of the clipped loss (TRL's key, algorithm=grpo): token (PPO's per-token ratio) or "
         "sequence (GSPO: exp of the completion's mean token log-ratio, clipped per sequence; every loss_type)."
     )
+    use_bias_correction_kl: bool = _f(
+        False, "Multiply the KL term (beta) by the importance ratio, with its gradient: the unbiased reverse-KL "
+        "gradient off-policy (DeepSeek-V3.2). TRL 1.16's key, True there; off here, the classic term r1zero's recipes "
+        "were tuned with (veRL, TRL before 1.x). No effect while beta is 0."
+    )
+    vllm_importance_sampling_correction: bool = _f(
+        False, "Correct the gap between the sampler's log-probs and the trainer's (bf16 sampler copy against fp32 "
+        "weights; logged as sampling/sampling_logp_difference/mean) with the importance weight pi_old / pi_sampler, "
+        "as vllm_importance_sampling_mode says (TRL's key; here the sampler is r1zero's engine). Off by default: the "
+        "embedded default's 10-run table was measured without it (README)."
+    )
+    vllm_importance_sampling_mode: Literal["token_truncate", "token_mask", "sequence_truncate", "sequence_mask"] = _f(
+        "sequence_mask", "How the correction weighs: per token or per completion (exp of its summed log-ratio), "
+        "clamped into [clip_min, clip_max] (truncate, TIS) or zeroed outside it (mask, MIS); TRL's default."
+    )
+    vllm_importance_sampling_clip_min: Optional[float] = _f(None, "C_min of the correction (null: no lower bound; TRL's default).")
+    vllm_importance_sampling_clip_max: Optional[float] = _f(3.0, "C_max of the correction (null: no upper bound; TRL's default).")
+    off_policy_mask_threshold: Optional[float] = _f(
+        None, "DeepSeek-V3.2's off-policy sequence mask (TRL's key; null = off, e.g. 0.5): completions with a "
+        "negative advantage whose mean token KL from the sampler to the current policy exceeds this leave the loss."
+    )
+    top_entropy_quantile: float = _f(
+        1.0, "Keep in the policy loss only this top share of completion tokens by entropy (\"Beyond the 80/20 rule\": "
+        "0.2; TRL's key). 1 keeps all; 0 keeps the highest-entropy token(s) only."
+    )
+    sapo_temperature_pos: float = _f(1.0, "loss_type=sapo: gate temperature for tokens with a positive advantage (TRL's key and default).")
+    sapo_temperature_neg: float = _f(1.05, "loss_type=sapo: gate temperature for tokens with a non-positive advantage (TRL's key and default).")
+    vespo_k_pos: float = _f(2.0, "loss_type=vespo: power k of the Gamma weight for A >= 0 (down-weights ratios below 1; TRL's default).")
+    vespo_lambda_pos: float = _f(3.0, "loss_type=vespo: decay lambda of the Gamma weight for A >= 0 (down-weights ratios above 1; TRL's default).")
+    vespo_k_neg: float = _f(3.0, "loss_type=vespo: power k of the Gamma weight for A < 0 (TRL's default).")
+    vespo_lambda_neg: float = _f(2.0, "loss_type=vespo: decay lambda of the Gamma weight for A < 0 (TRL's default).")
     dynamic_sampling: bool = _f(
         False, "DAPO's dynamic sampling: drop the groups whose rewards are all equal (no gradient) and draw and "
         "sample more prompts until the step has prompts_per_step groups with spread or max_sampling_rounds is reached."
@@ -249,6 +285,16 @@ class TrainConfig:
     critic_warmup_steps: int = _f(0, "First steps in which only the ppo critic is updated (the policy waits).")
     cliprange_value: float = _f(0.5, "Clip of the ppo critic's value change around the rollout's values.")
     entropy_coeff: float = _f(0.0, "Entropy bonus: this multiple of the mean token entropy (reduced like the loss) is subtracted from the policy loss, for every algorithm (TinyZero PPO: 0.001).")
+    use_adaptive_entropy: bool = _f(
+        False, "Skywork-OR1's adaptive entropy control (TRL's key and rules): entropy_coeff is the starting "
+        "coefficient; after each update it moves up by entropy_coef_delta when the update's mean token entropy was at "
+        "or below entropy_target, down otherwise, within [entropy_coef_min, entropy_coef_max]; the bonus applies only "
+        "while the last measured entropy is at or below the target. Logged as entropy_coef."
+    )
+    entropy_target: float = _f(0.2, "use_adaptive_entropy: the mean token entropy (nats) below which the bonus engages (TRL's default; set it near the entropy your run starts with).")
+    entropy_coef_delta: float = _f(0.005, "use_adaptive_entropy: step of the coefficient per optimizer update (TRL's default).")
+    entropy_coef_min: float = _f(0.0, "use_adaptive_entropy: lowest coefficient (TRL's default).")
+    entropy_coef_max: float = _f(1.0, "use_adaptive_entropy: highest coefficient (TRL's default).")
 
     # ---- optimisation ---------------------------------------------------------------------------
     learning_rate: float = _f(1e-6, "AdamW learning rate.")

@@ -5,9 +5,11 @@ that r1zero cannot do, are refused in one line naming them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
+from r1zero.config.fields import TrainConfig
 from r1zero.errors import ConfigError
 
 log = logging.getLogger("r1zero")
@@ -56,9 +58,6 @@ REFUSED: dict[str, tuple[Any, str]] = {
     "generation_kwargs": (None, "extra generate() arguments are not supported; use temperature, top_p, top_k"),
     "min_p": (None, "min_p sampling is not supported; use top_p or top_k"),
     "repetition_penalty": (1.0, "a repetition penalty is not supported (it changes what is sampled)"),
-    "top_entropy_quantile": (1.0, "training on the highest-entropy tokens only is not supported"),
-    "use_adaptive_entropy": (False, "an adaptive entropy coefficient is not supported; entropy_coef is fixed"),
-    "off_policy_mask_threshold": (None, "off-policy sequence masking is not supported"),
     "delta": (None, "two-sided clipping (delta) is not supported; use epsilon and epsilon_high"),
     "multi_objective_aggregation": ("sum_then_normalize", "only TRL's default (sum_then_normalize) is supported"),
     "disable_dropout": (False, "r1zero keeps the model's dropout as it is; set it in the model's config"),
@@ -73,15 +72,18 @@ for _k in ("vllm_server_host", "vllm_server_port", "vllm_server_timeout", "vllm_
     REFUSED[_k] = ("", _SERVER)
 
 
+_OWN_KEYS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
 # TRL's name (or philschmid's mini-R1 script's) -> r1zero's key of the same meaning.
 ALIASES = {"entropy_coef": "entropy_coeff", "dataset_id_or_path": "dataset_name", "dataset_splits": "dataset_train_split"}
 
 
 def accepted_note(key: str) -> str | None:
-    """What r1zero does instead of ``key`` (an accepted TRL engine key), or None."""
+    """What r1zero does instead of ``key`` (an accepted TRL engine key), or None. A key r1zero has a
+    field for is its own (the sampler correction's ``vllm_importance_sampling_*`` keep TRL's names)."""
     if key in ACCEPTED:
         return ACCEPTED[key]
-    if key in REFUSED:
+    if key in REFUSED or key in _OWN_KEYS:
         return None
     return next((why for p, why in ACCEPTED_PREFIXES.items() if key.startswith(p)), None)
 

@@ -4,8 +4,9 @@ For ``num_iterations`` passes, this process's rollouts are cut into mini-batches
 ``mini_batch_prompts`` prompts (whole groups; under torchrun each process holds an equal piece of
 every mini-batch), one optimizer update each, accumulated over micro-batches of
 ``micro_batch_size`` rows. Each micro-batch's loss comes from the algorithm
-(r1zero.algorithms.base.Algorithm.policy_loss) and is scaled so that the accumulated gradient is the
-gradient of the whole mini-batch's loss:
+(r1zero.algorithms.base.Algorithm.policy_loss), normalised by r1zero.algorithms.losses.aggregate
+with the mini-batch's rows and tokens over all processes (a ``Normaliser``), so that the accumulated
+gradient is the gradient of the whole mini-batch's loss:
 
 * ``grpo`` and ``dr_grpo`` are means over sequences, so a micro-batch of ``b`` of the mini-batch's
   ``B`` rows weighs ``b / B``: the accumulated gradient equals the whole mini-batch's exactly.
@@ -18,6 +19,8 @@ gradient of the whole mini-batch's loss:
   accumulation steps) and veRL (token-mean ``agg_loss`` per micro-batch), so
   ``micro_batch_size`` changes a bnpo update (tests/test_microbatch.py checks exactly
   this rule); use ``dapo`` for a token mean that does not depend on the micro-batch size.
+* the other loss types use one of these reductions or luspo's per-sequence token sum, weighed
+  like ``grpo`` (r1zero.algorithms.losses.REDUCTIONS).
 
 The gradient reduction of DDP / FSDP2 averages over processes, so each process back-propagates
 world_size x its share, and reduces gradients once per mini-batch (after its last micro-batch).
@@ -33,6 +36,7 @@ from typing import Any
 
 import torch
 
+from r1zero.algorithms.losses import Normaliser
 from r1zero.observe import metrics as M
 from r1zero.testing import faults
 from r1zero.training import distributed as dist
@@ -119,8 +123,13 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     # Each mini-batch's token count over all processes (the dapo normaliser): one all-reduce per step.
     mini_tokens_all = dist.all_sum([batch.loss_mask[m0:m0 + mini_rows].sum() for m0 in starts], env)
     train_policy = algo.updates_policy(steps_done)
-    entropy_grad = cfg.entropy_coeff > 0
+    entropy_grad = algo.entropy_coef.enabled
     mb = cfg.micro_batch_size
+    # top_entropy_quantile's quantile is over the micro-batch on every process (as TRL gathers it).
+    gather_all = (lambda t: torch.cat([x.to(t.device) for x in dist.gather(t.cpu(), env)])) if env.enabled else None
+    # The sampler's log-probs: the mismatch metric's (first pass), and the correction's and the
+    # off-policy mask's on every pass.
+    reads_sampled = cfg.vllm_importance_sampling_correction or cfg.off_policy_mask_threshold is not None
     acc = MetricSums()
     grad_norms: list[float] = []
     updates = 0
@@ -139,12 +148,11 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                         dev_mask = passes.to_device(mask)
                         old = passes.to_device(batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
                         ref = passes.to_device(batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
+                        sampled = (passes.to_device(batch.sampled_logprobs[r])
+                                   if batch.sampled_logprobs is not None and (it == 0 or reads_sampled) else None)
                         loss, metrics = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
-                                                         mini_tokens)
-                        if cfg.loss_type != "dapo":
-                            # Mean over the mini-batch, not the micro-batch (bnpo: of the micro-batches'
-                            # token means, its documented per-micro-batch rule).
-                            loss = loss * (len(r) / (len(rows) * W))
+                                                         Normaliser(cfg.max_completion_length, mini_tokens,
+                                                                    len(rows) * W, gather_all), sampled)
                         (loss * W).backward()
                     # Metrics stay on the device (read once, after the update): no host sync here.
                     health.note_loss(loss.detach())
@@ -153,14 +161,15 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                     acc.add_ratio("entropy", (ent.detach() * dev_mask).sum(), tok)
                     for k, v in metrics.items():
                         acc.add_weighted(k, v, tok)
-                    if it == 0 and batch.sampled_logprobs is not None:
+                    if it == 0 and sampled is not None:
                         # pi_old's log-probs as the trainer computes them against the sampler's own.
-                        gap = (old - passes.to_device(batch.sampled_logprobs[r])).abs() * dev_mask
+                        gap = (old - sampled).abs() * dev_mask
                         acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
                 algo.after_micro_batch(batch, r, mini_tokens, last, acc)
             if train_policy:
                 grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
                                                 lambda gn: health.update_ok(gn, step)))
+                algo.entropy_coef.step(lambda values: dist.all_sum(values, env))  # use_adaptive_entropy
                 faults.reached("optimizer", step)  # crash tests kill here: weights moved, step unsaved
             algo.end_mini_batch(acc)
             updates += 1
@@ -169,5 +178,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
     out = algo.end_update(acc)
     if train_policy:
         out.update({"loss": acc.total("loss") / updates, "grad_norm": sum(grad_norms) / len(grad_norms)})
+        if algo.entropy_coef.adaptive:
+            out["entropy_coef"] = algo.entropy_coef.coef  # for the next update (TRL's metric)
     out.update(acc.means())
     return out
