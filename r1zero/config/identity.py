@@ -33,8 +33,9 @@ FREE = frozenset({
     # memory: the samples are keyed per prompt and sample, the sums are the same
     "generation_batch_size", "logprob_chunk_size", "gradient_checkpointing", "ref_model_offload",
     "fsdp_cpu_offload", "per_device_train_batch_size",
-    # when a run gives up, not what it computes until then
-    "max_failed_reward_steps", "max_skipped_updates",
+    # when a run gives up, not what it computes until then (a reward within its time limit scores
+    # the same in the trainer's process or a worker's)
+    "max_failed_reward_steps", "max_skipped_updates", "reward_timeout",
 })
 
 
