@@ -36,8 +36,9 @@ FREE = frozenset({
     # TRL's batch keys are resolved into r1zero's above (null in a resolved config); an old run's
     # config.yaml may hold them in their earlier meaning (micro-batch and generate-call sizes)
     "per_device_train_batch_size", "generation_batch_size",
-    # when a run gives up, not what it computes until then
-    "max_failed_reward_steps", "max_skipped_updates",
+    # when a run gives up, not what it computes until then (a reward within its time limit scores
+    # the same in the trainer's process or a worker's)
+    "max_failed_reward_steps", "max_skipped_updates", "reward_timeout",
 })
 
 

@@ -38,7 +38,10 @@ def reached(phase: str, step: int) -> None:
     key = (phase, int(step))
     _counts[key] = _counts.get(key, 0) + 1
     if spec == f"{phase}@{step}#{_counts[key]}":
-        Path(os.environ[PAUSE_FILE]).write_text(f"{spec} pid={os.getpid()}\n", encoding="utf-8")
+        # Written whole, then renamed into place: a test that sees the file reads the whole note.
+        note = Path(os.environ[PAUSE_FILE] + ".tmp")
+        note.write_text(f"{spec} pid={os.getpid()}\n", encoding="utf-8")
+        os.replace(note, os.environ[PAUSE_FILE])
         while True:  # wait for the SIGKILL
             time.sleep(60)
 

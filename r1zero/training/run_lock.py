@@ -42,16 +42,21 @@ class RunLock:
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
-        for _ in range(10):  # each round either takes the lock or removes one stale lock
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                self._take_over_or_refuse(me)
-                continue
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(me, f)
-            self.held = True
-            return
+        # Written whole beside the lock, then linked into place (fails if a lock is there): a lock file
+        # is never seen half-written, also when its run is killed while taking it.
+        mine = self.path.with_name(f"{LOCK}.{me['pid']}.tmp")
+        mine.write_text(json.dumps(me), encoding="utf-8")
+        try:
+            for _ in range(10):  # each round either takes the lock or removes one stale lock
+                try:
+                    os.link(mine, self.path)
+                except FileExistsError:
+                    self._take_over_or_refuse(me)
+                    continue
+                self.held = True
+                return
+        finally:
+            mine.unlink(missing_ok=True)
         raise ConfigError(f"output_dir: could not take {self.path} (other runs keep taking it); try again")
 
     def _take_over_or_refuse(self, me: dict) -> None:
@@ -62,11 +67,8 @@ class RunLock:
         try:
             owner = json.loads(text)
             pid, host = int(owner["pid"]), str(owner["host"])
-        except (ValueError, KeyError, TypeError):
-            if time.time() - self.path.stat().st_mtime < 5:  # being written by the run that just took it
-                time.sleep(0.2)
-                return
-            owner, pid, host = {}, -1, me["host"]  # unreadable and old: left by a run killed while writing it
+        except (ValueError, KeyError, TypeError):  # not a lock r1zero wrote (it writes them whole)
+            owner, pid, host = {}, -1, me["host"]
         # Stale: a dead process of this host, or this very process (a run in it that ended without
         # releasing, e.g. one that was refused after taking the lock).
         if host == me["host"] and (pid == me["pid"] or pid < 0 or not _alive(pid)):
