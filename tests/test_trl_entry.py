@@ -207,6 +207,8 @@ def test_engine_keys_are_accepted_with_one_logged_line_each(tmp_path, caplog):
         GRPOConfig(output_dir=str(tmp_path), **keys)
     for key in keys:
         assert len([r for r in caplog.records if f"'{key}'" in r.getMessage()]) == 1, key
+    # transformers' use_cpu is r1zero's device
+    assert GRPOConfig(output_dir=str(tmp_path), use_cpu=True).train_config(reward_funcs=["m:f"]).device == "cpu"
 
 
 def test_unknown_keys_are_reported_all_at_once(tmp_path):
