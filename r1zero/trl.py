@@ -269,7 +269,7 @@ class GRPOTrainer:
         self.args = args if args is not None else GRPOConfig(output_dir=f"{str(name).rstrip('/').split('/')[-1]}-GRPO")
         extra: dict[str, Any] = {"model_name_or_path": self._model_path(model)}
         if processing_class is not None:
-            extra["tokenizer_name_or_path"] = self._saved(processing_class, "tokenizer")
+            extra["tokenizer_name_or_path"] = self._tokenizer_path(processing_class, extra["model_name_or_path"])
         if peft_config is not None:
             extra.update(lora_keys(peft_config))
         self.reward_funcs, self._callables = reward_specs(reward_funcs)
@@ -290,6 +290,19 @@ class GRPOTrainer:
         folder = Path(self._tmp.name) / what
         obj.save_pretrained(folder)
         return str(folder)
+
+    def _tokenizer_path(self, tokenizer: Any, model_path: str) -> str:
+        if not hasattr(tokenizer, "save_pretrained") or not hasattr(tokenizer, "apply_chat_template"):
+            raise ConfigError(f"GRPOTrainer: 'processing_class' is a {type(tokenizer).__name__}; give a tokenizer")
+        from transformers import AutoConfig
+
+        from r1zero.models import resolve_model_path
+
+        folder = self._saved(tokenizer, "tokenizer")
+        # r1zero loads a tokenizer from a model folder: the model's config beside it
+        AutoConfig.from_pretrained(resolve_model_path(model_path),
+                                   trust_remote_code=self.args.trust_remote_code).save_pretrained(folder)
+        return folder
 
     def _model_path(self, model: Any) -> str:
         if isinstance(model, (str, Path)):

@@ -207,6 +207,8 @@ def test_engine_keys_are_accepted_with_one_logged_line_each(tmp_path, caplog):
         GRPOConfig(output_dir=str(tmp_path), **keys)
     for key in keys:
         assert len([r for r in caplog.records if f"'{key}'" in r.getMessage()]) == 1, key
+    # transformers' use_cpu is r1zero's device
+    assert GRPOConfig(output_dir=str(tmp_path), use_cpu=True).train_config(reward_funcs=["m:f"]).device == "cpu"
 
 
 def test_unknown_keys_are_reported_all_at_once(tmp_path):
@@ -247,6 +249,8 @@ def test_peft_config_object_trains_and_saves_an_adapter(tiny_qwen2, tmp_path):
 # ---- in-process rewards, eval_dataset, evaluate() ---------------------------------------------------
 
 def test_local_callables_run_in_process_with_eval_dataset(tiny_qwen2, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     calls = []
 
     async def accuracy_reward(completions, kind, **kwargs):  # async, a closure: no worker can import it
@@ -256,10 +260,16 @@ def test_local_callables_run_in_process_with_eval_dataset(tiny_qwen2, tmp_path):
     args = GRPOConfig(output_dir=str(tmp_path / "run"), per_device_train_batch_size=4, num_generations=2,
                       max_completion_length=4, max_steps=1, gradient_checkpointing=False, seed=0)
     evals = [{"prompt": "Say yes.", "kind": 1}, {"prompt": "Say no.", "kind": 0}]
-    trainer = GRPOTrainer(model=str(tiny_qwen2), reward_funcs=[accuracy_reward, lambda completions, **kw: [0.5] * len(completions)],
+    # model and processing_class as loaded objects; the tokenizer's pad token changed in memory
+    tok = AutoTokenizer.from_pretrained(tiny_qwen2)
+    assert tok.pad_token == "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    trainer = GRPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_qwen2), processing_class=tok,
+                          reward_funcs=[accuracy_reward, lambda completions, **kw: [0.5] * len(completions)],
                           args=args, train_dataset=[{"prompt": p, "kind": i % 2} for i, p in enumerate(PROMPTS)],
                           eval_dataset=evals)
     trainer.train()
+    assert trainer._trainer.tokenizer.pad_token == "<|endoftext|>"  # what trained is the object given
     assert calls and all(len(c) == 4 for c in calls)  # 2 prompts x 2 completions per call
     row = next(r for r in trainer.state.log_history if "loss" in r)
     assert row["rewards/<lambda>/mean"] == 0.5

@@ -40,6 +40,7 @@ ACCEPTED: dict[str, str] = {
     "ds3_gather_for_generation": "r1zero gathers FSDP shards for generation (distributed: fsdp)",
     "cache_implementation": "r1zero chooses its own KV cache",
     "per_device_eval_batch_size": "r1zero evaluates greedily in batches of sampling_batch_size (default 64)",
+    "logging_dir": "r1zero writes TensorBoard logs into output_dir",
     "remove_unused_columns": "r1zero passes every column to the reward functions (TRL's GRPO default)",
 }
 ACCEPTED_PREFIXES = {"vllm_": _VLLM, "dataloader_": "r1zero draws prompts itself (no DataLoader workers)"}
@@ -103,7 +104,7 @@ def refusal(key: str, value: Any) -> str | None:
 
 def take_trl_keys(raw: dict, where: str) -> dict:
     """``raw`` without TRL's engine keys (each logged once with what r1zero does instead), and with
-    the refused ones refused, all in one line. A warmup_steps ratio becomes warmup_ratio."""
+    the refused ones refused, all in one line. A warmup_steps ratio becomes warmup_ratio, use_cpu device: cpu."""
     refused = [f"'{k}' ({why})" for k, v in raw.items() if (why := refusal(k, v)) is not None]
     if refused:
         raise ConfigError(f"{where}: TRL option{'s' if len(refused) > 1 else ''} not supported: {'; '.join(refused)}")
@@ -114,6 +115,12 @@ def take_trl_keys(raw: dict, where: str) -> dict:
                 raise ConfigError(f"{where}: '{key}' and '{ALIASES[key]}' say the same thing; keep one")
             log.info("%s: '%s' is read as r1zero's '%s'", where, key, ALIASES[key])
             out[ALIASES[key]] = value
+            continue
+        if key == "use_cpu":  # transformers' device switch: r1zero's device key
+            if value:
+                if raw.get("device", "cpu") != "cpu":
+                    raise ConfigError(f"{where}: 'use_cpu' and 'device' {raw['device']!r} disagree; keep one")
+                out["device"] = "cpu"
             continue
         if key == "warmup_steps":
             if value:
