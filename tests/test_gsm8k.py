@@ -10,7 +10,6 @@ import importlib.util
 import json
 import math
 import time
-from pathlib import Path
 
 import pytest
 from conftest import GSM8K_DIR

@@ -13,7 +13,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from test_trl_parity import assert_loss_equals_trl_on_real_batch, trl_loss_and_grad
+from test_trl_parity import assert_loss_equals_trl_on_real_batch, random_batch, trl_loss_and_grad
 
 from r1zero.algorithms import policy_loss
 from r1zero.config import ConfigError, TrainConfig
@@ -56,17 +56,9 @@ def _ours(lp, old, adv, mask, loss_type, beta, ref, level="sequence"):
 @pytest.mark.parametrize("loss_type,beta", CASES)
 def test_sequence_level_loss_equals_trl_on_random_tensors(loss_type, beta, trainers, monkeypatch):
     tr = trainers(loss_type, beta)
-    g = torch.Generator().manual_seed(11)
-    B, T = 8, MAX_COMPLETION
-    lengths = torch.tensor([6, 1, 4, 6, 3, 2, 5, 6])
-    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
-    logps = (-torch.rand(B, T, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
     # Sequence log-ratios spread around 0 by up to ~0.5: some completions inside the clip range
     # [0.8, 1.28], some below and above it.
-    old = logps.detach() + torch.randn(B, 1, generator=g, dtype=torch.float64) * 0.3 \
-        + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.1
-    ref = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
-    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    logps, old, ref, adv, mask = random_batch(seed=11, token_noise=0.1)
     seq_ratio = torch.exp(((logps.detach() - old) * mask).sum(-1) / mask.sum(-1))
     assert (seq_ratio < 0.8).any() and (seq_ratio > 1.28).any() and ((seq_ratio > 0.8) & (seq_ratio < 1.28)).any()
     theirs, g_theirs = trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta)

@@ -181,7 +181,7 @@ def test_a_reward_file_that_hangs_exits_or_fails_at_import_is_one_line(body, wor
     elapsed = time.perf_counter() - t0
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert rc == 2 and len(err) == 1, err
-    assert err[0].startswith(f"r1zero: error: reward_funcs: ") and str(bad) in err[0], err
+    assert err[0].startswith("r1zero: error: reward_funcs: ") and str(bad) in err[0], err
     for w in words:
         assert w in err[0], (w, err[0])
     assert elapsed < 6.0 + 4.0, elapsed  # the limit, plus starting the trainer's checks

@@ -128,6 +128,22 @@ def trainers(tiny_qwen2, tmp_path_factory):
     return grpo_trainers(tiny_qwen2, tmp_path_factory)
 
 
+def random_batch(seed=7, token_noise=0.2):
+    """float64 (B, T) tensors: ragged masks, ratios inside and outside the clip ranges (per token and
+    per sequence: pi_old is pi plus a per-sequence shift and ``token_noise`` per token), advantages
+    of both signs."""
+    g = torch.Generator().manual_seed(seed)
+    B, T = 8, MAX_COMPLETION
+    lengths = torch.tensor([6, 1, 4, 6, 3, 2, 5, 6])
+    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    logps = (-torch.rand(B, T, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
+    old = logps.detach() + torch.randn(B, 1, generator=g, dtype=torch.float64) * 0.3 \
+        + torch.randn(B, T, generator=g, dtype=torch.float64) * token_noise
+    ref = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    return logps, old, ref, adv, mask
+
+
 def trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta, entropies=None, **extra):
     """(TRL's ``_compute_loss``, its gradient w.r.t. ``logps``) on these (B, T) tensors: TRL's loss code
     on our tensors, its log-prob forward replaced by the tensor under test (and its entropies by

@@ -9,7 +9,7 @@ that a 1% error would fail its comparison.
 import pytest
 import torch
 
-from test_trl_parity import (G, MAX_COMPLETION, PROMPTS, _batch, assert_loss_equals_trl_on_real_batch,
+from test_trl_parity import (MAX_COMPLETION, _batch, random_batch, assert_loss_equals_trl_on_real_batch,
                              grpo_trainers, trl_loss_and_grad)
 
 from r1zero.algorithms import policy_loss
@@ -46,21 +46,6 @@ def ours(name, beta, lp, old, adv, mask, ref):
     kw = {"epsilon": 0.2, "epsilon_high": 0.28, **SETTINGS[name]}
     return policy_loss(lp, old, adv, mask, loss_type=_loss_type(name), ref_logprobs=ref if beta > 0 else None,
                        beta=beta, kl_estimator="k3", max_completion_length=MAX_COMPLETION, **kw)
-
-
-def random_batch(seed=7):
-    """float64 (B, T) tensors: ragged masks, ratios inside and outside the clip ranges (per token and
-    per sequence), advantages of both signs."""
-    g = torch.Generator().manual_seed(seed)
-    B, T = 8, MAX_COMPLETION
-    lengths = torch.tensor([6, 1, 4, 6, 3, 2, 5, 6])
-    mask = (torch.arange(T).unsqueeze(0) < lengths.unsqueeze(1)).long()
-    logps = (-torch.rand(B, T, generator=g, dtype=torch.float64) * 3).requires_grad_(True)
-    old = logps.detach() + torch.randn(B, 1, generator=g, dtype=torch.float64) * 0.3 \
-        + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
-    ref = logps.detach() + torch.randn(B, T, generator=g, dtype=torch.float64) * 0.2
-    adv = torch.randn(B, generator=g, dtype=torch.float64)
-    return logps, old, ref, adv, mask
 
 
 @pytest.mark.parametrize("name,beta", CASES)
