@@ -11,8 +11,8 @@ share of the mini-batch's rows a micro-batch stands for (``Normaliser``, given b
 Besides the clipped surrogate below (grpo, bnpo, dr_grpo, dapo, luspo), the objectives are cispo,
 sapo and vespo (TRL 1.16's definitions; each function's docstring says its formula). Around every
 objective, in TRL's order: the sampler-mismatch weights (``sampler_correction``), the off-policy
-sequence mask (``off_policy_mask``) and the entropy quantile (``high_entropy_mask``) multiply the
-per-token loss, then the KL term is added (times the importance weight with
+sequence mask (``off_policy_mask``) and the entropy quantile (``high_entropy_mask``), from
+r1zero.algorithms.token_weights, multiply the per-token loss, then the KL term is added (times the importance weight with
 ``use_bias_correction_kl``), then ``aggregate`` reduces.
 
 The clipped surrogate with ``ratio = exp(logp - logp_old)``:
@@ -68,6 +68,7 @@ from typing import Callable, Union
 import torch
 
 from r1zero.algorithms.tensors import masked_mean
+from r1zero.algorithms.token_weights import SAMPLER_CORRECTION_MODES, high_entropy_mask, off_policy_mask, sampler_correction
 
 __all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "OBJECTIVE_KEYS", "Normaliser",
            "SAMPLER_CORRECTION_MODES", "sampler_correction", "off_policy_mask", "high_entropy_mask", "LossSettings",
@@ -346,71 +347,6 @@ def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
 
 
 LOSS_TYPES = tuple(POLICY_LOSSES)
-
-
-# ---- what is kept of the per-token loss, and how much each token weighs ---------------------------
-
-SAMPLER_CORRECTION_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
-
-
-def sampler_correction(old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor, mask: torch.Tensor, mode: str,
-                       clip_min: float | None, clip_max: float | None) -> tuple[torch.Tensor, dict]:
-    """(weights, metrics): the importance weight ``pi_old / pi_sampler`` that corrects the gap between
-    the trainer's log-probs and the sampler's (bf16 copy, other kernels), as TRL 1.16 computes it.
-
-    ``mode`` is ``<level>_<action>``: level ``token`` (one ratio per token, (B, T)) or ``sequence``
-    (the exp of the completion's summed log-ratio, (B, 1)); action ``truncate`` (clamp into
-    [clip_min, clip_max], TIS) or ``mask`` (0 outside it, MIS). A bound of None is no bound. A NaN
-    sampler log-prob counts as no gap. The metric is the share of tokens (token level) or of
-    completions with tokens (sequence level) outside the bounds: ``sampling/importance_sampling_clipped_share``
-    or ``..._masked_share``; and the weights' mean, TRL's ``sampling/importance_sampling_ratio/mean``.
-    """
-    if mode not in SAMPLER_CORRECTION_MODES:
-        raise ValueError(f"unknown vllm_importance_sampling_mode {mode!r}; expected one of {SAMPLER_CORRECTION_MODES}")
-    level, action = mode.split("_")
-    mask = mask.to(old_logprobs.dtype)
-    with torch.no_grad():
-        log_ratio = torch.nan_to_num((old_logprobs - sampled_logprobs.to(old_logprobs.dtype)) * mask, nan=0.0)
-        if level == "sequence":
-            log_ratio = log_ratio.sum(-1, keepdim=True)
-        ratio = torch.exp(log_ratio)
-        low = -math.inf if clip_min is None else clip_min
-        high = math.inf if clip_max is None else clip_max
-        outside = (ratio < low) | (ratio > high)
-        weights = torch.clamp(ratio, min=clip_min, max=clip_max) if action == "truncate" else \
-            ratio.masked_fill(outside, 0.0)
-        where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if level == "sequence" else mask
-        verb = "clipped" if action == "truncate" else "masked"
-        metrics = {f"sampling/importance_sampling_{verb}_share": _mean(outside.to(mask.dtype), where),
-                   "sampling/importance_sampling_ratio/mean": _mean(weights, where)}
-    return weights, metrics
-
-
-def off_policy_mask(advantages: torch.Tensor, logprobs: torch.Tensor, sampled_logprobs: torch.Tensor,
-                    mask: torch.Tensor, threshold: float) -> torch.Tensor:
-    """DeepSeek-V3.2's off-policy sequence mask, (B, 1) (or (B, T) with per-token advantages): 0 for
-    a completion with a negative advantage whose mean token KL(sampler || current), estimated as
-    ``sampled - logprobs``, exceeds ``threshold``; 1 for every other (such completions teach the
-    most wrong things, and a positive one is kept whatever its drift)."""
-    with torch.no_grad():
-        kl = torch.nan_to_num(sampled_logprobs.to(logprobs.dtype) - logprobs.detach(), nan=0.0)
-        drift = (kl * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1.0)
-        return ((advantages >= 0) | (drift <= threshold)).to(mask.dtype)
-
-
-def high_entropy_mask(entropy: torch.Tensor, mask: torch.Tensor, quantile: float,
-                      all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-    """(B, T) 1 for the completion tokens whose entropy is at least the ``1 - quantile`` quantile of
-    the batch's completion tokens (over every process with ``all_gather``), 0 elsewhere: "Beyond the
-    80/20 rule" trains on the forking tokens only (quantile 0.2). Quantile 0 keeps the highest."""
-    with torch.no_grad():
-        values = entropy.detach()[mask.bool()].float()
-        if all_gather is not None:
-            values = all_gather(values)
-        if values.numel() == 0:
-            return torch.zeros_like(mask)
-        threshold = torch.quantile(values, 1 - quantile)
-        return ((entropy.detach() * mask >= threshold) & mask.bool()).to(mask.dtype)
 
 
 def policy_loss(

@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import pickle
+import random
 import re
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ import torch
 
 from r1zero.errors import ConfigError, disk_full, free_bytes, is_disk_full, size_text
 from r1zero.models import unsafe_globals
+from r1zero.observe.tracking import EVALS, read_jsonl
 from r1zero.testing import faults
 
 log = logging.getLogger("r1zero")
@@ -311,3 +313,34 @@ def check_resume_world_size(path: str | os.PathLike, world_size: int) -> None:
         how = "without torchrun" if saved == 1 else f"under torchrun --nproc_per_node {saved} (or the same total over nodes)"
         raise ConfigError(f"resume_from_checkpoint: {path} was saved by {saved} process(es) and this run has "
                           f"{world_size}; resume it {how}, or start a new output_dir")
+
+
+def own_checkpoint(output_dir: str | os.PathLike, path: str | os.PathLike | None) -> bool:
+    """Whether ``path`` is a checkpoint of the run in ``output_dir`` (not another run's, continued here)."""
+    return path is not None and Path(path).resolve().parent == Path(output_dir).resolve()
+
+
+def run_finished(output_dir: str | os.PathLike, resume_from: Path | None, step: int, max_steps: int, *,
+                 final_eval: bool) -> bool:
+    """Whether the run in ``output_dir`` holds its last checkpoint (``resume_from``, at ``step``) and,
+    with ``final_eval``, its final evaluation: then a rerun has nothing to do. A run killed during its
+    final evaluation is not finished: the rerun evaluates (once) and ends."""
+    if step < max_steps or not own_checkpoint(output_dir, resume_from):
+        return False
+    evaluated = any(r.get("step") == step for r in read_jsonl(Path(output_dir) / EVALS, skip_broken=True))
+    return evaluated or not final_eval
+
+
+def rng_state() -> dict[str, Any]:
+    """The random generators' states, as tensors and plain types (trainer_state.pt loads weights_only)."""
+    return {"python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng(heavy: dict[str, Any]) -> None:
+    """Put back the generators' states that ``rng_state`` saved into ``heavy``."""
+    random.setstate(heavy["python_rng"])
+    torch.set_rng_state(heavy["torch_rng"])
+    if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(heavy["cuda_rng"])
+

@@ -249,3 +249,18 @@ class ForwardPasses:
             rows = slice(s, s + mb)
             out.append((self.values(module, batch, rows) if values else self.logprobs(module, batch, rows)[0]).cpu())
         return torch.cat(out)
+
+
+@contextlib.contextmanager
+def on_device(model, device: torch.device):
+    """``model`` (an offloaded reference kept in CPU memory; None: nothing to move) on ``device`` for
+    the block, back in CPU memory after it."""
+    if model is None:
+        yield
+        return
+    model.to(device)
+    try:
+        yield
+    finally:
+        model.to("cpu")
+

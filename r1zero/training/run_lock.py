@@ -8,6 +8,7 @@ cannot be checked from here, and the message says how to remove it.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import socket
@@ -15,6 +16,7 @@ import time
 from pathlib import Path
 
 from r1zero.errors import ConfigError
+from r1zero.training import distributed as dist
 
 LOCK = "r1zero.lock"
 
@@ -96,3 +98,20 @@ class RunLock:
                     self.path.unlink()
             except (OSError, ValueError):
                 pass
+
+
+def take_lock(output_dir: Path, env) -> RunLock:
+    """Take ``output_dir``'s lock (rank 0, for every rank of a torchrun run ``env``) or refuse the run
+    in one line on every rank; released at exit too, when the run ends in an error."""
+    lock, refused = RunLock(output_dir), None
+    if env.is_main:
+        try:
+            lock.acquire()
+        except ConfigError as e:
+            refused = str(e)
+    refused = dist.broadcast(refused, env)
+    if refused:
+        raise ConfigError(refused)
+    atexit.register(lock.release)
+    return lock
+

@@ -45,10 +45,8 @@ often that happens.
 """
 from __future__ import annotations
 
-import atexit
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -65,7 +63,7 @@ from r1zero.observe import metrics as M
 from r1zero.observe import report
 from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
-from r1zero.observe.tracking import EVALS, NullTracker, Tracker, check_trackers, read_jsonl
+from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.rewards.calls import TrainerState
 from r1zero.rewards.scoring import reward_model
 from r1zero.rollout.sampling import encode_prompts, generate
@@ -75,10 +73,10 @@ from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
 from r1zero.training import lora
 from r1zero.training.guards import RunHealth, check_output_dir
-from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses
+from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, on_device
 from r1zero.training import optim
 from r1zero.training.optim import make_optimizer
-from r1zero.training.run_lock import RunLock
+from r1zero.training.run_lock import take_lock
 from r1zero.training.samples import gather_rows, sample_rows
 from r1zero.training.sampling_rounds import draw_step
 from r1zero.training.update import need_old_logprobs, run_update
@@ -127,9 +125,10 @@ class Trainer:
         encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
         self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
-        self.finished = self._finished()
+        self.finished = ckpt.run_finished(self.out, self.resume_from, self.resumed_step, self.max_steps,
+                                          final_eval=cfg.eval_on_end and bool(self.test_rows))
         # From here the run writes into output_dir (every refusal above leaves it as it was).
-        self.lock = self._lock()
+        self.lock = take_lock(self.out, self.env)
         if self.finished:  # nothing left to do: no model is loaded (train() says so)
             return
 
@@ -169,32 +168,6 @@ class Trainer:
         if self.resume_from:
             self._restore(self.resume_from)
 
-    # ---- the run folder ---------------------------------------------------------------------------
-    def _lock(self) -> RunLock:
-        """Take output_dir's lock (rank 0, for every rank of the run) or refuse the run in one line."""
-        lock, refused = RunLock(self.out), None
-        if self.env.is_main:
-            try:
-                lock.acquire()
-            except ConfigError as e:
-                refused = str(e)
-        refused = dist.broadcast(refused, self.env)
-        if refused:
-            raise ConfigError(refused)
-        atexit.register(lock.release)  # also when the run ends in an error
-        return lock
-
-    def _finished(self) -> bool:
-        """Whether this run's own output_dir holds its last checkpoint and, with eval_on_end, its final
-        evaluation: then a rerun has nothing to do. A run killed during its final evaluation is not
-        finished: the rerun evaluates (once) and ends."""
-        if self.resume_from is None or self.resumed_step < self.max_steps:
-            return False
-        if Path(self.resume_from).resolve().parent != self.out.resolve():
-            return False  # another run's last checkpoint, continued into this folder
-        evaluated = any(r.get("step") == self.resumed_step for r in read_jsonl(self.out / EVALS, skip_broken=True))
-        return evaluated or not self.cfg.eval_on_end or not self.test_rows
-
     # ---- checkpoints ----------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
         state, heavy = ckpt.load_state(path)
@@ -208,10 +181,7 @@ class Trainer:
                 dist.load_optimizer(self.policy, self.optimizer, path / ckpt.OPTIMIZER_DIR)
             self.scheduler.load_state_dict(heavy["scheduler"])
             optim.apply_settings(self.optimizer, self.scheduler, config)  # a learning rate changed on resume applies
-            random.setstate(heavy["python_rng"])
-            torch.set_rng_state(heavy["torch_rng"])
-            if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state_all(heavy["cuda_rng"])
+            ckpt.restore_rng(heavy)
         else:
             log.warning("checkpoint %s has no optimizer state: optimizer restarts, schedule continues", path)
             for _ in range(self.step):
@@ -228,10 +198,7 @@ class Trainer:
             state["algorithm"] = self.algo.state()
         heavy = None
         if self.cfg.save_optimizer_state:
-            heavy = {"scheduler": self.scheduler.state_dict(),
-                     "python_rng": random.getstate(), "torch_rng": torch.get_rng_state(),
-                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                     **self.algo.heavy_state()}
+            heavy = {"scheduler": self.scheduler.state_dict(), **ckpt.rng_state(), **self.algo.heavy_state()}
             if not self.env.enabled:
                 heavy["optimizer"] = self.optimizer.state_dict()
         tmp = None
@@ -253,16 +220,6 @@ class Trainer:
         return final
 
     # ---- one step -------------------------------------------------------------------------------
-    def _frozen_logprobs(self, policy, batch: RolloutBatch, model=None) -> torch.Tensor:
-        """Log-probs without gradients; ``model`` (the offloaded reference) visits the device only for this pass."""
-        if model is None:
-            return self.passes.frozen(policy, batch)
-        model.to(self.device)
-        try:
-            return self.passes.frozen(policy, batch)
-        finally:
-            model.to("cpu")
-
     def _sampler(self):
         """What rollouts and evaluations run: the policy, or with LoRA its merged copy (r1zero.training.lora)."""
         return self.model if self.adapter is None else self.adapter.sampler(self.autocast_dtype)
@@ -292,11 +249,12 @@ class Trainer:
         """(advantages, algorithm metrics, update metrics) of this rank's rows: pi_old and reference passes,
         the algorithm's advantages, the update loop."""
         if need_old_logprobs(self.algo, self.cfg, len(batch), self.env.world_size):
-            batch.old_logprobs = self._frozen_logprobs(self.policy, batch)
+            batch.old_logprobs = self.passes.frozen(self.policy, batch)
         if self.ref_policy is not None:
             offload = self.cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
             with lora.reference(self.adapter):
-                batch.ref_logprobs = self._frozen_logprobs(self.ref_policy, batch, self.ref_model if offload else None)
+                with on_device(self.ref_model if offload else None, self.device):
+                    batch.ref_logprobs = self.passes.frozen(self.ref_policy, batch)
         advantages, algo_metrics = self.algo.advantages(batch)
         update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
                             optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
@@ -374,9 +332,7 @@ class Trainer:
         if self.finished:
             if self.env.is_main:
                 ckpt.prune_checkpoints(self.out, None)  # only the hidden leftovers of a killed save
-            self.rewarder.close()
-            self.eval_rewarder.close()
-            self.lock.release()
+            self._close()
             return {"output_dir": str(self.out), "finished": self.resumed_step, "checkpoint": str(self.resume_from)}
         main = self.env.is_main  # under torchrun rank 0 writes the run's files; every rank trains
         if main:
@@ -417,8 +373,7 @@ class Trainer:
                     self.save()
             bar.close()
             # Resumed at the last step (killed during the final evaluation): the checkpoint is there.
-            done = self.resume_from is not None and self.step == self.resumed_step \
-                and Path(self.resume_from).resolve().parent == self.out.resolve()
+            done = self.step == self.resumed_step and ckpt.own_checkpoint(self.out, self.resume_from)
             result["checkpoint"] = str(self.resume_from if done else self.save())
             if cfg.eval_on_end:
                 result["eval_end"] = ev = self.run_eval()
@@ -428,10 +383,14 @@ class Trainer:
             result["report"] = report.refresh(self.out) if main else None
         finally:
             tracker.close()
-            self.rewarder.close()
-            self.eval_rewarder.close()
-            self.lock.release()
+            self._close()
         return result
+
+    def _close(self) -> None:
+        """End the reward workers and release output_dir."""
+        self.rewarder.close()
+        self.eval_rewarder.close()
+        self.lock.release()
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
