@@ -235,11 +235,7 @@ class RewardWorker:
 
     def _kill(self) -> None:
         if self.proc is not None:
-            try:  # the group, before the worker is reaped (its pid, the group's id, is still ours)
-                os.killpg(self.proc.pid, signal.SIGKILL)  # SIGKILL: nothing the function does can delay it
-            except OSError:
-                self.proc.kill()
-            self.proc.wait()
+            self._kill_group()
             self.restarts += 1
         for c in (self.conn, self.out):
             if c is not None:
@@ -253,14 +249,20 @@ class RewardWorker:
             try:  # at EOF the worker SIGKILLs its group (what the reward started, and itself)
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except OSError:
-                    self.proc.kill()
-                self.proc.wait()
+                self._kill_group()
             self.conn.close()
         self.proc = self.conn = self.out = None
         self._join_drainer()
+
+    def _kill_group(self) -> None:
+        """SIGKILL the worker's process group (what the reward started, and the worker: nothing the
+        function does can delay it), before the worker is reaped, while its pid, the group's id, is
+        still ours; then reap it."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            self.proc.kill()
+        self.proc.wait()
 
     def _join_drainer(self) -> None:
         """Wait (briefly) until the output of the stopped worker is logged: it ends at EOF, once its
