@@ -25,7 +25,6 @@ class DataError(ValueError):
 
 
 _SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-_BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark (Windows editors write one): not part of the first row
 
 # Hub datasets read from the copy shipped in this package: (hub id, config) -> folder of split files.
 SHIPPED = {("openai/gsm8k", None): Path(__file__).resolve().parent / "gsm8k",
@@ -49,7 +48,8 @@ def _open_bytes(path: Path):
 
 
 def _decode(data: bytes, path: Path, first_line: int = 1) -> str:
-    """``data`` as UTF-8 text (a leading BOM dropped), or a DataError naming the line with the bad byte."""
+    """``data`` as UTF-8 text, or a DataError naming the line with the bad byte. A byte order mark at the
+    start of the file (Windows editors write one) is dropped, not read as part of the first row."""
     try:
         return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
     except UnicodeDecodeError as e:
