@@ -31,6 +31,9 @@ class InProcessReward:
         self.batched = is_batched(fn)
         self.wants = rollout_args(fn)
 
+    def start(self) -> None:
+        """Nothing to start: the callable is loaded already (a RewardWorker's counterpart)."""
+
     def close(self) -> None:
         """Nothing to stop (a RewardWorker's counterpart)."""
 

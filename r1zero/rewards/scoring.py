@@ -111,8 +111,7 @@ class RewardModel:
                                           memory_limit=memory_limit) for s in funcs]
         try:
             for w in self.workers:  # each imports its file now: a bad one is refused before any model loads
-                if isinstance(w, RewardWorker):
-                    w.start()
+                w.start()
         except BaseException:
             self.close()
             raise
