@@ -33,6 +33,7 @@ from r1zero.config import TrainConfig, field_types
 from r1zero.config.checks import closest
 from r1zero.config.trl_keys import take_trl_keys
 from r1zero.errors import ConfigError
+from r1zero.observe import metrics as M
 
 log = logging.getLogger("r1zero")
 
@@ -337,7 +338,7 @@ class GRPOTrainer:
         result = trainer.train()
         self.state.log_history = self._history()
         self.state.global_step, self.state.max_steps = trainer.step, trainer.max_steps
-        losses = [r["loss"] for r in self.state.log_history if "loss" in r]
+        losses = [r[M.LOSS] for r in self.state.log_history if M.LOSS in r]
         metrics = dict(result.get("last_metrics") or {})
         return TrainOutput(trainer.step, sum(losses) / len(losses) if losses else math.nan, metrics)
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from r1zero.algorithms import group_advantages, group_stats, kl_divergence, policy_loss
+from r1zero.observe.metrics import loss_metrics
 
 TOL = 1e-9
 F64 = torch.float64
@@ -133,7 +134,7 @@ def run_loss(loss_type, beta=0.0, est="k3", with_ref=None, mask=None, **kw):
         lp, t64(OLD), t64(ADV), t64(MASK) if mask is None else mask, loss_type=loss_type,
         epsilon=EPS, epsilon_high=EPS_HIGH, ref_logprobs=ref, beta=beta, kl_estimator=est, **kw,
     )
-    return lp, loss, metrics
+    return lp, loss, loss_metrics(metrics)
 
 
 # ---------------------------------------------------------------- group_advantages
@@ -206,10 +207,10 @@ def test_group_advantages_validation():
 
 def test_group_stats():
     stats = group_stats(torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0]), 4)
-    assert stats["frac_reward_zero_std"] == pytest.approx(2 / 3, abs=TOL)
-    assert stats["reward_std"] == pytest.approx(math.sqrt(1 / 3) / 3, abs=1e-7)
-    assert stats["reward_mean"] == pytest.approx(6 / 12, abs=TOL)
-    assert all(isinstance(v, float) for v in stats.values())
+    assert stats.frac_reward_zero_std == pytest.approx(2 / 3, abs=TOL)
+    assert stats.reward_std == pytest.approx(math.sqrt(1 / 3) / 3, abs=1e-7)
+    assert stats.reward_mean == pytest.approx(6 / 12, abs=TOL)
+    assert all(isinstance(v, float) for v in stats)
     with pytest.raises(ValueError):
         group_stats([1.0, 2.0, 3.0], 2)
 
@@ -272,7 +273,7 @@ def test_policy_loss_single_token_hand_values():
     def one(log_ratio, a, eps=0.2, eps_high=None):
         loss, m = policy_loss(t64([[log_ratio]]), t64([[0.0]]), t64([a]), t64([[1.0]]),
                               epsilon=eps, epsilon_high=eps_high)
-        return loss.item(), m
+        return loss.item(), loss_metrics(m)
 
     assert one(0.4, 2.0)[0] == pytest.approx(-1.2 * 2.0, abs=TOL)  # high clipped: -(1+eps)*A
     assert one(0.4, 2.0, eps_high=0.5)[0] == pytest.approx(-math.exp(0.4) * 2.0, abs=TOL)  # inside 1.5
@@ -299,10 +300,10 @@ def test_policy_loss_clip_metrics():
     # 0-d tensors, detached: the update loop reads them after backward, so none makes the host wait.
     assert all(isinstance(v, torch.Tensor) and v.dim() == 0 and not v.requires_grad for v in m.values())
     # with epsilon_high == epsilon (upper bound 1.2) the same two tokens (1.49, 1.284) are high clipped
-    _, m2 = policy_loss(t64(LP), t64(OLD), t64(ADV), t64(MASK), epsilon=0.2)
+    m2 = loss_metrics(policy_loss(t64(LP), t64(OLD), t64(ADV), t64(MASK), epsilon=0.2)[1])
     assert m2["clip_ratio/high_mean"] == pytest.approx(2 / N_TOKENS, abs=TOL)
     # a wide upper clip removes the high clipping
-    _, m3 = policy_loss(t64(LP), t64(OLD), t64(ADV), t64(MASK), epsilon=0.2, epsilon_high=0.5)
+    m3 = loss_metrics(policy_loss(t64(LP), t64(OLD), t64(ADV), t64(MASK), epsilon=0.2, epsilon_high=0.5)[1])
     assert m3["clip_ratio/high_mean"] == 0.0
     assert m3["clip_ratio/low_mean"] == pytest.approx(1 / N_TOKENS, abs=TOL)
 
@@ -404,6 +405,7 @@ def test_loss_zero_at_start_but_gradient_nonzero(loss_type):
     mask = torch.ones(B, T, dtype=F64)
     loss, m = policy_loss(lp, old, adv, mask, loss_type=loss_type, ref_logprobs=old.clone(), beta=0.04)
     assert abs(loss.item()) < 1e-12
+    m = loss_metrics(m)
     assert m["ratio_mean"] == pytest.approx(1.0, abs=TOL)
     assert m["kl"] == 0.0 and m["clip_ratio/region_mean"] == 0.0
     loss.backward()

@@ -17,6 +17,7 @@ from test_trl_parity import assert_loss_equals_trl_on_real_batch, random_batch, 
 
 from r1zero.algorithms import policy_loss
 from r1zero.config import ConfigError, TrainConfig
+from r1zero.observe.metrics import loss_metrics
 
 G = 4
 PROMPTS = ["hello there", "good morning"]  # equal token lengths: no left padding (see test_trl_parity.py)
@@ -63,6 +64,7 @@ def test_sequence_level_loss_equals_trl_on_random_tensors(loss_type, beta, train
     assert (seq_ratio < 0.8).any() and (seq_ratio > 1.28).any() and ((seq_ratio > 0.8) & (seq_ratio < 1.28)).any()
     theirs, g_theirs = trl_loss_and_grad(tr, monkeypatch, logps, old, ref, adv, mask, beta)
     ours, metrics = _ours(logps, old, adv, mask, loss_type, beta, ref)
+    metrics = loss_metrics(metrics)
     (g_ours,) = torch.autograd.grad(ours, logps)
     assert abs(float(ours) - float(theirs)) < 1e-6
     torch.testing.assert_close(g_ours, g_theirs, atol=1e-6, rtol=0)

@@ -19,6 +19,7 @@ from test_trl_parity_objectives import random_batch
 from r1zero.algorithms import policy_loss
 from r1zero.algorithms.losses import high_entropy_mask, off_policy_mask, sampler_correction
 from r1zero.config import ConfigError, TrainConfig
+from r1zero.observe.metrics import loss_metrics
 from r1zero.training.logprobs import completion_logprobs
 
 # Each mode with bounds that the gap below crosses on both sides (a sequence sums its tokens' gaps).
@@ -75,6 +76,7 @@ def test_correction_equals_trl_on_a_real_batch(mode, trainers, monkeypatch):
     theirs = inputs["importance_sampling_ratio"]
     lo, hi = BOUNDS[mode]
     ours, metrics = sampler_correction(inputs["old_per_token_logps"], sampled, cm, mode, lo, hi)
+    metrics = loss_metrics(metrics)
     assert ours.shape == theirs.shape == ((cm.shape[0], 1) if mode.startswith("sequence") else cm.shape)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=1e-6)
     # Not a trivial batch: some weights inside (not 1), some at a bound or 0.
@@ -124,6 +126,7 @@ def test_correction_changes_nothing_when_sampler_and_trainer_agree():
     logps, old, ref, adv, mask = random_batch()
     for mode in BOUNDS:
         weights, metrics = sampler_correction(old, old.clone(), mask, mode, *BOUNDS[mode])
+        metrics = loss_metrics(metrics)
         assert bool((weights == 1).all())
         assert float(next(v for k, v in metrics.items() if k.endswith("_share"))) == 0
         for loss_type in ("grpo", "dapo", "cispo", "vespo"):
@@ -148,15 +151,15 @@ def test_correction_clips_and_masks_the_rows_a_hand_computation_picks():
     w, m = sampler_correction(old, sampled, mask, "token_truncate", 0.8, 1.25)
     want = torch.tensor([[1.25, e(-0.1), 0.8], [e(0.1), e(0.2), 1.0]], dtype=torch.float64)
     torch.testing.assert_close(w, want, atol=1e-12, rtol=0)
-    assert float(m["sampling/importance_sampling_clipped_share"]) == pytest.approx(2 / 5)
+    assert float(loss_metrics(m)["sampling/importance_sampling_clipped_share"]) == pytest.approx(2 / 5)
     w, m = sampler_correction(old, sampled, mask, "token_mask", 0.8, 1.25)
     want[0, 0] = want[0, 2] = 0.0
     torch.testing.assert_close(w, want, atol=1e-12, rtol=0)
-    assert float(m["sampling/importance_sampling_masked_share"]) == pytest.approx(2 / 5)
+    assert float(loss_metrics(m)["sampling/importance_sampling_masked_share"]) == pytest.approx(2 / 5)
     # sequence level: sums 0.0 and 0.3 (padding ignored): e^0 = 1, e^0.3 = 1.35.
     w, m = sampler_correction(old, sampled, mask, "sequence_truncate", 0.8, 1.25)
     torch.testing.assert_close(w, torch.tensor([[1.0], [1.25]], dtype=torch.float64), atol=1e-12, rtol=0)
-    assert float(m["sampling/importance_sampling_clipped_share"]) == pytest.approx(1 / 2)
+    assert float(loss_metrics(m)["sampling/importance_sampling_clipped_share"]) == pytest.approx(1 / 2)
     w, _ = sampler_correction(old, sampled, mask, "sequence_mask", 0.8, 1.25)
     torch.testing.assert_close(w, torch.tensor([[1.0], [0.0]], dtype=torch.float64), atol=1e-12, rtol=0)
     w, _ = sampler_correction(old, sampled, mask, "sequence_mask", None, 1.5)  # no lower bound, a higher cap
@@ -181,7 +184,7 @@ def test_off_policy_mask_equals_trl_on_random_tensors(beta, trainers, monkeypatc
     assert abs(float(loss) - float(theirs)) < 1e-6
     torch.testing.assert_close(g_ours, g_theirs, atol=1e-6, rtol=0)
     assert not torch.allclose(1.01 * g_ours, g_theirs, atol=1e-6, rtol=0)
-    assert float(metrics["off_policy_masked_share"]) == pytest.approx(1 - float(keep.mean()))
+    assert float(loss_metrics(metrics)["off_policy_masked_share"]) == pytest.approx(1 - float(keep.mean()))
     # By hand: the dropped rows are the negative-advantage ones whose mean (sampled - logps) > 0.1.
     drift = ((sampled - logps.detach()) * mask).sum(-1) / mask.sum(-1)
     assert (keep.squeeze(1) == 0).tolist() == ((adv < 0) & (drift > 0.1)).tolist()
@@ -203,7 +206,7 @@ def test_top_entropy_quantile_equals_trl_on_random_tensors(beta, trainers, monke
     # By hand: the kept tokens are the 30% of the 33 completion tokens with the highest entropy.
     values = sorted(entropy[mask.bool()].tolist(), reverse=True)
     keep = high_entropy_mask(entropy, mask.double(), 0.3)
-    assert int(keep.sum()) == 10 and float(metrics["entropy_kept_share"]) == pytest.approx(10 / 33)
+    assert int(keep.sum()) == 10 and float(loss_metrics(metrics)["entropy_kept_share"]) == pytest.approx(10 / 33)
     assert sorted(entropy[keep.bool()].tolist(), reverse=True) == values[:10]
     if beta == 0:  # only the kept tokens carry a gradient
         assert bool((g_ours[~keep.bool()] == 0).all()) and bool((g_ours[keep.bool()] != 0).any())

@@ -23,6 +23,7 @@ from typing import Union
 import torch
 
 from r1zero.algorithms.base import Algorithm, RolloutBatch, register
+from r1zero.algorithms.stats import GroupStats
 from r1zero.errors import ConfigError
 from r1zero.algorithms.tensors import Rewards, as_reward_tensor, grouped as group_rows
 
@@ -72,12 +73,11 @@ def group_advantages(rewards: Rewards, group_size: int, scale: Union[str, bool] 
     return adv.reshape(-1).to(out_dtype)
 
 
-def group_stats(rewards: Rewards, group_size: int) -> dict:
-    """Metrics about the reward groups (python floats).
-
-    Returns ``reward_mean`` (mean of all rewards), ``reward_std`` (mean over groups of the group
-    std, Bessel; 0 when group_size == 1, as TRL logs it) and ``frac_reward_zero_std`` (share of
-    groups whose rewards are all equal: they give zero advantage, hence no learning signal).
+def group_stats(rewards: Rewards, group_size: int) -> GroupStats:
+    """What the reward groups say (python floats): ``reward_mean`` (mean of all rewards),
+    ``reward_std`` (mean over groups of the group std, Bessel; 0 when group_size == 1, as TRL logs
+    it) and ``frac_reward_zero_std`` (share of groups whose rewards are all equal: they give zero
+    advantage, hence no learning signal).
     """
     r = as_reward_tensor(rewards).to(torch.float64)
     grouped = group_rows(r, group_size)
@@ -86,11 +86,8 @@ def group_stats(rewards: Rewards, group_size: int) -> dict:
     else:
         stds = torch.zeros(grouped.shape[0], dtype=r.dtype)
     all_equal = grouped.amax(dim=1) == grouped.amin(dim=1)
-    return {
-        "reward_mean": r.mean().item(),
-        "reward_std": stds.mean().item(),
-        "frac_reward_zero_std": all_equal.to(torch.float64).mean().item(),
-    }
+    return GroupStats(reward_mean=r.mean().item(), reward_std=stds.mean().item(),
+                      frac_reward_zero_std=all_equal.to(torch.float64).mean().item())
 
 
 @register

@@ -3,7 +3,7 @@
 The registry has the shape of veRL's ``core_algos.register_policy_loss``: ``register_policy_loss(name,
 reduction)`` files an objective under a ``loss_type`` name together with the reduction that turns its
 per-token losses into one number. An objective maps the micro-batch's importance weights and
-advantages to a (B, T) (or (B, 1), broadcast over the row) per-token loss and its metrics; it never
+advantages to a (B, T) (or (B, 1), broadcast over the row) per-token loss and its statistics (a ``LossStats``); it never
 divides by anything. ``aggregate`` is the only place that normalises: per sequence, per micro-batch
 token, by a constant, by the global token count (summed over micro-batches and processes), and the
 share of the mini-batch's rows a micro-batch stands for (``Normaliser``, given by the update loop).
@@ -67,12 +67,13 @@ from typing import Callable, Union
 
 import torch
 
+from r1zero.algorithms.stats import LossStats
 from r1zero.algorithms.tensors import masked_mean
 from r1zero.algorithms.token_weights import SAMPLER_CORRECTION_MODES, high_entropy_mask, off_policy_mask, sampler_correction
 
 __all__ = ["LOSS_TYPES", "IMPORTANCE_SAMPLING_LEVELS", "KL_ESTIMATORS", "REDUCTIONS", "OBJECTIVE_KEYS", "Normaliser",
            "SAMPLER_CORRECTION_MODES", "sampler_correction", "off_policy_mask", "high_entropy_mask", "LossSettings",
-           "Surrogate", "PolicyLoss", "register_policy_loss", "get_policy_loss", "kl_divergence", "aggregate",
+           "Surrogate", "LossStats", "PolicyLoss", "register_policy_loss", "get_policy_loss", "kl_divergence", "aggregate",
            "policy_loss"]
 
 IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
@@ -216,7 +217,7 @@ class Surrogate:
     sampler_weight: torch.Tensor | None = None  # the sampler-mismatch correction's weights, (B, T) or (B, 1)
 
 
-Objective = Callable[[Surrogate, LossSettings], tuple[torch.Tensor, dict]]
+Objective = Callable[[Surrogate, LossSettings], tuple[torch.Tensor, LossStats]]
 
 
 @dataclass(frozen=True)
@@ -252,11 +253,11 @@ def get_policy_loss(name: str) -> PolicyLoss:
     return POLICY_LOSSES[name]
 
 
-def _shares(flags: dict[str, torch.Tensor], x: Surrogate) -> dict[str, torch.Tensor]:
-    """Each flag's mean: over tokens, or at the sequence level over the completions that have
-    tokens (TRL's per-sequence reading)."""
+def _share(values: torch.Tensor, x: Surrogate) -> torch.Tensor:
+    """The values' (or a flag's) mean: over tokens, or at the sequence level over the completions
+    that have tokens (TRL's per-sequence reading)."""
     where = (x.mask.sum(-1, keepdim=True) > 0).to(x.mask.dtype) if x.sequence else x.mask
-    return {k: _mean(v.to(x.mask.dtype), where) for k, v in flags.items()}
+    return _mean(values.to(x.mask.dtype), where)
 
 
 def _by_sign(cond: torch.Tensor, yes: float, no: float, like: torch.Tensor) -> torch.Tensor:
@@ -273,7 +274,7 @@ def _by_sign(cond: torch.Tensor, yes: float, no: float, like: torch.Tensor) -> t
 @register_policy_loss("dr_grpo", "seq-mean-token-sum-norm")
 @register_policy_loss("bnpo", "token-mean")
 @register_policy_loss("grpo", "seq-mean-token-mean")
-def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, LossStats]:
     """PPO's clipped surrogate ``-min(w A, clip(w, 1 - eps, 1 + eps_high) A)``; the five loss types
     that share it differ only in their reduction (luspo, LUSPO 2026: GSPO's objective with each
     completion's loss summed over its tokens, i.e. scaled by its length, then averaged over
@@ -286,27 +287,25 @@ def clipped_surrogate(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict
         r = ratio.detach()
         low = (r < 1 - s.epsilon) & (adv < 0)
         high = (r > 1 + s.eps_high) & (adv > 0)
-        metrics = _shares({"clip_ratio/low_mean": low, "clip_ratio/high_mean": high,
-                           "clip_ratio/region_mean": low | high}, x)
-        metrics["ratio_mean"] = _shares({"r": r}, x)["r"]
-    return per_token, metrics
+        stats = LossStats(clip_low=_share(low, x), clip_high=_share(high, x), clip_region=_share(low | high, x),
+                          ratio_mean=_share(r, x))
+    return per_token, stats
 
 
 @register_policy_loss("cispo", "token-sum-global")
-def cispo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+def cispo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, LossStats]:
     """MiniMax-M1's CISPO: REINFORCE on every token, ``-sg(min(w, epsilon_high)) A logp``. The
     importance weight is truncated from above and held constant, so no token's gradient is ever
     clipped away (the surrogate above drops tokens outside its range)."""
     w = torch.exp(x.log_weight).detach()
     per_token = -torch.clamp(w, max=s.eps_high) * x.advantages * x.logprobs
     with torch.no_grad():
-        metrics = _shares({"cispo_clip_ratio": (w > s.eps_high) & (x.advantages > 0)}, x)
-        metrics["ratio_mean"] = _shares({"r": w}, x)["r"]
-    return per_token, metrics
+        stats = LossStats(cispo_clip_ratio=_share((w > s.eps_high) & (x.advantages > 0), x), ratio_mean=_share(w, x))
+    return per_token, stats
 
 
 @register_policy_loss("sapo", "seq-mean-token-mean")
-def sapo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+def sapo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, LossStats]:
     """Soft Adaptive Policy Optimization (Qwen, 2025): the hard clip replaced by a smooth gate,
     ``-(4 / tau) sigmoid(tau (w - 1)) A``, whose gradient ``sigmoid'`` fades as w leaves 1 instead of
     dropping to 0 at a clip edge; tau is ``sapo_temperature_pos`` for A > 0 and ``_neg`` otherwise
@@ -316,15 +315,15 @@ def sapo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
     tau = _by_sign(adv > 0, s.sapo_temperature_pos, s.sapo_temperature_neg, adv)
     per_token = -torch.sigmoid(tau * (ratio - 1)) * (4 / tau) * adv
     with torch.no_grad():
-        metrics = {"ratio_mean": _shares({"r": ratio.detach()}, x)["r"]}
-    return per_token, metrics
+        stats = LossStats(ratio_mean=_share(ratio.detach(), x))
+    return per_token, stats
 
 
 _LOG_TINY = math.log(1e-8)  # VESPO's floor of a log importance weight
 
 
 @register_policy_loss("vespo", "token-sum-global", folds_sampler_weight=True)
-def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
+def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, LossStats]:
     """VESPO (2026): REINFORCE with each completion weighted by a Gamma-shaped function of its
     sequence importance weight ``w = exp(sum of its token log-ratios)``, ``phi(w) = e^lam w^k e^(-lam w)``
     (1 at w = 1, falling towards 0 as w moves away from it on either side): ``-sg(phi(w)) A logp``.
@@ -342,81 +341,18 @@ def vespo(x: Surrogate, s: LossSettings) -> tuple[torch.Tensor, dict]:
         k = _by_sign(nonneg, s.vespo_k_pos, s.vespo_k_neg, adv)
         lam = _by_sign(nonneg, s.vespo_lambda_pos, s.vespo_lambda_neg, adv).clamp(min=1e-4)
         phi = torch.exp(lam + k * log_w - lam * torch.exp(log_w)).nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)
-        metrics = {"vespo/phi_seq_mean": _shares({"phi": phi}, dataclasses.replace(x, sequence=True))["phi"]}
-    return -phi * adv * x.logprobs, metrics
+        stats = LossStats(vespo_phi=_share(phi, dataclasses.replace(x, sequence=True)))
+    return -phi * adv * x.logprobs, stats
 
 
 LOSS_TYPES = tuple(POLICY_LOSSES)
 
 
-def policy_loss(
-    logprobs: torch.Tensor,
-    old_logprobs: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    *,
-    loss_type: str = "grpo",
-    epsilon: float = 0.2,
-    epsilon_high: float | None = None,
-    ref_logprobs: torch.Tensor | None = None,
-    beta: float = 0.0,
-    kl_estimator: str = "k3",
-    max_completion_length: int | None = None,
-    total_tokens: Count = None,
-    total_rows: int | None = None,
-    importance_sampling_level: str = "token",
-    use_bias_correction_kl: bool = False,
-    sampled_logprobs: torch.Tensor | None = None,
-    entropy: torch.Tensor | None = None,
-    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    **objective_keys,
-) -> tuple[torch.Tensor, dict]:
-    """The registered objective ``loss_type`` (plus optional KL penalty), reduced by its reduction.
+# ---- around the objective -------------------------------------------------------------------------
 
-    Args:
-        logprobs: (B, T) log-probs of the completion tokens under the current policy (with grad).
-        old_logprobs: (B, T) log-probs under the policy that sampled them (constant).
-        advantages: (B,) one advantage per sequence, or (B, T) one per token (constant).
-        mask: (B, T) 1 for completion tokens, 0 for padding (bool or float).
-        loss_type: a key of POLICY_LOSSES (see the module docstring).
-        epsilon: lower clip, ratio >= 1 - epsilon. epsilon_high: upper clip (default ``epsilon``).
-        ref_logprobs: (B, T) reference-policy log-probs; required when ``beta > 0``; when given,
-            the KL metric is reported even if ``beta == 0``.
-        beta: KL penalty coefficient. kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
-        max_completion_length: the ``dr_grpo`` normaliser (default T).
-        total_tokens: the ``dapo`` normaliser: active tokens of the global batch, summed over
-            gradient-accumulation micro-batches (and processes; under DDP gradient averaging pass
-            the global count / world size, as TRL does). Default: this batch's mask sum.
-        total_rows: rows of the whole mini-batch (over every process) this micro-batch is part of:
-            the per-row reductions weigh it by ``B / total_rows``. Default: B (the whole batch).
-        importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one
-            ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
-        use_bias_correction_kl: multiply the KL term by the importance weight ``w`` (with its
-            gradient), which makes its gradient the unbiased reverse-KL gradient off-policy
-            (DeepSeek-V3.2; TRL 1.16's key, True by default there). Off: the classic term.
-        sampled_logprobs: (B, T) the sampler's own log-probs (r1zero's engine returns them): the
-            sampler-mismatch correction and the off-policy mask compare with them (the mask with
-            ``old_logprobs`` when they are None, as TRL does without vLLM).
-        entropy: (B, T) the current policy's token entropies (top_entropy_quantile < 1).
-        all_gather: concatenates a 1-D tensor over every process (the entropy quantile); None: one process.
-        objective_keys: the other keys of ``LossSettings`` (TRL's names): sapo_temperature_pos/neg,
-            vespo_k_pos, vespo_lambda_pos, vespo_k_neg, vespo_lambda_neg; the sampler-mismatch
-            correction ``vllm_importance_sampling_correction`` / ``_mode`` / ``_clip_min`` / ``_clip_max``
-            (``sampler_correction``; its weights multiply the per-token loss, vespo folds them into
-            its sequence weight); ``off_policy_mask_threshold`` (``off_policy_mask``) and
-            ``top_entropy_quantile`` (``high_entropy_mask``), both multiplying the per-token loss
-            before the KL term is added, in TRL's order.
-
-    Returns:
-        ``(loss, metrics)``: a scalar tensor whose gradient flows to ``logprobs`` only, and 0-d
-        tensors (detached, on the device: the update loop reads them after backward, all at once):
-        the objective's own (the clipped surrogate's ``clip_ratio/low_mean``, ``clip_ratio/high_mean``,
-        ``clip_ratio/region_mean``, ``ratio_mean``: masked token means, at the sequence level means
-        over the completions that have tokens, TRL's per-sequence reading; cispo's ``cispo_clip_ratio``,
-        vespo's ``vespo/phi_seq_mean``), the correction's ``sampling/importance_sampling_ratio/mean``
-        and ``sampling/importance_sampling_{clipped,masked}_share``, ``off_policy_masked_share``,
-        ``entropy_kept_share`` (each when on) and, when ``ref_logprobs`` is given, ``kl``.
-    """
+def _checked(loss_type: str, kl_estimator: str, importance_sampling_level: str, beta: float, ref_logprobs,
+             logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> PolicyLoss:
+    """The registered ``loss_type``, once every setting and shape policy_loss was given is known good."""
     loss_fn = get_policy_loss(loss_type)
     if kl_estimator not in KL_ESTIMATORS:
         raise ValueError(f"unknown KL estimator {kl_estimator!r}; expected one of {KL_ESTIMATORS}")
@@ -430,54 +366,121 @@ def policy_loss(
             f"logprobs, old_logprobs and mask must share one (B, T) shape, got {tuple(logprobs.shape)}, "
             f"{tuple(old_logprobs.shape)}, {tuple(mask.shape)}"
         )
-    mask = mask.detach().to(logprobs.dtype)
+    return loss_fn
+
+
+def _advantage_columns(advantages, logprobs: torch.Tensor) -> torch.Tensor:
+    """The advantages as (B, 1), one per sequence, or (B, T) as given, one per token (ppo, reinforce_pp)."""
     adv = torch.as_tensor(advantages).detach().to(device=logprobs.device, dtype=logprobs.dtype)
-    if not (adv.dim() == 2 and adv.shape == logprobs.shape):  # else per-token already (ppo, reinforce_pp)
+    if not (adv.dim() == 2 and adv.shape == logprobs.shape):
         adv = adv.reshape(-1, 1)
         if adv.shape[0] != logprobs.shape[0]:
             raise ValueError(f"advantages must have one value per sequence ({logprobs.shape[0]}), got {adv.shape[0]}")
+    return adv
 
-    log_ratio = logprobs - old_logprobs.detach()
-    sequence = importance_sampling_level == "sequence"
-    log_weight = log_ratio
-    if sequence:
-        if adv.shape[1] != 1:
-            raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
-        log_weight = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)  # (B, 1)
-    s = LossSettings(epsilon=epsilon, epsilon_high=epsilon_high, **objective_keys)
-    weights, metrics = None, {}
-    if s.vllm_importance_sampling_correction:
-        if sampled_logprobs is None:
-            raise ValueError("vllm_importance_sampling_correction needs sampled_logprobs (the sampler's log-probs)")
-        weights, metrics = sampler_correction(old_logprobs.detach(), sampled_logprobs.detach(), mask,
-                                              s.vllm_importance_sampling_mode, s.vllm_importance_sampling_clip_min,
-                                              s.vllm_importance_sampling_clip_max)
-    x = Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence, weights)
-    per_token, objective_metrics = loss_fn.objective(x, s)
-    metrics = {**objective_metrics, **metrics}
+
+def _sequence_log_weight(log_ratio: torch.Tensor, mask: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:
+    """GSPO's (B, 1) importance log-weight: each completion's masked mean token log-ratio."""
+    if adv.shape[1] != 1:
+        raise ValueError("importance_sampling_level='sequence' needs one advantage per sequence, got one per token")
+    return ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+
+
+def _sampler_weights(s: LossSettings, old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor | None,
+                     mask: torch.Tensor) -> tuple[torch.Tensor | None, LossStats]:
+    """The sampler-mismatch correction's weights and statistics (None and none when it is off)."""
+    if not s.vllm_importance_sampling_correction:
+        return None, LossStats()
+    if sampled_logprobs is None:
+        raise ValueError("vllm_importance_sampling_correction needs sampled_logprobs (the sampler's log-probs)")
+    return sampler_correction(old_logprobs.detach(), sampled_logprobs.detach(), mask, s.vllm_importance_sampling_mode,
+                              s.vllm_importance_sampling_clip_min, s.vllm_importance_sampling_clip_max)
+
+
+def _masked(per_token: torch.Tensor, stats: LossStats, s: LossSettings, adv: torch.Tensor, logprobs: torch.Tensor,
+            behaviour_logprobs: torch.Tensor, mask: torch.Tensor, entropy: torch.Tensor | None,
+            all_gather: Callable[[torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """The per-token loss times the off-policy sequence mask and the high-entropy token mask (each
+    when on; against ``behaviour_logprobs``, the sampler's or pi_old's), their shares into ``stats``."""
     if s.off_policy_mask_threshold is not None:
-        keep = off_policy_mask(adv, logprobs, old_logprobs if sampled_logprobs is None else sampled_logprobs, mask,
-                               s.off_policy_mask_threshold)
+        keep = off_policy_mask(adv, logprobs, behaviour_logprobs, mask, s.off_policy_mask_threshold)
         per_token = per_token * keep
-        metrics["off_policy_masked_share"] = _mean(1 - keep, (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
-                                                   if keep.shape[1] == 1 else mask)
+        stats.off_policy_masked = _mean(1 - keep, (mask.sum(-1, keepdim=True) > 0).to(mask.dtype)
+                                        if keep.shape[1] == 1 else mask)
     if s.top_entropy_quantile < 1:
         if entropy is None:
             raise ValueError("top_entropy_quantile < 1 needs entropy (the policy's token entropies)")
         keep = high_entropy_mask(entropy, mask, s.top_entropy_quantile, all_gather)
         per_token = per_token * keep
-        metrics["entropy_kept_share"] = _mean(keep, mask)
+        stats.entropy_kept = _mean(keep, mask)
+    return per_token
+
+
+def _kl_term(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str,
+             log_weight: torch.Tensor | None) -> torch.Tensor:
+    """The per-token KL to the reference, times the importance weight ``exp(log_weight)`` when given
+    (use_bias_correction_kl)."""
+    kl = kl_divergence(logprobs, ref_logprobs.detach(), estimator)
+    return kl if log_weight is None else kl * torch.exp(log_weight)
+
+
+def policy_loss(
+    logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,
+    loss_type: str = "grpo", epsilon: float = 0.2, epsilon_high: float | None = None,
+    ref_logprobs: torch.Tensor | None = None, beta: float = 0.0, kl_estimator: str = "k3",
+    max_completion_length: int | None = None, total_tokens: Count = None, total_rows: int | None = None,
+    importance_sampling_level: str = "token", use_bias_correction_kl: bool = False,
+    sampled_logprobs: torch.Tensor | None = None, entropy: torch.Tensor | None = None,
+    all_gather: Callable[[torch.Tensor], torch.Tensor] | None = None, **objective_keys,
+) -> tuple[torch.Tensor, LossStats]:
+    """The registered objective ``loss_type`` (plus optional KL penalty), reduced by its reduction.
+
+    Args:
+        logprobs: (B, T) log-probs of the completion tokens under the current policy (with grad).
+        old_logprobs: (B, T) log-probs under the policy that sampled them (constant).
+        advantages: (B,) one advantage per sequence, or (B, T) one per token (constant).
+        mask: (B, T) 1 for completion tokens, 0 for padding (bool or float). loss_type: a key of POLICY_LOSSES.
+        epsilon: lower clip, ratio >= 1 - epsilon. epsilon_high: upper clip (default ``epsilon``).
+        ref_logprobs: (B, T) reference-policy log-probs; required when ``beta > 0``; when given,
+            the KL statistic is reported even if ``beta == 0``.
+        beta: KL penalty coefficient. kl_estimator: ``"k1"``, ``"k2"`` or ``"k3"``.
+        max_completion_length, total_tokens, total_rows: the ``Normaliser``'s (defaults: T, this
+            batch's mask sum, B); under DDP pass the global token count / world size, as TRL does.
+        importance_sampling_level: ``"token"`` (one ratio per token) or ``"sequence"`` (GSPO: one
+            ratio per completion, the exp of its masked mean log-ratio; needs (B,) advantages).
+        use_bias_correction_kl: the KL term times the importance weight ``w`` (with its gradient): the
+            unbiased reverse-KL gradient off-policy (DeepSeek-V3.2; TRL 1.16's key, True by default there).
+        sampled_logprobs: (B, T) the sampler's own log-probs: the sampler-mismatch correction and the
+            off-policy mask compare with them (the mask with ``old_logprobs`` when None, as TRL without vLLM).
+        entropy: (B, T) the current policy's token entropies (top_entropy_quantile < 1).
+        all_gather: concatenates a 1-D tensor over every process (the entropy quantile); None: one process.
+        objective_keys: the other keys of ``LossSettings`` (TRL's names): the objectives' own, the
+            sampler-mismatch correction's (its weights multiply the per-token loss; vespo folds them
+            into its sequence weight) and the two masks', applied before the KL term, in TRL's order.
+
+    Returns ``(loss, stats)``: a scalar tensor whose gradient flows to ``logprobs`` only, and the
+    ``LossStats`` of the parts that are on (``kl`` when ``ref_logprobs`` is given).
+    """
+    loss_fn = _checked(loss_type, kl_estimator, importance_sampling_level, beta, ref_logprobs, logprobs, old_logprobs, mask)
+    mask = mask.detach().to(logprobs.dtype)
+    adv = _advantage_columns(advantages, logprobs)
+    log_ratio = logprobs - old_logprobs.detach()
+    sequence = importance_sampling_level == "sequence"
+    log_weight = _sequence_log_weight(log_ratio, mask, adv) if sequence else log_ratio
+    s = LossSettings(epsilon=epsilon, epsilon_high=epsilon_high, **objective_keys)
+    weights, correction = _sampler_weights(s, old_logprobs, sampled_logprobs, mask)
+    per_token, stats = loss_fn.objective(Surrogate(logprobs, log_ratio, log_weight, adv, mask, sequence, weights), s)
+    stats.add(correction)
+    per_token = _masked(per_token, stats, s, adv, logprobs, old_logprobs if sampled_logprobs is None else sampled_logprobs,
+                        mask, entropy, all_gather)
     if weights is not None and not loss_fn.folds_sampler_weight:
         per_token = per_token * weights
     per_token = per_token.expand(mask.shape)  # (B, 1) -> every token of the row
-    kl = None
-    if ref_logprobs is not None:
-        kl = kl_divergence(logprobs, ref_logprobs.detach(), kl_estimator)
-        if use_bias_correction_kl:
-            kl = kl * torch.exp(log_weight)
-        if beta > 0:
-            per_token = per_token + beta * kl
+    kl = None if ref_logprobs is None else _kl_term(logprobs, ref_logprobs, kl_estimator,
+                                                     log_weight if use_bias_correction_kl else None)
+    if beta > 0:
+        per_token = per_token + beta * kl
     loss = aggregate(per_token, mask, loss_fn.reduction, Normaliser(max_completion_length, total_tokens, total_rows))
     if kl is not None:
-        metrics["kl"] = _mean(kl.detach(), mask)
-    return loss, metrics
+        stats.kl = _mean(kl.detach(), mask)
+    return loss, stats

@@ -26,6 +26,7 @@ from r1zero.algorithms.reward_kl import RewardKLAlgorithm
 from r1zero.algorithms.tensors import AllSum, masked_mean, masked_whiten
 from r1zero.errors import need
 from r1zero.models import ModelError, disable_dropout, resolve_model_path
+from r1zero.observe import metrics as M
 from r1zero.rollout.layout import position_ids_from_mask
 from r1zero.training import distributed as dist
 from r1zero.training import optim
@@ -162,8 +163,8 @@ class PPO(RewardKLAlgorithm):
                                 self.ctx.global_sum)
         mask = batch.loss_mask
         return adv, self.returns, {
-            "critic/values_mean": float(self.mean(self.values, mask)),
-            "critic/explained_variance": explained_variance(self.values, self.returns, mask, self.ctx.global_sum)}
+            M.CRITIC_VALUES_MEAN: float(self.mean(self.values, mask)),
+            M.CRITIC_EXPLAINED_VARIANCE: explained_variance(self.values, self.returns, mask, self.ctx.global_sum)}
 
     # ---- the critic's update, inside the policy's loop -----------------------------------------------
     def start_mini_batch(self) -> None:
@@ -177,8 +178,8 @@ class PPO(RewardKLAlgorithm):
             vl, clipfrac = value_loss(v, self.values[rows].to(v.device), self.returns[rows].to(v.device), mask,
                                       self.cfg.cliprange_value, total_tokens=total_tokens)
             (vl * W).backward()  # this process's share of the mini-batch's token mean (see the update loop)
-        metrics.add("critic/value_loss", vl.detach())  # read after the update (r1zero.training.update.MetricSums)
-        metrics.add_weighted("critic/value_clip_frac", clipfrac, float(batch.loss_mask[rows].sum()))
+        metrics.add(M.CRITIC_VALUE_LOSS, vl.detach())  # read after the update (r1zero.training.update.MetricSums)
+        metrics.add_weighted(M.CRITIC_VALUE_CLIP_FRAC, clipfrac, float(batch.loss_mask[rows].sum()))
 
     def end_mini_batch(self, metrics) -> None:
         self.norms.append(clip_and_step(self.critic, self.optimizer, self.cfg.max_grad_norm,
@@ -186,10 +187,10 @@ class PPO(RewardKLAlgorithm):
 
     def end_update(self, metrics) -> dict[str, float]:
         self.optimizer.zero_grad(set_to_none=True)
-        out = {"critic/learning_rate": self.scheduler.get_last_lr()[0]}
+        out = {M.CRITIC_LEARNING_RATE: self.scheduler.get_last_lr()[0]}
         self.scheduler.step()
-        out["critic/value_loss"] = metrics.total("critic/value_loss") / len(self.norms)
-        out["critic/grad_norm"] = sum(self.norms) / len(self.norms)
+        out[M.CRITIC_VALUE_LOSS] = metrics.total(M.CRITIC_VALUE_LOSS) / len(self.norms)
+        out[M.CRITIC_GRAD_NORM] = sum(self.norms) / len(self.norms)
         self.norms = []
         return out
 

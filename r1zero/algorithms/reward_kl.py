@@ -15,6 +15,7 @@ import torch
 from r1zero.algorithms.base import Algorithm, RolloutBatch
 from r1zero.algorithms.tensors import last_token_index, masked_mean
 from r1zero.errors import need
+from r1zero.observe import metrics as M
 
 __all__ = ["KLController", "token_rewards", "RewardKLAlgorithm"]
 
@@ -80,20 +81,20 @@ class RewardKLAlgorithm(Algorithm):
         adv, returns, extra = self.estimate(batch, tok_r)
         mean = self.mean
         mask = batch.loss_mask
-        m: dict[str, float] = {"kl_coef": coef}
+        m: dict[str, float] = {M.KL_COEF: coef}
         if batch.ref_logprobs is not None:
             seq_kl = masked_mean(kl, cmask, dim=-1)
             total, n = self.ctx.all_sum([seq_kl.sum(), seq_kl.numel()]) if self.ctx.env.enabled else (None, None)
             kl_mean = float(seq_kl.mean()) if total is None else total / n
-            m["kl_penalty"] = kl_mean
+            m[M.KL_PENALTY] = kl_mean
             self.kl_ctl.update(kl_mean, batch.rewards.numel() if n is None else int(n))
         adv_mean = mean(adv, mask)
-        m["advantages/mean"] = float(adv_mean)
-        m["advantages/std"] = float(mean((adv - adv_mean) ** 2, mask).sqrt())
+        m[M.ADVANTAGES_MEAN] = float(adv_mean)
+        m[M.ADVANTAGES_STD] = float(mean((adv - adv_mean) ** 2, mask).sqrt())
         if returns is not None:
             rm = mean(returns, mask)
-            m["returns/mean"] = float(rm)
-            m["returns/std"] = float(mean((returns - rm) ** 2, mask).sqrt())
+            m[M.RETURNS_MEAN] = float(rm)
+            m[M.RETURNS_STD] = float(mean((returns - rm) ** 2, mask).sqrt())
         m.update(extra)
         return adv, m
 

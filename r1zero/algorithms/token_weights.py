@@ -4,7 +4,7 @@ Each function here gives a multiplier of the per-token loss, computed without gr
 r1zero.algorithms.losses.policy_loss applies around every registered objective, in TRL 1.16's order:
 the sampler-mismatch weights (r1zero samples with a bf16 copy, other kernels; TRL with vLLM), the
 off-policy sequence mask of DeepSeek-V3.2, and the high-entropy token mask of "Beyond the 80/20
-rule". Their metrics are 0-d tensors, read after backward with the update's other metrics.
+rule". Their statistics are 0-d tensors, read after backward with the update's other metrics.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from r1zero.algorithms.stats import LossStats
 from r1zero.algorithms.tensors import masked_mean
 
 
@@ -25,16 +26,17 @@ SAMPLER_CORRECTION_MODES = ("token_truncate", "token_mask", "sequence_truncate",
 
 
 def sampler_correction(old_logprobs: torch.Tensor, sampled_logprobs: torch.Tensor, mask: torch.Tensor, mode: str,
-                       clip_min: float | None, clip_max: float | None) -> tuple[torch.Tensor, dict]:
-    """(weights, metrics): the importance weight ``pi_old / pi_sampler`` that corrects the gap between
+                       clip_min: float | None, clip_max: float | None) -> tuple[torch.Tensor, LossStats]:
+    """(weights, stats): the importance weight ``pi_old / pi_sampler`` that corrects the gap between
     the trainer's log-probs and the sampler's (bf16 copy, other kernels), as TRL 1.16 computes it.
 
     ``mode`` is ``<level>_<action>``: level ``token`` (one ratio per token, (B, T)) or ``sequence``
     (the exp of the completion's summed log-ratio, (B, 1)); action ``truncate`` (clamp into
     [clip_min, clip_max], TIS) or ``mask`` (0 outside it, MIS). A bound of None is no bound. A NaN
-    sampler log-prob counts as no gap. The metric is the share of tokens (token level) or of
-    completions with tokens (sequence level) outside the bounds: ``sampling/importance_sampling_clipped_share``
-    or ``..._masked_share``; and the weights' mean, TRL's ``sampling/importance_sampling_ratio/mean``.
+    sampler log-prob counts as no gap. The statistics: the share of tokens (token level) or of
+    completions with tokens (sequence level) outside the bounds (``sampler_clipped`` or
+    ``sampler_masked``) and the weights' mean (``sampler_ratio_mean``, TRL's
+    ``sampling/importance_sampling_ratio/mean``).
     """
     if mode not in SAMPLER_CORRECTION_MODES:
         raise ValueError(f"unknown vllm_importance_sampling_mode {mode!r}; expected one of {SAMPLER_CORRECTION_MODES}")
@@ -51,10 +53,13 @@ def sampler_correction(old_logprobs: torch.Tensor, sampled_logprobs: torch.Tenso
         weights = torch.clamp(ratio, min=clip_min, max=clip_max) if action == "truncate" else \
             ratio.masked_fill(outside, 0.0)
         where = (mask.sum(-1, keepdim=True) > 0).to(mask.dtype) if level == "sequence" else mask
-        verb = "clipped" if action == "truncate" else "masked"
-        metrics = {f"sampling/importance_sampling_{verb}_share": _mean(outside.to(mask.dtype), where),
-                   "sampling/importance_sampling_ratio/mean": _mean(weights, where)}
-    return weights, metrics
+        share = _mean(outside.to(mask.dtype), where)
+        stats = LossStats(sampler_ratio_mean=_mean(weights, where))
+        if action == "truncate":
+            stats.sampler_clipped = share
+        else:
+            stats.sampler_masked = share
+    return weights, stats
 
 
 def off_policy_mask(advantages: torch.Tensor, logprobs: torch.Tensor, sampled_logprobs: torch.Tensor,

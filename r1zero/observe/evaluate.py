@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from r1zero.observe import metrics as M
 from r1zero.rewards.scoring import RewardModel
 from r1zero.rollout.sampling import encode_prompts, generate
 
@@ -31,12 +32,12 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
     scores = _score(scorer, greedy, rows, texts)
     n = len(rows)
     summary: dict[str, Any] = {
-        "n": n,
-        "accuracy": sum(scores.correct) / n,
-        "format_rate": sum(scores.formatted) / n,
-        "mean_reward": sum(scores.rewards) / n,
-        "mean_length": float(greedy.lengths.float().mean()),
-        "truncated_rate": float(greedy.truncated.float().mean()),
+        M.EVAL_ROWS: n,
+        M.ACCURACY: sum(scores.correct) / n,
+        M.FORMAT_RATE: sum(scores.formatted) / n,
+        M.EVAL_MEAN_REWARD: sum(scores.rewards) / n,
+        M.EVAL_MEAN_LENGTH: float(greedy.lengths.float().mean()),
+        M.EVAL_TRUNCATED: float(greedy.truncated.float().mean()),
     }
     records = [
         {"prompt": texts[i], "completion": greedy.completions[i], "reward": scores.rewards[i],
@@ -51,8 +52,8 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
         s = _score(scorer, sampled, [ex for ex in rows for _ in range(samples)],
                    [t for t in texts for _ in range(samples)])
         per_problem = [s.correct[i * samples:(i + 1) * samples] for i in range(n)]
-        summary[f"mean@{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
-        summary[f"pass@{samples}"] = sum(any(p) for p in per_problem) / n
+        summary[f"{M.EVAL_MEAN_AT}{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
+        summary[f"{M.EVAL_PASS_AT}{samples}"] = sum(any(p) for p in per_problem) / n
     return summary, records
 
 
@@ -64,11 +65,11 @@ def _score(scorer: RewardModel, roll, examples: list[dict], prompts: list[str]):
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One evaluation summary from several processes' (each a mean over its ``n`` rows): n-weighted means."""
-    n = sum(s.get("n", 0) for s in summaries)
-    out: dict[str, Any] = {"n": n}
-    for key in (k for s in summaries if s.get("n") for k in s):
-        if key != "n" and key not in out:
-            out[key] = sum(s[key] * s["n"] for s in summaries if s.get("n")) / max(n, 1)
+    n = sum(s.get(M.EVAL_ROWS, 0) for s in summaries)
+    out: dict[str, Any] = {M.EVAL_ROWS: n}
+    for key in (k for s in summaries if s.get(M.EVAL_ROWS) for k in s):
+        if key != M.EVAL_ROWS and key not in out:
+            out[key] = sum(s[key] * s[M.EVAL_ROWS] for s in summaries if s.get(M.EVAL_ROWS)) / max(n, 1)
     return out
 
 

@@ -1,5 +1,7 @@
 """The metric vocabulary (TRL's names where TRL has one), defined once: the trainer writes these keys
-and the report reads them. ``step_metrics`` computes one training step's sample metrics."""
+and the report reads them; no other module of r1zero writes a metric name (tests/test_metric_names.py).
+Statistics cross from the algorithms as typed objects (r1zero.algorithms.stats) and get their names
+here: ``step_metrics`` (one training step's sample metrics) and ``loss_metrics`` (a micro-batch's loss)."""
 from __future__ import annotations
 
 from typing import Any
@@ -30,6 +32,29 @@ LEARNING_RATE = "learning_rate"
 EPOCH = "epoch"
 TOKENS_PER_SECOND = "tokens_per_second"
 TIME_STEP, TIME_GENERATE, TIME_UPDATE = "time/step", "time/generate", "time/update"
+SKIPPED_UPDATES = "skipped_updates"  # r1zero.training.guards
+ENTROPY_COEF = "entropy_coef"      # use_adaptive_entropy's coefficient for the next update (TRL's name)
+# The policy loss's statistics (r1zero.algorithms.stats.LossStats, named by loss_metrics): the
+# clipped surrogate's token shares clipped below / above / either, its importance-weight mean,
+# cispo's capped share, vespo's sequence weight, the sampler-mismatch correction's weight mean and
+# its share outside the bounds (truncate: clipped, mask: masked), the off-policy mask's dropped
+# share and the entropy mask's kept share.
+CLIP_LOW, CLIP_HIGH, CLIP_REGION = f"{CLIP_RATIO}/low_mean", f"{CLIP_RATIO}/high_mean", f"{CLIP_RATIO}/region_mean"
+RATIO_MEAN = "ratio_mean"
+CISPO_CLIP_RATIO = "cispo_clip_ratio"
+VESPO_PHI = "vespo/phi_seq_mean"
+SAMPLER_RATIO_MEAN = "sampling/importance_sampling_ratio/mean"
+SAMPLER_CLIPPED = "sampling/importance_sampling_clipped_share"
+SAMPLER_MASKED = "sampling/importance_sampling_masked_share"
+OFF_POLICY_MASKED = "off_policy_masked_share"
+ENTROPY_KEPT = "entropy_kept_share"
+# The reward-KL family (r1zero.algorithms.reward_kl) and PPO's critic (r1zero.algorithms.ppo).
+KL_COEF, KL_PENALTY = "kl_coef", "kl_penalty"
+ADVANTAGES_MEAN, ADVANTAGES_STD = "advantages/mean", "advantages/std"
+RETURNS_MEAN, RETURNS_STD = "returns/mean", "returns/std"
+CRITIC_VALUES_MEAN, CRITIC_EXPLAINED_VARIANCE = "critic/values_mean", "critic/explained_variance"
+CRITIC_VALUE_LOSS, CRITIC_VALUE_CLIP_FRAC = "critic/value_loss", "critic/value_clip_frac"
+CRITIC_LEARNING_RATE, CRITIC_GRAD_NORM = "critic/learning_rate", "critic/grad_norm"
 # Mean |log-prob of the sampler - log-prob of the trainer| over completion tokens (TRL's name): how
 # far off-policy the samples are (bf16 sampling weights against the fp32 policy under autocast).
 SAMPLING_LOGP_DIFF = "sampling/sampling_logp_difference/mean"
@@ -39,23 +64,45 @@ EVAL_PREFIX = "eval/"
 DS_ROUNDS, DS_DROPPED = "dynamic_sampling/rounds", "dynamic_sampling/dropped_groups"
 DS_SHORTFALL, DS_SURPLUS = "dynamic_sampling/shortfall", "dynamic_sampling/surplus_groups"
 
+# An evaluation's summary (r1zero.observe.evaluate, logged under EVAL_PREFIX): rows, ACCURACY and
+# FORMAT_RATE (the training names), mean reward, mean length, share truncated, and with k samples
+# per prompt mean@k and pass@k (prefixes: + k).
+EVAL_ROWS, EVAL_MEAN_REWARD, EVAL_MEAN_LENGTH, EVAL_TRUNCATED = "n", "mean_reward", "mean_length", "truncated_rate"
+EVAL_MEAN_AT, EVAL_PASS_AT = "mean@", "pass@"
+
+# Every name above, for the test that no other module writes one (a prefix counts as a name).
+NAMES = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str))
+
+# LossStats field -> metric name, in the order the loss reports them.
+_LOSS_NAMES = (("clip_low", CLIP_LOW), ("clip_high", CLIP_HIGH), ("clip_region", CLIP_REGION),
+               ("ratio_mean", RATIO_MEAN), ("cispo_clip_ratio", CISPO_CLIP_RATIO), ("vespo_phi", VESPO_PHI),
+               ("sampler_clipped", SAMPLER_CLIPPED), ("sampler_masked", SAMPLER_MASKED),
+               ("sampler_ratio_mean", SAMPLER_RATIO_MEAN), ("off_policy_masked", OFF_POLICY_MASKED),
+               ("entropy_kept", ENTROPY_KEPT), ("kl", KL))
+
 OUTCOMES = ((OUTCOME_BAD_FORMAT, "badly formatted", "#d62728"),
             (OUTCOME_WRONG, "formatted but wrong", "#ff7f0e"),
             (OUTCOME_CORRECT, "correct", "#2ca02c"))
 LENGTH_KEYS = (MEAN_LENGTH, P90_LENGTH, MAX_LENGTH)
 
 
-def step_metrics(scores, lengths: torch.Tensor, truncated: torch.Tensor, group: dict[str, float]) -> dict[str, Any]:
+def loss_metrics(stats) -> dict[str, Any]:
+    """A micro-batch's r1zero.algorithms.stats.LossStats by metric name: the statistics it has (the
+    others are None: their part of the loss is off), as they are (0-d tensors on the device)."""
+    return {name: value for field, name in _LOSS_NAMES if (value := getattr(stats, field)) is not None}
+
+
+def step_metrics(scores, lengths: torch.Tensor, truncated: torch.Tensor, group) -> dict[str, Any]:
     """Reward, verdict, outcome and length metrics of one step's completions (every process's).
 
-    ``scores`` is the step's r1zero.rewards.scoring.BatchScores, ``group`` what
-    r1zero.algorithms.grpo.group_stats says of its reward groups."""
+    ``scores`` is the step's r1zero.rewards.scoring.BatchScores, ``group`` the
+    r1zero.algorithms.stats.GroupStats of its reward groups (r1zero.algorithms.grpo.group_stats)."""
     n = len(scores.rewards)
     lengths = lengths.float()
     correct = torch.tensor(scores.correct, dtype=torch.float32)
     formatted = torch.tensor(scores.formatted, dtype=torch.float32)
     m: dict[str, Any] = {
-        REWARD: group["reward_mean"], REWARD_STD: group["reward_std"],
+        REWARD: group.reward_mean, REWARD_STD: group.reward_std,
         **{f"{REWARD_PART}{k}": sum(v) / n for k, v in scores.parts.items()},
         ACCURACY: float(correct.mean()), FORMAT_RATE: float(formatted.mean()),
         # The three outcomes users plot on Countdown; they sum to 1.
@@ -65,7 +112,7 @@ def step_metrics(scores, lengths: torch.Tensor, truncated: torch.Tensor, group: 
         MEAN_LENGTH: float(lengths.mean()), MAX_LENGTH: float(lengths.max()), MIN_LENGTH: float(lengths.min()),
         P90_LENGTH: float(torch.quantile(lengths, 0.9)),
         CLIPPED_RATIO: float(truncated.float().mean()),
-        ZERO_STD: group["frac_reward_zero_std"],
+        ZERO_STD: group.frac_reward_zero_std,
     }
     for name, count in scores.errors.items():
         m[f"{REWARD_ERRORS}{name}"] = count

@@ -183,39 +183,39 @@ def _small_multiples(run: Run, keys: Sequence[str], title: str):
 def _rewards_plot(run: Run):
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    keys = [k for k in run.numeric_keys() if k == "reward" or k.startswith("reward/")]
+    keys = [k for k in run.numeric_keys() if k == M.REWARD or k.startswith(M.REWARD_PART)]
     for k in keys:
-        _line(a, *run.series(k), label=k, linewidth=2.2 if k == "reward" else 1.2)
+        _line(a, *run.series(k), label=k, linewidth=2.2 if k == M.REWARD else 1.2)
     a.set_title("reward per reward function")
-    for k, label in (("accuracy", "train accuracy"), ("format_rate", "train format rate")):
+    for k, label in ((M.ACCURACY, "train accuracy"), (M.FORMAT_RATE, "train format rate")):
         s, v = run.series(k)
         if s:
             _line(b, s, v, label=label)
-    ev = [(int(r["step"]), _number(r.get("accuracy"))) for r in run.evals if _number(r.get("accuracy")) is not None]
+    ev = [(int(r["step"]), _number(r.get(M.ACCURACY))) for r in run.evals if _number(r.get(M.ACCURACY)) is not None]
     if ev:
         b.plot([s for s, _ in ev], [v for _, v in ev], "s--", color="black", label="eval accuracy (greedy)")
     b.set_ylim(-0.03, 1.03)
-    b.set_title("accuracy")
+    b.set_title(M.ACCURACY)
     for ax in (a, b):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, keys + ["accuracy", "format_rate"]
+    return fig, keys + [M.ACCURACY, M.FORMAT_RATE]
 
 
 def _length_plot(run: Run):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    styles = {"completions/mean_length": dict(linewidth=2.2), "completions/p90_length": dict(linewidth=1.5),
-              "completions/max_length": dict(linewidth=1, linestyle=":", color="grey")}
+    styles = {M.MEAN_LENGTH: dict(linewidth=2.2), M.P90_LENGTH: dict(linewidth=1.5),
+              M.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey")}
     note = ""
     for k in LENGTH_KEYS:
         s, v = run.series(k)
         if s:
             _line(ax, s, v, label=k.split("/")[1], **styles[k])
-        elif k == "completions/p90_length":
+        elif k == M.P90_LENGTH:
             note = "This run did not log completions/p90_length (older trainer): mean and max only."
     ax.set_xlabel("step")
     ax.set_ylabel("tokens")
@@ -338,12 +338,12 @@ def timing_summary(run: Run) -> list[tuple[str, str]]:
         max_steps = run.config.get("max_steps")
         out.append(("steps logged", f"{len(steps)} (last step {max(steps)}"
                     + (f" of {max_steps})" if isinstance(max_steps, int) and max_steps > 0 else ")")))
-    for key, label in (("time/step", "time per step"), ("time/generate", "generation per step"),
-                       ("time/update", "update per step")):
+    for key, label in ((M.TIME_STEP, "time per step"), (M.TIME_GENERATE, "generation per step"),
+                       (M.TIME_UPDATE, "update per step")):
         _, v = run.series(key)
         if v:
             out.append((label, f"{sum(v) / len(v):.2f} s mean, {sum(v):.1f} s total over logged steps"))
-    _, v = run.series("tokens_per_second")
+    _, v = run.series(M.TOKENS_PER_SECOND)
     if v:
         out.append(("generation speed", f"{sum(v) / len(v):.1f} tokens/s mean"))
     return out
@@ -406,7 +406,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
         write_atomic(path, png)
         plots[name] = Plot(name, title, png, path, note)
 
-    shown: set[str] = {"epoch"}
+    shown: set[str] = {M.EPOCH}
     if run.train:
         fig, keys = _rewards_plot(run)
         shown.update(keys)
@@ -420,7 +420,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
             "Share of each step's completions: badly formatted, formatted but wrong, correct.")
         shown.update(k for k, _, _ in OUTCOMES)
     numeric = run.numeric_keys()
-    train_keys = [k for k in numeric if k in TRAINING_KEYS or k.startswith(("clip_ratio", "kl"))]
+    train_keys = [k for k in numeric if k in TRAINING_KEYS or k.startswith((M.CLIP_RATIO, M.KL))]
     train_keys.sort(key=lambda k: next(i for i, p in enumerate(TRAINING_KEYS) if k.startswith(p))
                     if any(k.startswith(p) for p in TRAINING_KEYS) else len(TRAINING_KEYS))
     if train_keys:
@@ -444,13 +444,13 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
         notes.append("No samples.jsonl rows (log_completions_rate=0): no reflection tracking or sample completions.")
 
     step_rows = []
-    cols = ["reward", "accuracy", "format_rate", *(k for k, _, _ in OUTCOMES), "completions/mean_length"]
+    cols = [M.REWARD, M.ACCURACY, M.FORMAT_RATE, *(k for k, _, _ in OUTCOMES), M.MEAN_LENGTH]
     cols = [c for c in cols if any(c in r for r in run.train)]
     for r in run.train:
         step = int(r["step"])
         step_rows.append({"step": step, "values": [(c, _number(r.get(c))) for c in cols],
                           "reflection": shares.get(step)})
-    eval_cols = [k for k in ("accuracy", "format_rate", "mean_reward", "mean_length", "truncated_rate", "n")
+    eval_cols = [k for k in (M.ACCURACY, M.FORMAT_RATE, M.EVAL_MEAN_REWARD, M.EVAL_MEAN_LENGTH, M.EVAL_TRUNCATED, M.EVAL_ROWS)
                  if any(k in e for e in run.evals)]
     eval_cols += sorted({k for e in run.evals for k in e if "@" in k})
 

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from r1zero.config import ConfigError
+from r1zero.observe import metrics as M
 
 log = logging.getLogger("r1zero")
 
@@ -67,8 +68,8 @@ class RunHealth:
         self.consecutive_skips += 1
         self.skipped_in_step += 1
         self.total_skipped += 1
-        what = "loss" if bad_loss else "gradient norm"
-        log.warning("step %d: non-finite %s (grad norm %s): update skipped, weights and optimizer untouched "
+        what = "non-finite loss" if bad_loss else "non-finite gradient norm"
+        log.warning("step %d: %s (grad norm %s): update skipped, weights and optimizer untouched "
                     "(%d in a row)", step, what, gn, self.consecutive_skips)
         if self.consecutive_skips >= self.max_skipped and self.stop_message is None:
             self.stop_message = (
@@ -93,7 +94,7 @@ class RunHealth:
                     f"stopped at step {step}: reward '{name}' failed on every sample for {streak} consecutive steps "
                     f"(e.g. {why}); fix it or remove it from reward_funcs, or raise max_failed_reward_steps "
                     f"({self.max_failed})")
-        out = {"skipped_updates": float(self.skipped_in_step)}
+        out = {M.SKIPPED_UPDATES: float(self.skipped_in_step)}
         self.skipped_in_step = 0
         return out
 

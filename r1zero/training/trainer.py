@@ -310,7 +310,7 @@ class Trainer:
         if not rows:
             return {}
         mine = rows[dist.row_share(len(rows), self.env)]  # under torchrun each rank evaluates a share
-        summary, records = {"n": 0}, []
+        summary, records = {M.EVAL_ROWS: 0}, []
         with dist.full_weights(self.policy):
             if mine:
                 summary, records = evaluate(

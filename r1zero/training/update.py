@@ -111,6 +111,42 @@ def need_old_logprobs(algo, cfg, n_rows: int, world_size: int) -> bool:
     return algo.always_old_logprobs or cfg.num_iterations > 1 or n_rows > mini_batch_rows(cfg, world_size)
 
 
+def _micro_batch_inputs(batch, rows: list[int], logprobs: torch.Tensor, passes, with_sampled: bool):
+    """The rows' pi_old log-probs (the current ones detached when there is no separate pass), the
+    reference's and the sampler's (each None when absent; the sampler's also when not wanted), on the device."""
+    old = passes.to_device(batch.old_logprobs[rows]) if batch.old_logprobs is not None else logprobs.detach()
+    ref = passes.to_device(batch.ref_logprobs[rows]) if batch.ref_logprobs is not None else None
+    sampled = (passes.to_device(batch.sampled_logprobs[rows])
+               if batch.sampled_logprobs is not None and with_sampled else None)
+    return old, ref, sampled
+
+
+def _add_micro_batch(acc: MetricSums, loss, entropy, stats, mask, dev_mask, old, sampled, first_pass: bool) -> None:
+    """A micro-batch's loss, token entropy and loss statistics (r1zero.algorithms.stats.LossStats),
+    kept on the device (read once, after the update): no host sync here."""
+    tok = float(mask.sum())  # the mask lives on the CPU
+    acc.add(M.LOSS, loss.detach())
+    acc.add_ratio(M.ENTROPY, (entropy.detach() * dev_mask).sum(), tok)
+    for k, v in M.loss_metrics(stats).items():
+        acc.add_weighted(k, v, tok)
+    if first_pass and sampled is not None:
+        # pi_old's log-probs as the trainer computes them against the sampler's own.
+        gap = (old - sampled).abs() * dev_mask
+        acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
+
+
+def _update_metrics(algo, acc: MetricSums, grad_norms: list[float], updates: int, trained: bool) -> dict[str, float]:
+    """The update's metrics from the sums over processes: the algorithm's first (``end_update``),
+    then the policy's loss and gradient norm per optimizer update, then the token means."""
+    out = algo.end_update(acc)
+    if trained:
+        out.update({M.LOSS: acc.total(M.LOSS) / updates, M.GRAD_NORM: sum(grad_norms) / len(grad_norms)})
+        if algo.entropy_coef.adaptive:
+            out[M.ENTROPY_COEF] = algo.entropy_coef.coef  # for the next update (TRL's metric)
+    out.update(acc.means())
+    return out
+
+
 def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, health, env, cfg, step: int,
                steps_done: int) -> dict[str, float]:
     """Train on one step's rollouts (this process's rows of ``batch``); returns the step's update
@@ -146,25 +182,13 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                     with dist.grad_sync(policy, last):  # reduced once per mini-batch, after its last micro-batch
                         lp, ent = passes.logprobs(policy, batch, r, entropy_grad=entropy_grad)
                         dev_mask = passes.to_device(mask)
-                        old = passes.to_device(batch.old_logprobs[r]) if batch.old_logprobs is not None else lp.detach()
-                        ref = passes.to_device(batch.ref_logprobs[r]) if batch.ref_logprobs is not None else None
-                        sampled = (passes.to_device(batch.sampled_logprobs[r])
-                                   if batch.sampled_logprobs is not None and (it == 0 or reads_sampled) else None)
-                        loss, metrics = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
-                                                         Normaliser(cfg.max_completion_length, mini_tokens,
-                                                                    len(rows) * W, gather_all), sampled)
+                        old, ref, sampled = _micro_batch_inputs(batch, r, lp, passes, it == 0 or reads_sampled)
+                        loss, stats = algo.policy_loss(lp, ent, old, ref, passes.to_device(advantages[r]), dev_mask,
+                                                       Normaliser(cfg.max_completion_length, mini_tokens,
+                                                                  len(rows) * W, gather_all), sampled)
                         (loss * W).backward()
-                    # Metrics stay on the device (read once, after the update): no host sync here.
                     health.note_loss(loss.detach())
-                    tok = float(mask.sum())  # the mask lives on the CPU
-                    acc.add("loss", loss.detach())
-                    acc.add_ratio("entropy", (ent.detach() * dev_mask).sum(), tok)
-                    for k, v in metrics.items():
-                        acc.add_weighted(k, v, tok)
-                    if it == 0 and sampled is not None:
-                        # pi_old's log-probs as the trainer computes them against the sampler's own.
-                        gap = (old - sampled).abs() * dev_mask
-                        acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
+                    _add_micro_batch(acc, loss, ent, stats, mask, dev_mask, old, sampled, it == 0)
                 algo.after_micro_batch(batch, r, mini_tokens, last, acc)
             if train_policy:
                 grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
@@ -175,10 +199,4 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
             updates += 1
     optimizer.zero_grad(set_to_none=True)
     acc.finish(env)
-    out = algo.end_update(acc)
-    if train_policy:
-        out.update({"loss": acc.total("loss") / updates, "grad_norm": sum(grad_norms) / len(grad_norms)})
-        if algo.entropy_coef.adaptive:
-            out["entropy_coef"] = algo.entropy_coef.coef  # for the next update (TRL's metric)
-    out.update(acc.means())
-    return out
+    return _update_metrics(algo, acc, grad_norms, updates, train_policy)
