@@ -36,6 +36,8 @@ def cmd_train(args) -> int:
     if args.help_config:
         print(config_reference())
         return 0
+    import r1zero.algorithms  # noqa: F401  (registers the algorithms' config checks before the config is built)
+
     cfg = load_config(args.config, args.overrides)
     from r1zero.training import distributed
     from r1zero.training.trainer import Trainer
