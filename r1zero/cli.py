@@ -23,7 +23,7 @@ log = logging.getLogger("r1zero")
 def _user_errors():
     from r1zero.data.files import DataError
     from r1zero.models import ModelError
-    from r1zero.rewards.functions import RewardError
+    from r1zero.sandbox.functions import RewardError
     from r1zero.rollout.sampling import PromptTooLong
     from r1zero.tasks import TaskError
     from r1zero.observe.report import ReportError

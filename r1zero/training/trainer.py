@@ -64,7 +64,7 @@ from r1zero.observe import report
 from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
-from r1zero.rewards.calls import TrainerState
+from r1zero.sandbox.calls import TrainerState
 from r1zero.rewards.scoring import reward_model
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
