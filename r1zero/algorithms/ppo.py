@@ -9,7 +9,8 @@ value loss, 0.5 x max((V - R)^2, (clip(V, V_old +- cliprange_value) - R)^2), tok
 mini-batch, with its own AdamW (``critic_learning_rate``) and schedule; it takes one update per
 policy update, on the same mini-batch; during the first ``critic_warmup_steps`` steps only the
 critic is updated. PPO epochs and mini-batches are ``num_iterations`` and ``mini_batch_prompts``.
-Under torchrun the critic is wrapped like the policy (DDP or FSDP2). The critic, its optimizer and
+The run's strategy (r1zero.algorithms.strategy) wraps the critic like the policy under torchrun
+(DDP or FSDP2), makes and steps its optimizer and keeps its state. The critic, its optimizer and
 scheduler are part of every checkpoint (``checkpoint-N/critic/``, ``trainer_state.pt``; under
 torchrun the optimizer in ``critic_optimizer/``), so a resumed PPO run equals the uninterrupted one.
 """
