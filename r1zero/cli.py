@@ -24,7 +24,7 @@ log = logging.getLogger("r1zero")
 def _user_errors():
     from r1zero.data.files import DataError
     from r1zero.models import ModelError
-    from r1zero.rewards.functions import RewardError
+    from r1zero.sandbox.functions import RewardError
     from r1zero.rollout.sampling import PromptTooLong
     from r1zero.tasks import TaskError
     from r1zero.observe.report import ReportError
@@ -37,6 +37,8 @@ def cmd_train(args) -> int:
     if args.help_config:
         print(config_reference())
         return 0
+    import r1zero.algorithms  # noqa: F401  (registers the algorithms' config checks before the config is built)
+
     cfg = load_config(args.config, args.overrides)
     from r1zero.training import distributed
     from r1zero.training.trainer import Trainer

@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
+from r1zero.config.fields import EMBEDDED_MODEL
 
 log = logging.getLogger("r1zero")
 
-# What a config names to get the model that ships with the package (also plain "embedded").
-EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 

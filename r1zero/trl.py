@@ -155,6 +155,8 @@ class GRPOConfig:
         if mixed:
             raise ConfigError(f"GRPOConfig: {', '.join(repr(k) for k in mixed)} (r1zero's batch keys) cannot be mixed "
                               "with TRL's per_device_train_batch_size / gradient_accumulation_steps; keep TRL's")
+        import r1zero.algorithms  # noqa: F401  (registers the algorithms' config checks)
+
         return TrainConfig(**{**c, **self.r1zero_options, **extra})
 
 

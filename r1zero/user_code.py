@@ -1,5 +1,5 @@
 """The user's own Python that a config names: ``module:name`` (importable, e.g. ``mypkg.rewards:my_fn``)
-or ``path/to/file.py:name``. Reward functions (r1zero.rewards.functions) and task classes
+or ``path/to/file.py:name``. Reward functions (r1zero.sandbox.functions) and task classes
 (r1zero.tasks.base) are found the same way, so one rule and one set of messages covers both."""
 from __future__ import annotations
 

@@ -16,6 +16,8 @@ import torch
 # the tests of the detection itself set it as they need.
 os.environ.setdefault("R1ZERO_CPU_BF16", "0")
 
+import r1zero.algorithms  # noqa: E402,F401  (as every entry point does: the algorithms' config checks registered)
+
 REPO = Path(__file__).resolve().parents[1]
 GSM8K_DIR = REPO / "r1zero" / "data" / "gsm8k"  # GSM8K as shipped with the package (gzipped JSON lines)
 

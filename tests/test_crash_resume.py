@@ -99,7 +99,7 @@ def reward_workers(pid):
             cmd = open(f"/proc/{d}/cmdline", "rb").read()
         except OSError:
             continue
-        if int(stat[1]) == pid and b"r1zero.rewards.worker" in cmd:
+        if int(stat[1]) == pid and b"r1zero.sandbox.worker" in cmd:
             found.append(int(d))
     return found
 

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 from r1zero import cli
 from r1zero.config import ConfigError, TrainConfig
 from r1zero.data.files import DataError, load_rows, read_file
-from r1zero.rewards.calls import TrainerState
+from r1zero.sandbox.calls import TrainerState
 from r1zero.rewards.scoring import RewardModel, Verdicts, correct_function, reward_model
 from r1zero.tasks import TaskError, build_task, get_task
 from r1zero.tasks.custom import template_columns

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from r1zero.config import TrainConfig
 from r1zero.rewards.scoring import RewardModel
-from r1zero.rewards.worker import worker_pid
+from r1zero.sandbox.worker import worker_pid
 from r1zero.tasks import Score, TaskError, get_task
 from r1zero.tasks import math as math_task
 from r1zero.tasks.math_answers import MAX_TAIL_CHARS, gold_answer, last_boxed, refusal
@@ -393,7 +393,7 @@ def test_scoring_from_another_thread_is_bounded_too():
 
 def test_a_worker_started_by_a_thread_outlives_it():
     """The kernel kills a worker when the *thread* that started it ends (PR_SET_PDEATHSIG), so
-    r1zero.rewards.worker starts every worker from one long-lived thread."""
+    r1zero.sandbox.worker starts every worker from one long-lived thread."""
     t = get_task("math")
     try:
         assert in_thread(lambda: t.score("\\boxed{0.5}", ex("1/2")).reward) == 1.0

@@ -7,7 +7,8 @@ from conftest import REPO
 from trl.rewards import get_soft_overlong_punishment
 
 from r1zero.config import ConfigError, TrainConfig
-from r1zero.rewards.functions import overlong_penalty, rollout_args
+from r1zero.rewards.overlong import overlong_penalty
+from r1zero.sandbox.functions import rollout_args
 from r1zero.rewards.scoring import RewardModel
 from r1zero.training.trainer import Trainer
 

@@ -17,7 +17,7 @@ from r1zero import cli
 from r1zero.config import TrainConfig
 from r1zero.training.guards import RunHealth, RunStopped
 from r1zero.rewards.scoring import RewardModel
-from r1zero.rewards.worker import RewardWorker, worker_pid
+from r1zero.sandbox.worker import RewardWorker, worker_pid
 from r1zero.training.trainer import Trainer
 
 HOSTILE = REPO / "tests" / "hostile_rewards.py"
@@ -193,7 +193,7 @@ def test_what_a_reward_prints_stays_out_of_the_trainers_output(capfd, caplog):
     OUTPUT_LINES lines are in the log, the rest counted; the values still arrive."""
     import logging
 
-    from r1zero.rewards.worker import OUTPUT_LINES
+    from r1zero.sandbox.worker import OUTPUT_LINES
 
     caplog.set_level(logging.INFO, logger="r1zero")
     rm = RewardModel(None, [f"{HOSTILE}:prints_a_lot"], timeout=30.0)

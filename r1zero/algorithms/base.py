@@ -11,16 +11,20 @@ A variant is a subclass that overrides what differs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 
 from r1zero.algorithms.entropy import EntropyCoefficient
 from r1zero.algorithms.losses import OBJECTIVE_KEYS, Normaliser, aggregate, get_policy_loss, policy_loss
+from r1zero.algorithms.strategy import ForwardPasses, Strategy
 from r1zero.algorithms.tensors import masked_mean
+from r1zero.config.checks import register_algorithm_checks
 from r1zero.errors import ConfigError, need
 
-__all__ = ["RolloutBatch", "Algorithm", "UpdateContext", "register", "get_algorithm", "algorithm_names"]
+__all__ = ["RolloutBatch", "Algorithm", "UpdateContext", "register", "get_algorithm", "configured_algorithm",
+           "algorithm_names"]
 
 
 @dataclass
@@ -52,20 +56,18 @@ class UpdateContext:
     """What an algorithm may use of the run besides the config (given by the trainer)."""
 
     device: torch.device
-    env: Any                       # r1zero.training.distributed.DistEnv
-    passes: Any                    # r1zero.training.logprobs.ForwardPasses
+    strategy: Strategy             # the processes, and training a model of its own (r1zero.algorithms.strategy)
+    passes: ForwardPasses          # forward passes over a batch's rows, on the device
     max_steps: int
-    resume_from: Any = None        # the checkpoint folder being resumed, or None
+    resume_from: Path | None = None  # the checkpoint folder being resumed, or None
 
     def all_sum(self, values: list) -> list[float]:
-        from r1zero.training.distributed import all_sum
-
-        return all_sum(values, self.env)
+        return self.strategy.all_sum(values)
 
     @property
     def global_sum(self):
         """``all_sum`` when there are several processes, else None (plain local reductions)."""
-        return self.all_sum if self.env.enabled else None
+        return self.all_sum if self.strategy.distributed else None
 
 
 class Algorithm:
@@ -76,6 +78,8 @@ class Algorithm:
     always_old_logprobs: ClassVar[bool] = False
     # Sequence advantages, so GSPO's per-completion ratio applies (importance_sampling_level=sequence).
     sequence_ratio: ClassVar[bool] = False
+    # Trains a critic (its keys: critic_model_name_or_path, critic_warmup_steps); others refuse them.
+    has_critic: ClassVar[bool] = False
 
     def __init__(self, cfg, ctx: UpdateContext):
         self.cfg = cfg
@@ -92,7 +96,7 @@ class Algorithm:
         need(cfg.loss_type != "vespo" or cls.sequence_ratio, "loss_type",
              f"vespo weighs each completion by the sign of its advantage: it needs algorithm=grpo ({cls.name} has "
              "one advantage per token)")
-        if cls.name != "ppo":  # the critic's keys
+        if not cls.has_critic:
             need(cfg.critic_model_name_or_path is None, "critic_model_name_or_path",
                  "needs algorithm=ppo (only ppo has a critic)")
             need(cfg.critic_warmup_steps == 0, "critic_warmup_steps", "needs algorithm=ppo (only ppo has a critic)")
@@ -151,7 +155,8 @@ class Algorithm:
         return self.entropy_coef.state()
 
     def heavy_state(self) -> dict:
-        """Tensor state (trainer_state.pt), e.g. a critic's optimizer."""
+        """Tensor state (trainer_state.pt), e.g. a critic's schedule (its optimizer's shards under torchrun:
+        the strategy saves those)."""
         return {}
 
     def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
@@ -161,15 +166,14 @@ class Algorithm:
         """name -> model saved as a sub-folder of every checkpoint."""
         return {}
 
-    def save_sharded(self, folder) -> None:
-        """Under torchrun: every process writes its part of extra optimizer state into ``folder``."""
-
 
 _REGISTRY: dict[str, type[Algorithm]] = {}
 
 
 def register(cls: type[Algorithm]) -> type[Algorithm]:
+    """Make ``cls`` the algorithm of its name, and its keys part of every config's checks."""
     _REGISTRY[cls.name] = cls
+    register_algorithm_checks(cls.name, cls.check_config)
     return cls
 
 
@@ -181,3 +185,11 @@ def get_algorithm(name: str) -> type[Algorithm]:
     if name not in _REGISTRY:
         raise ConfigError(f"config: 'algorithm' {name!r} is unknown; use one of {', '.join(algorithm_names())}")
     return _REGISTRY[name]
+
+
+def configured_algorithm(cfg) -> type[Algorithm]:
+    """The config's algorithm with its keys checked: a TrainConfig built before this package was
+    imported could not check them (r1zero.config.checks.ALGORITHM_CHECKS)."""
+    algorithm = get_algorithm(cfg.algorithm)
+    algorithm.check_config(cfg)
+    return algorithm

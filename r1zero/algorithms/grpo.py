@@ -24,23 +24,13 @@ import torch
 
 from r1zero.algorithms.base import Algorithm, RolloutBatch, register
 from r1zero.algorithms.stats import GroupStats
+from r1zero.config.fields import ADVANTAGE_SCALES, normalise_scale
 from r1zero.errors import ConfigError
 from r1zero.algorithms.tensors import Rewards, as_reward_tensor, grouped as group_rows
 
 __all__ = ["ADVANTAGE_SCALES", "normalise_scale", "group_advantages", "group_stats", "GRPO"]
 
-ADVANTAGE_SCALES = ("group", "batch", "none")
 _STD_EPS = 1e-4
-
-
-def normalise_scale(scale: Union[str, bool, None]) -> str:
-    if scale is True:
-        return "group"
-    if scale is False or scale is None:
-        return "none"
-    if scale not in ADVANTAGE_SCALES:
-        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADVANTAGE_SCALES} or a bool")
-    return scale
 
 
 def group_advantages(rewards: Rewards, group_size: int, scale: Union[str, bool] = "group") -> torch.Tensor:

@@ -9,7 +9,8 @@ value loss, 0.5 x max((V - R)^2, (clip(V, V_old +- cliprange_value) - R)^2), tok
 mini-batch, with its own AdamW (``critic_learning_rate``) and schedule; it takes one update per
 policy update, on the same mini-batch; during the first ``critic_warmup_steps`` steps only the
 critic is updated. PPO epochs and mini-batches are ``num_iterations`` and ``mini_batch_prompts``.
-Under torchrun the critic is wrapped like the policy (DDP or FSDP2). The critic, its optimizer and
+The run's strategy (r1zero.algorithms.strategy) wraps the critic like the policy under torchrun
+(DDP or FSDP2), makes and steps its optimizer and keeps its state. The critic, its optimizer and
 scheduler are part of every checkpoint (``checkpoint-N/critic/``, ``trainer_state.pt``; under
 torchrun the optimizer in ``critic_optimizer/``), so a resumed PPO run equals the uninterrupted one.
 """
@@ -28,16 +29,12 @@ from r1zero.errors import need
 from r1zero.models import ModelError, disable_dropout, resolve_model_path
 from r1zero.observe import metrics as M
 from r1zero.rollout.layout import position_ids_from_mask
-from r1zero.training import distributed as dist
-from r1zero.training import optim
-from r1zero.training.optim import clip_and_step, make_optimizer
 
 log = logging.getLogger("r1zero")
 
 __all__ = ["gae", "value_loss", "explained_variance", "load_critic", "CompletionValues", "PPO"]
 
-CRITIC_DIR = "critic"
-CRITIC_OPTIMIZER_DIR = "critic_optimizer"  # under torchrun (torch.distributed.checkpoint)
+CRITIC_DIR = "critic"  # also the name of its optimizer state (critic_optimizer, critic_scheduler)
 
 
 def gae(token_level_rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
@@ -129,6 +126,7 @@ class CompletionValues(torch.nn.Module):
 @register
 class PPO(RewardKLAlgorithm):
     name = "ppo"
+    has_critic = True
 
     @classmethod
     def check_config(cls, cfg) -> None:
@@ -148,9 +146,10 @@ class PPO(RewardKLAlgorithm):
         self.critic = load_critic(src, ctx.device, trust_remote_code=cfg.trust_remote_code)
         if cfg.gradient_checkpointing:
             self.critic.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.module = dist.wrap(CompletionValues(self.critic), cfg.distributed, ctx.env)
-        # After wrapping: FSDP2 has replaced the parameters with their shards.
-        self.optimizer, self.scheduler = make_optimizer(self.critic, cfg, cfg.critic_learning_rate, ctx.max_steps)
+        # Wrapped, optimised and checkpointed as the policy is (r1zero.algorithms.strategy).
+        self.trained = ctx.strategy.train(self.critic, CompletionValues(self.critic), cfg.critic_learning_rate,
+                                          CRITIC_DIR)
+        self.module = self.trained.module
         self.values = self.returns = None  # this step's (N, C) rollout values and GAE returns
         self.norms: list[float] = []
 
@@ -168,11 +167,11 @@ class PPO(RewardKLAlgorithm):
 
     # ---- the critic's update, inside the policy's loop -----------------------------------------------
     def start_mini_batch(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
+        self.trained.zero_grad()
 
     def after_micro_batch(self, batch, rows, total_tokens, last, metrics) -> None:
-        W = self.ctx.env.world_size
-        with dist.grad_sync(self.module, last):
+        W = self.ctx.strategy.world_size
+        with self.trained.grad_sync(last):
             v = self.ctx.passes.values(self.module, batch, rows)
             mask = batch.loss_mask[rows].to(v.device)
             vl, clipfrac = value_loss(v, self.values[rows].to(v.device), self.returns[rows].to(v.device), mask,
@@ -182,30 +181,23 @@ class PPO(RewardKLAlgorithm):
         metrics.add_weighted(M.CRITIC_VALUE_CLIP_FRAC, clipfrac, float(batch.loss_mask[rows].sum()))
 
     def end_mini_batch(self, metrics) -> None:
-        self.norms.append(clip_and_step(self.critic, self.optimizer, self.cfg.max_grad_norm,
-                                        lambda gn: math.isfinite(float(gn))))
+        self.norms.append(self.trained.step())
 
     def end_update(self, metrics) -> dict[str, float]:
-        self.optimizer.zero_grad(set_to_none=True)
-        out = {M.CRITIC_LEARNING_RATE: self.scheduler.get_last_lr()[0]}
-        self.scheduler.step()
+        self.trained.zero_grad()
+        out = {M.CRITIC_LEARNING_RATE: self.trained.learning_rate()}
+        self.trained.schedule_step()
         out[M.CRITIC_VALUE_LOSS] = metrics.total(M.CRITIC_VALUE_LOSS) / len(self.norms)
         out[M.CRITIC_GRAD_NORM] = sum(self.norms) / len(self.norms)
         self.norms = []
         return out
 
-    # ---- checkpoint state -------------------------------------------------------------------------------
+    # ---- checkpoint state (the optimizer's shards under torchrun: the strategy saves them) ------------
     def heavy_state(self) -> dict:
-        heavy = {"critic_scheduler": self.scheduler.state_dict()}
-        if not self.ctx.env.enabled:
-            heavy["critic_optimizer"] = self.optimizer.state_dict()
-        return heavy
-
-    def save_sharded(self, folder) -> None:
-        dist.save_optimizer(self.module, self.optimizer, Path(folder) / CRITIC_OPTIMIZER_DIR)
+        return self.trained.heavy_state()
 
     def extra_models(self) -> dict:
-        return {CRITIC_DIR: (self.critic, dist.full_state_dict(self.critic))}
+        return {CRITIC_DIR: (self.critic, self.trained.full_state_dict())}
 
     def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
         super().restore(state, heavy, steps_done)
@@ -213,14 +205,4 @@ class PPO(RewardKLAlgorithm):
         if not self.resumed_critic:
             log.warning("checkpoint %s has no critic: the critic restarts from %s", path,
                         self.cfg.critic_model_name_or_path or self.cfg.model_name_or_path)
-        if heavy is not None and "critic_scheduler" in heavy:
-            config = optim.settings(self.optimizer, self.scheduler)
-            if "critic_optimizer" in heavy:
-                self.optimizer.load_state_dict(heavy["critic_optimizer"])
-            elif (path / CRITIC_OPTIMIZER_DIR).is_dir():
-                dist.load_optimizer(self.module, self.optimizer, path / CRITIC_OPTIMIZER_DIR)
-            self.scheduler.load_state_dict(heavy["critic_scheduler"])
-            optim.apply_settings(self.optimizer, self.scheduler, config)  # critic_learning_rate changed on resume
-        else:
-            for _ in range(steps_done):
-                self.scheduler.step()
+        self.trained.restore(heavy, path, steps_done)

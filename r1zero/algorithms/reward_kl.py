@@ -84,7 +84,7 @@ class RewardKLAlgorithm(Algorithm):
         m: dict[str, float] = {M.KL_COEF: coef}
         if batch.ref_logprobs is not None:
             seq_kl = masked_mean(kl, cmask, dim=-1)
-            total, n = self.ctx.all_sum([seq_kl.sum(), seq_kl.numel()]) if self.ctx.env.enabled else (None, None)
+            total, n = self.ctx.all_sum([seq_kl.sum(), seq_kl.numel()]) if self.ctx.strategy.distributed else (None, None)
             kl_mean = float(seq_kl.mean()) if total is None else total / n
             m[M.KL_PENALTY] = kl_mean
             self.kl_ctl.update(kl_mean, batch.rewards.numel() if n is None else int(n))

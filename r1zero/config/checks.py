@@ -8,7 +8,7 @@ import math
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 from r1zero.errors import ConfigError, need
 
@@ -243,8 +243,19 @@ def _validate_loss(c) -> None:
              f"must be at most entropy_coef_max ({c.entropy_coef_max})")
 
 
-def _validate_algorithm(c) -> None:
-    """The algorithm's own keys and rules, which it owns (r1zero.algorithms)."""
-    from r1zero.algorithms import get_algorithm
+# The algorithms' own keys and rules, which they own: r1zero.algorithms registers each algorithm's
+# check here as it is imported (config sits below the algorithms and never imports them). Whatever
+# builds a config for a run imports the algorithms first (the cli, r1zero.trl, r1zero.observe's
+# evaluation settings, the trainer's module); the trainer checks a config built before that again
+# (r1zero.algorithms.base.configured_algorithm), still before any model loads.
+ALGORITHM_CHECKS: dict[str, Callable[[Any], None]] = {}
 
-    get_algorithm(c.algorithm).check_config(c)
+
+def register_algorithm_checks(name: str, check: Callable[[Any], None]) -> None:
+    ALGORITHM_CHECKS[name] = check
+
+
+def _validate_algorithm(c) -> None:
+    check = ALGORITHM_CHECKS.get(c.algorithm)
+    if check is not None:
+        check(c)

@@ -14,9 +14,13 @@ from typing import Any, Literal, Optional, Union
 
 from r1zero.config.batch import env_world_size, resolve as resolve_batch
 from r1zero.config.checks import validate
-from r1zero.models import EMBEDDED_MODEL
 
 DEFAULT_RECIPE = "countdown-smollm2-cpu"
+# What a config names to get the model that ships with the package (also plain "embedded";
+# r1zero.models loads it).
+EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
+# How GRPO divides a reward minus its group's mean (r1zero.algorithms.grpo): scale_rewards' values.
+ADVANTAGE_SCALES = ("group", "batch", "none")
 
 
 
@@ -364,6 +368,14 @@ class TrainConfig:
     @property
     def scale(self) -> str:
         """scale_rewards as one of group / batch / none (TRL's booleans mapped)."""
-        from r1zero.algorithms.grpo import normalise_scale
-
         return normalise_scale(self.scale_rewards)
+
+
+def normalise_scale(scale: Union[str, bool, None]) -> str:
+    if scale is True:
+        return "group"
+    if scale is False or scale is None:
+        return "none"
+    if scale not in ADVANTAGE_SCALES:
+        raise ValueError(f"unknown advantage scale {scale!r}; expected one of {ADVANTAGE_SCALES} or a bool")
+    return scale

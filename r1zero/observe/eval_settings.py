@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import r1zero.algorithms  # noqa: F401  (registers the algorithms' config checks before TrainConfig is built)
 from r1zero.config import ConfigError, TrainConfig, parse_overrides, read_config_file, recipe_path
 from r1zero.models import EMBEDDED_MODEL
-from r1zero.training.checkpoint import is_checkpoint_name, latest_checkpoint, list_checkpoints
+from r1zero.config.run_folder import is_checkpoint_name, latest_checkpoint, list_checkpoints
 
 
 # The TrainConfig keys that decide what an evaluation asks and how it scores and generates

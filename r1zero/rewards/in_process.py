@@ -1,7 +1,7 @@
 """Reward callables that cannot run in a worker process, called in the training process under the
 same time limit.
 
-A worker (r1zero.rewards.worker) loads its function by name, so it takes only what can be imported
+A worker (r1zero.sandbox.worker) loads its function by name, so it takes only what can be imported
 by name in a fresh process, which is also what pickle can send: a module-level function of an
 importable module (``trl.rewards.think_format_reward``, ``mypkg.rewards.accuracy``). A callable
 given as an object that is not (defined in a script's ``__main__``, a lambda, a closure, a bound
@@ -18,8 +18,8 @@ import queue
 import threading
 from typing import Any, Callable
 
-from r1zero.rewards.calls import RewardBatch, score_batch, score_sample
-from r1zero.rewards.functions import is_batched, rollout_args
+from r1zero.sandbox.calls import RewardBatch, score_batch, score_sample
+from r1zero.sandbox.functions import is_batched, rollout_args
 
 
 class InProcessReward:

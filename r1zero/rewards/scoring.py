@@ -1,14 +1,14 @@
 """Scoring a batch of completions: the task's reward scheme plus the user's own reward functions.
 
 A user's reward is a callable named ``module:function`` (or ``path/to/file.py:function``) in one of
-two forms (r1zero.rewards.calls): r1zero's, called once per completion as
+two forms (r1zero.sandbox.calls): r1zero's, called once per completion as
 ``fn(completion=..., prompt=..., **example_fields)`` and returning a float; or TRL's, a function
 naming ``completions``, called once per batch with lists and returning a list (None: not
 applicable to that sample). A reward that raises, or returns what is not a number (None, NaN...,
 for a TRL-form function: anything but a list of numbers and Nones, one per completion) scores 0
 for those samples and is counted in ``reward_errors/<name>``; the run goes on. Each call has a time
 limit (``reward_timeout`` per completion): the function runs in a worker process that is killed
-when a call overruns (r1zero.rewards.worker). Its file is imported there, never in the trainer (an
+when a call overruns (r1zero.sandbox.worker). Its file is imported there, never in the trainer (an
 import that hangs or exits would take the run with it), with a memory limit (``reward_memory_limit``)
 and its output kept out of the trainer's. A function that names ``completion_length`` or
 ``truncated`` among its parameters also gets the completion's token count (EOS included) and
@@ -19,7 +19,7 @@ verdicts; a run without a scheme (task ``custom``, or ``reward: none``) takes th
 functions its ``Verdicts`` name.
 
 ``overlong=(max_completion_length, buffer_len, factor)`` adds DAPO's soft overlong punishment
-(r1zero.rewards.functions.overlong_penalty) as the reward part ``overlong``.
+(r1zero.rewards.overlong.overlong_penalty) as the reward part ``overlong``.
 """
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from r1zero.errors import ConfigError
-from r1zero.rewards.calls import RewardBatch, TrainerState, score_batch, score_sample
-from r1zero.rewards.functions import (RewardError, is_batched, load_reward_func,  # noqa: F401  (RewardError: public here)
-                                      overlong_penalty, reward_name, rollout_args)
 from r1zero.rewards.in_process import InProcessReward
-from r1zero.rewards.worker import RewardWorker
+from r1zero.rewards.overlong import overlong_penalty
+from r1zero.sandbox.calls import RewardBatch, TrainerState, score_batch, score_sample
+from r1zero.sandbox.functions import (RewardError, is_batched, load_reward_func,  # noqa: F401  (RewardError: public here)
+                                      reward_name, rollout_args)
+from r1zero.sandbox.worker import RewardWorker
 from r1zero.tasks import Score, Task
 
 log = logging.getLogger("r1zero")
@@ -80,7 +81,7 @@ class RewardModel:
     user functions, with ``verdicts`` for a run without a scheme.
 
     With ``timeout > 0`` each user function named by file or module runs in its own worker process
-    (r1zero.rewards.worker), started here, so a file that cannot be imported (raises, loops past
+    (r1zero.sandbox.worker), started here, so a file that cannot be imported (raises, loops past
     max(``timeout``, MIN_LOAD_TIMEOUT_S) seconds, exits) is refused before any model loads; each
     completion gets at most ``timeout`` seconds, and the worker at most ``memory_limit`` bytes of data
     memory (None: no limit). ``callables`` maps a ``funcs`` entry to the object it names when the
@@ -152,7 +153,7 @@ class RewardModel:
         return [(s, False) if _usable(s) else (Score(0.0, False, False, {}), True) for s in scores]
 
     def _batch(self, completions, examples, prompts, lengths, truncated, completion_ids, trainer_state) -> RewardBatch:
-        """What the user functions may be given (r1zero.rewards.calls.RewardBatch)."""
+        """What the user functions may be given (r1zero.sandbox.calls.RewardBatch)."""
         n = len(completions)
         if lengths is None:
             if self.overlong is not None:

@@ -23,7 +23,7 @@ Reward schemes, on the completion's last ``\\boxed{...}`` (r1zero.tasks.math_ans
 
 Cost and bounds: math-verify (sympy) takes 0.1-100 ms per answer and can run for hours on hostile
 ones (``9^{9^{9}}``); its own timeouts work only in the main thread. So it runs in a persistent
-worker process (the reward-worker machinery of ``reward_funcs``, r1zero.rewards.worker), one round
+worker process (the reward-worker machinery of ``reward_funcs``, r1zero.sandbox.worker), one round
 trip per ``score_batch`` with the distinct (answer, gold) pairs of the batch; each answer gets at
 most ``verify_timeout`` seconds (task option, default 5), after which the worker is killed, the
 sample scores 0 and is counted in ``reward_errors/math``, and a fresh worker (about 0.5 s to start)
@@ -39,8 +39,8 @@ import threading
 from typing import Any, Mapping, Sequence
 
 from r1zero.data.files import load_rows
-from r1zero.rewards.functions import RewardError
-from r1zero.rewards.worker import RewardWorker
+from r1zero.sandbox.functions import RewardError
+from r1zero.sandbox.worker import RewardWorker
 from r1zero.tasks.base import Score, Task, TaskError, register_task
 from r1zero.tasks.countdown import CONVERSATION
 from r1zero.tasks.math_answers import gold_answer, last_boxed, problem_text, refusal

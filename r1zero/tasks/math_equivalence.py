@@ -1,6 +1,6 @@
 """math-verify's verdict on one boxed answer, as it runs inside the ``math`` task's worker process.
 
-r1zero.tasks.math starts this function in a reward worker (r1zero.rewards.worker, the machinery of
+r1zero.tasks.math starts this function in a reward worker (r1zero.sandbox.worker, the machinery of
 ``reward_funcs``) as ``r1zero.tasks.math_equivalence:equivalent`` and sends it a step's box contents
 at once. math-verify's own timeouts are off here: they use ``signal.alarm``, which works only in a
 process's main thread (a trainer scoring from a thread would get a ValueError), and a signal cannot

@@ -24,7 +24,6 @@ import logging
 import os
 import pickle
 import random
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -32,45 +31,17 @@ from typing import Any
 
 import torch
 
+from r1zero.config.run_folder import (OPTIMIZER_DIR, STATE_JSON, STATE_PT, is_checkpoint_name,  # noqa: F401  (public here)
+                                     latest_checkpoint, list_checkpoints, recover)
 from r1zero.errors import ConfigError, disk_full, free_bytes, is_disk_full, size_text
 from r1zero.models import unsafe_globals
 from r1zero.observe.tracking import EVALS, read_jsonl
 from r1zero.testing import faults
 
 log = logging.getLogger("r1zero")
-_NAME = re.compile(r"^checkpoint-(\d+)$")
-STATE_JSON = "trainer_state.json"
-STATE_PT = "trainer_state.pt"
-OPTIMIZER_DIR = "optimizer"  # under torchrun: every rank's optimizer state (torch.distributed.checkpoint)
 # Hidden folders of a checkpoint in flight: being written, moved away by a re-save, being removed.
 _DELETING = ".del-"
 _STRAYS = (".tmp-checkpoint-", ".old-checkpoint-", _DELETING + "checkpoint-")
-_HIDDEN = re.compile(r"^(\.tmp-|\.old-)checkpoint-(\d+)-")
-
-
-def is_checkpoint_name(name: str) -> bool:
-    """``checkpoint-<step>``, the name of a checkpoint folder in a run folder."""
-    return _NAME.match(name) is not None
-
-
-def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``output_dir``, oldest first (after ``recover`` has put back any that a
-    kill left outside its place)."""
-    out = []
-    root = Path(output_dir)
-    if not root.is_dir():
-        return out
-    recover(root)
-    for p in root.iterdir():
-        m = _NAME.match(p.name)
-        if m and p.is_dir() and (p / STATE_JSON).is_file():
-            out.append((int(m.group(1)), p))
-    return sorted(out)
-
-
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    found = list_checkpoints(output_dir)
-    return found[-1][1] if found else None
 
 
 def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
@@ -168,39 +139,6 @@ def prune_checkpoints(output_dir: str | os.PathLike, keep: int | None) -> None:
     for prefix in _STRAYS:
         for p in root.glob(f"{prefix}*"):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def recover(output_dir: str | os.PathLike) -> list[Path]:
-    """Put back a checkpoint that a kill left only outside its place, and return what was put back.
-
-    A re-save of step N renames ``checkpoint-N`` to ``.old-checkpoint-N-<pid>`` and then the complete
-    ``.tmp-checkpoint-N-*`` folder to ``checkpoint-N``; killed between the two, neither is where resume
-    looks. When ``checkpoint-N`` is missing, a complete tmp folder of step N (its state file is written
-    last) is the newer save and is renamed into place, else a complete ``.old-`` one. Several processes
-    may recover at once (torchrun ranks at start): a rename that another one already made fails and
-    is ignored. Everything else that is hidden is left for ``prune_checkpoints`` to remove.
-    """
-    root = Path(output_dir)
-    candidates: dict[int, list[tuple[int, Path]]] = {}
-    for p in root.iterdir():
-        m = _HIDDEN.match(p.name)
-        if m and (p / STATE_JSON).is_file():
-            # A tmp folder is the newer save of the two kinds; among several of a kind, the latest written.
-            newer_kind = 0 if m.group(1) == ".tmp-" else 1
-            candidates.setdefault(int(m.group(2)), []).append((newer_kind, -(p / STATE_JSON).stat().st_mtime_ns, p))
-    put_back = []
-    for step, found in sorted(candidates.items()):
-        final = root / f"checkpoint-{step}"
-        if final.exists():
-            continue
-        for *_, p in sorted(found):
-            try:
-                os.replace(p, final)
-            except OSError:  # gone or already replaced by another process
-                continue
-            put_back.append(final)
-            break
-    return put_back
 
 
 def load_state_json(checkpoint: str | os.PathLike) -> dict[str, Any]:

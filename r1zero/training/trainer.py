@@ -53,7 +53,7 @@ from typing import Any
 
 import torch
 
-from r1zero.algorithms import RolloutBatch, UpdateContext, get_algorithm, group_stats
+from r1zero.algorithms import RolloutBatch, UpdateContext, configured_algorithm, group_stats
 from r1zero.config import ConfigError, TrainConfig, save_config
 from r1zero.config import identity
 from r1zero.data.files import DataError, write_jsonl
@@ -64,21 +64,20 @@ from r1zero.observe import report
 from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
-from r1zero.rewards.calls import TrainerState
+from r1zero.sandbox.calls import TrainerState
 from r1zero.rewards.scoring import reward_model
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
 from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
-from r1zero.training import lora
 from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, on_device
-from r1zero.training import optim
-from r1zero.training.optim import make_optimizer
+from r1zero.training import lora, optim
 from r1zero.training.run_lock import take_lock
 from r1zero.training.samples import gather_rows, sample_rows
 from r1zero.training.sampling_rounds import draw_step
+from r1zero.training.strategy import RunStrategy
 from r1zero.training.update import need_old_logprobs, run_update
 
 log = logging.getLogger("r1zero")
@@ -96,7 +95,7 @@ class Trainer:
         self.env = env or dist.current()
         self.out = Path(cfg.output_dir)
         # Everything that can be refused is checked before a model is loaded or a file written.
-        algorithm = get_algorithm(cfg.algorithm)
+        algorithm = configured_algorithm(cfg)
         dist.check_config(cfg, self.env)
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
@@ -158,10 +157,11 @@ class Trainer:
         self.eos_ids = eos_token_ids(self.tokenizer, self.model)
         faults.watch(self)  # a crash-test hook; nothing unless R1ZERO_PAUSE_AT is set
         # After wrapping: FSDP2 has replaced the parameters with their shards.
-        self.optimizer, self.scheduler = make_optimizer(self.model, cfg, cfg.learning_rate, self.max_steps)
+        self.optimizer, self.scheduler = optim.make_optimizer(self.model, cfg, cfg.learning_rate, self.max_steps)
         self.passes = ForwardPasses(self.device, self.autocast_dtype, cfg.temperature, cfg.logprob_chunk_size,
                                     cfg.micro_batch_size)
-        self.algo = algorithm(cfg, UpdateContext(self.device, self.env, self.passes, self.max_steps, self.resume_from))
+        self.strategy = RunStrategy(cfg, self.env, self.max_steps)  # how the algorithm trains a model of its own
+        self.algo = algorithm(cfg, UpdateContext(self.device, self.strategy, self.passes, self.max_steps, self.resume_from))
         self.collapse = M.CollapseWatch(cfg.collapse_steps)
         self.step = 0
         self.pos = DataPosition()
@@ -206,7 +206,7 @@ class Trainer:
             tmp = Path(dist.broadcast(str(ckpt.new_tmp(self.out, self.step)) if self.env.is_main else None, self.env))
             if heavy is not None:
                 dist.save_optimizer(self.policy, self.optimizer, tmp / ckpt.OPTIMIZER_DIR)
-                self.algo.save_sharded(tmp)
+                self.strategy.save_sharded(tmp)  # the algorithm's own models' (PPO's critic)
         # Gathered shards under FSDP (every rank takes part), None otherwise.
         weights, extra = dist.full_state_dict(self.model), self.algo.extra_models()
         final = self.out / f"checkpoint-{self.step}"

@@ -4,7 +4,7 @@ A user's reward is arbitrary Python. A signal cannot stop one stuck in C code (`
 holds the interpreter until the number is built), so each reward function runs in its own worker
 process: the trainer sends a whole step's completions at once (one message, so the per-call cost
 is one small pickle each way). A per-sample function answers one value per completion, and the
-trainer waits at most ``timeout`` seconds for each answer; a TRL-form function (r1zero.rewards.calls)
+trainer waits at most ``timeout`` seconds for each answer; a TRL-form function (r1zero.sandbox.calls)
 answers the whole batch in one call, and the trainer waits at most ``timeout`` x the batch's size
 for it, the same total a per-sample function gets. A worker that misses the limit, or dies
 (segfault, ``os._exit``), is killed with SIGKILL; that completion (for a TRL-form function: the
@@ -42,8 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any, Mapping, Sequence
 
-from r1zero.rewards.calls import RewardBatch, score_batch, score_sample
-from r1zero.rewards.functions import RewardError, is_batched, load_reward_func, reward_name, rollout_args
+from r1zero.sandbox.calls import RewardBatch, score_batch, score_sample
+from r1zero.sandbox.functions import RewardError, is_batched, load_reward_func, reward_name, rollout_args
 
 log = logging.getLogger("r1zero")
 
@@ -138,7 +138,7 @@ class _Duplex:
 class RewardWorker:
     """One user reward function (``module:function``) in a killable worker process.
 
-    The worker is a fresh ``python -m r1zero.rewards.worker`` process (not a fork of the trainer,
+    The worker is a fresh ``python -m r1zero.sandbox.worker`` process (not a fork of the trainer,
     whose torch thread pools make forking unsafe, and not multiprocessing's spawn, which would
     re-run the user's main script). It talks over two private pipes, so a reward that prints
     cannot corrupt the protocol; it gets the trainer's ``sys.path`` so ``module:function`` resolves
@@ -173,7 +173,7 @@ class RewardWorker:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         try:
             self.proc = _popen(
-                [sys.executable, "-m", "r1zero.rewards.worker", self.spec, str(to_child_r), str(from_child_w),
+                [sys.executable, "-m", "r1zero.sandbox.worker", self.spec, str(to_child_r), str(from_child_w),
                  str(self.memory_limit)],
                 pass_fds=(to_child_r, from_child_w), env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
@@ -286,7 +286,7 @@ class RewardWorker:
                                       list(rollouts) if rollouts is not None else [None] * n))
 
     def score(self, batch: RewardBatch) -> list[tuple[float | None, str | None]]:
-        """(value or None, why) per completion (r1zero.rewards.calls): each completion gets at most
+        """(value or None, why) per completion (r1zero.sandbox.calls): each completion gets at most
         ``timeout`` seconds, a TRL-form call ``timeout`` x its completions for all of them."""
         n = len(batch)
         out: list[tuple[float | None, str | None]] = [(None, "not scored")] * n
@@ -344,7 +344,7 @@ def worker_pid(worker: RewardWorker) -> int | None:
 __all__ = ["RewardWorker", "worker_pid", "START_TIMEOUT_S"]
 
 
-if __name__ == "__main__":  # the worker process: python -m r1zero.rewards.worker SPEC READ_FD WRITE_FD MEMORY
+if __name__ == "__main__":  # the worker process: python -m r1zero.sandbox.worker SPEC READ_FD WRITE_FD MEMORY
     import signal
 
     # Ctrl-C reaches every process of the terminal's group; it is the trainer's to handle (one line),

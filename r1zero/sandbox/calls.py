@@ -25,7 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from r1zero.rewards.functions import rollout_args
+from r1zero.sandbox.functions import rollout_args
 
 # The value of a sample a TRL-form function called not applicable (it returned None): scores 0,
 # is no failure. Every other ``(None, why)`` is a failure.
@@ -102,7 +102,7 @@ def score_one(fn: Callable[..., Any], completion: str, example: Mapping[str, Any
     """(value, None) or (None, why): one call of a per-sample reward.
 
     ``rollout`` holds the completion's ``completion_length`` and ``truncated``; the function gets
-    those it names as parameters (``wants``: r1zero.rewards.functions.rollout_args(fn), computed
+    those it names as parameters (``wants``: r1zero.sandbox.functions.rollout_args(fn), computed
     here when not given). A failure is an exception, or a return value that is not one finite
     number (None, NaN, inf, a list or tuple of values, a string...).
     """

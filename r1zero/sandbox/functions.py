@@ -1,7 +1,7 @@
 """Users' reward functions, named ``module:function`` or ``path/to/file.py:function``, loaded by name
 (in the trainer, to refuse a bad name before any model loads, and in each reward worker process);
 which of the two forms a function has (r1zero's per sample, TRL's per batch); what of the rollout
-it may ask for by name; and DAPO's overlong punishment."""
+it may ask for by name."""
 from __future__ import annotations
 
 import inspect
@@ -50,16 +50,3 @@ def rollout_args(fn: Callable[..., Any]) -> tuple[str, ...]:
     except (TypeError, ValueError):  # a builtin without a signature
         return ()
     return tuple(a for a in ROLLOUT_ARGS if a in params and params[a].kind is not inspect.Parameter.VAR_KEYWORD)
-
-
-def overlong_penalty(length: int, max_completion_length: int, buffer_len: int, factor: float = 1.0) -> float:
-    """DAPO's soft overlong punishment (Eq. 13; TRL's get_soft_overlong_punishment, veRL's overlong_buffer),
-    with L = ``max_completion_length`` and the buffer B = ``buffer_len``: 0 up to L - B tokens, then
-    ``factor * ((L - B) - length) / B`` (falling linearly to ``-factor`` at L), ``-factor`` beyond L.
-    """
-    start = max_completion_length - buffer_len
-    if buffer_len <= 0 or length <= start:
-        return 0.0
-    if length <= max_completion_length:
-        return factor * (start - length) / buffer_len
-    return -factor
