@@ -259,14 +259,22 @@ class ForwardPasses:
         """(len(rows), C) critic values."""
         return self._run(module, batch, rows)
 
+    def frozen_logprobs(self, module, batch) -> torch.Tensor:
+        """(N, C) log-probs of every row without gradients, on the CPU, a micro-batch at a time."""
+        return self._frozen(lambda rows: self.logprobs(module, batch, rows)[0], len(batch))
+
+    def frozen_values(self, module, batch) -> torch.Tensor:
+        """(N, C) critic values of every row without gradients, on the CPU, a micro-batch at a time."""
+        return self._frozen(lambda rows: self.values(module, batch, rows), len(batch))
+
     @torch.no_grad()
-    def frozen(self, module, batch, values: bool = False) -> torch.Tensor:
-        """(N, C) log-probs (or values) of every row without gradients, on the CPU, a micro-batch at a time."""
+    def _frozen(self, forward, n: int) -> torch.Tensor:
+        """``forward(rows)`` of rows 0..n-1, a micro-batch (a slice of rows) at a time, concatenated on the CPU."""
         mb = self.micro_batch_size
         out = []
-        for s in range(0, len(batch), mb):
+        for s in range(0, n, mb):
             rows = slice(s, s + mb)
-            out.append((self.values(module, batch, rows) if values else self.logprobs(module, batch, rows)[0]).cpu())
+            out.append(forward(rows).cpu())
         return torch.cat(out)
 
 

@@ -249,12 +249,12 @@ class Trainer:
         """(advantages, algorithm metrics, update metrics) of this rank's rows: pi_old and reference passes,
         the algorithm's advantages, the update loop."""
         if need_old_logprobs(self.algo, self.cfg, len(batch), self.env.world_size):
-            batch.old_logprobs = self.passes.frozen(self.policy, batch)
+            batch.old_logprobs = self.passes.frozen_logprobs(self.policy, batch)
         if self.ref_policy is not None:
             offload = self.cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
             with lora.reference(self.adapter):
                 with on_device(self.ref_model if offload else None, self.device):
-                    batch.ref_logprobs = self.passes.frozen(self.ref_policy, batch)
+                    batch.ref_logprobs = self.passes.frozen_logprobs(self.ref_policy, batch)
         advantages, algo_metrics = self.algo.advantages(batch)
         update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
                             optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
