@@ -129,7 +129,8 @@ def _chunked_head_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: 
 
 
 def _full_logits_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
-                          prompt_width: int, temperature: float, entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                          prompt_width: int, temperature: float,
+                          entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs, entropies) (B, C) of every completion position from the model's full logits: for a
     model whose LM head cannot be run apart from its body."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
