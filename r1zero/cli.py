@@ -127,7 +127,7 @@ def cmd_eval(args) -> int:
     from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
     from r1zero.observe.eval_settings import DEFAULTS, EVAL_KEYS, eval_settings
     from r1zero.observe.evaluate import evaluate
-    from r1zero.rewards.scoring import reward_model
+    from r1zero.rewards.scoring import evaluation_scorer
     from r1zero.rollout.sampling import encode_prompts
     from r1zero.tasks import build_task
 
@@ -139,7 +139,7 @@ def cmd_eval(args) -> int:
     cfg = s.config
     print(s.line())
     task = build_task(cfg)
-    scorer = reward_model(cfg, task, evaluation=True)  # as Trainer.run_eval scores
+    scorer = evaluation_scorer(cfg, task)  # as Trainer.run_eval scores
     _, rows = load_data(task, cfg)
     if cfg.eval_limit:
         rows = rows[:cfg.eval_limit]

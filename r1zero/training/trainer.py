@@ -65,7 +65,7 @@ from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.rewards.calls import TrainerState
-from r1zero.rewards.scoring import reward_model
+from r1zero.rewards.scoring import evaluation_scorer, training_scorer
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
@@ -101,8 +101,8 @@ class Trainer:
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder, self.eval_rewarder = (reward_model(cfg, self.task, callables=reward_callables),
-                                             reward_model(cfg, self.task, evaluation=True, callables=reward_callables))
+        self.rewarder, self.eval_rewarder = (training_scorer(cfg, self.task, callables=reward_callables),
+                                             evaluation_scorer(cfg, self.task, callables=reward_callables))
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg, data)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
