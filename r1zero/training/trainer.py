@@ -77,7 +77,7 @@ from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, on_devic
 from r1zero.training import optim
 from r1zero.training.optim import make_optimizer
 from r1zero.training.run_lock import take_lock
-from r1zero.training.samples import gather_rows, sample_rows
+from r1zero.training.samples import gather_rows, rollout_batch, sample_rows
 from r1zero.training.sampling_rounds import draw_step
 from r1zero.training.update import need_old_logprobs, run_update
 
@@ -274,11 +274,7 @@ class Trainer:
         # The whole step on every rank: advantages (batch statistics included) and metrics see all of it.
         rewards = torch.tensor(samples.scores.rewards, dtype=torch.float32)
         rows = torch.tensor([i * G + g for i in mine for g in range(G)], dtype=torch.long)
-        loss_mask = roll.completion_mask.float()
-        if cfg.mask_truncated_completions:
-            loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
-        batch = RolloutBatch(roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1], roll.completion_mask,
-                             loss_mask, rewards[rows], rewards, rows, G, sampled_logprobs=roll.sampled_logprobs)
+        batch = rollout_batch(cfg, roll, rewards, rows)
         t1 = time.perf_counter()
         # No rows: dynamic sampling found no group with a reward spread; the step makes no update.
         advantages, algo_metrics, update = self._learn(batch, step) if len(batch) else (torch.zeros(0), {}, {})
@@ -301,7 +297,7 @@ class Trainer:
         m.update(self.health.end_step(step, n, seen.scores))
         if (collapse := self.collapse.add(step, m)) is not None:
             log.warning(collapse)
-        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, loss_mask), rows, len(rewards), self.env)
+        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, batch.loss_mask), rows, len(rewards), self.env)
         return m, sample_rows(cfg, step, samples, seq_adv)
 
     def run_eval(self) -> dict[str, Any]:
