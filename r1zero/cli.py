@@ -130,7 +130,7 @@ def cmd_eval(args) -> int:
     from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
     from r1zero.observe.eval_settings import DEFAULTS, EVAL_KEYS, eval_settings
     from r1zero.observe.evaluate import evaluate
-    from r1zero.rewards.scoring import reward_model
+    from r1zero.rewards.scoring import evaluation_scorer
     from r1zero.rollout.sampling import encode_prompts
     from r1zero.tasks import build_task
 
@@ -142,7 +142,7 @@ def cmd_eval(args) -> int:
     cfg = s.config
     print(s.line())
     task = build_task(cfg)
-    scorer = reward_model(cfg, task, evaluation=True)  # as Trainer.run_eval scores
+    scorer = evaluation_scorer(cfg, task)  # as Trainer.run_eval scores
     _, rows = load_data(task, cfg)
     if cfg.eval_limit:
         rows = rows[:cfg.eval_limit]
@@ -186,6 +186,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="r1zero", description="R1-Zero style RL (GRPO) for small language models.")
     sub = p.add_subparsers(dest="command", required=True, help="what to do (r1zero COMMAND --help for its options)")
 
+    _add_train_command(sub)
+    _add_eval_command(sub)
+    _add_report_command(sub)
+    _add_compare_command(sub)
+    _add_data_command(sub)
+    return p
+
+
+def _add_train_command(sub) -> None:
     t = sub.add_parser("train", help="train with GRPO (no arguments: the embedded CPU default)",
                        description=f"Packaged recipes: {', '.join(recipe_names())}")
     t.add_argument("--config", help="recipe YAML path or packaged recipe name")
@@ -193,12 +202,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="key=value overrides, e.g. learning_rate=1e-6 max_steps=10")
     t.set_defaults(func=cmd_train)
 
-    run_note = ("Settings not given come from the run's config.yaml when --model (or --after) is a checkpoint "
-                "of a run or a run folder, then from --config, then key=value overrides; a flag wins over all. "
-                "One line printed first says which setting came from where.")
+
+# The eval and compare commands read a run's settings the same way; both say so in --help.
+_RUN_NOTE = ("Settings not given come from the run's config.yaml when --model (or --after) is a checkpoint "
+             "of a run or a run folder, then from --config, then key=value overrides; a flag wins over all. "
+             "One line printed first says which setting came from where.")
+
+
+def _add_eval_command(sub) -> None:
     e = sub.add_parser("eval", help="accuracy, format rate and length of a model on a task, as a run evaluated it",
                        description="Greedy accuracy, format rate, mean reward and length (mean@K/pass@K with "
-                                   f"--samples). {run_note}")
+                                   f"--samples). {_RUN_NOTE}")
     e.add_argument("--model", default=None,
                    help="checkpoint folder (RUN_DIR/checkpoint-N), run folder (= its last checkpoint), hub id, local "
                         "folder or 'embedded' (default: model_name_or_path of --config/overrides, else the embedded model)")
@@ -222,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval-TASK-SPLIT.json)")
     e.set_defaults(func=cmd_eval)
 
+
+def _add_report_command(sub) -> None:
     r = sub.add_parser("report", help="write RUN_DIR/report.html: plots, samples, reflection tracking")
     r.add_argument("run_dir", help="a training run's output_dir")
     r.add_argument("--words", nargs="+", default=None,
@@ -229,8 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--threshold", type=float, default=None, help="reflection share marked on the plot (default: the run's, else 0.1)")
     r.set_defaults(func=cmd_report)
 
+
+def _add_compare_command(sub) -> None:
     m = sub.add_parser("compare", help="the same prompts answered by two models, side by side, with scores",
-                       description=f"Both models answer greedily. {run_note}")
+                       description=f"Both models answer greedily. {_RUN_NOTE}")
     m.add_argument("--before", default="embedded", help="model before training (default: the embedded model)")
     m.add_argument("--after", required=True, help="checkpoint or run folder (= its last checkpoint), or any model, after training")
     m.add_argument("--task", default=None, help="task name (default: the run's, when --after is a checkpoint of a run)")
@@ -245,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--out", default="compare.html", help="HTML page with both answers (default: compare.html)")
     m.set_defaults(func=cmd_compare)
 
+
+def _add_data_command(sub) -> None:
     d = sub.add_parser("data", help="generate task data")
     dsub = d.add_subparsers(dest="dataset", required=True, help="which task's data")
     c = dsub.add_parser("countdown", help="seeded Countdown tasks, each proven solvable")
@@ -256,7 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--max-number", type=int, help="largest number (default 99)")
     c.add_argument("--operators", help="operators allowed, e.g. '+-' (default '+-*/')")
     c.set_defaults(func=cmd_data)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

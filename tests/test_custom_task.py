@@ -21,7 +21,7 @@ from r1zero import cli
 from r1zero.config import ConfigError, TrainConfig
 from r1zero.data.files import DataError, load_rows, read_file
 from r1zero.sandbox.calls import TrainerState
-from r1zero.rewards.scoring import RewardModel, Verdicts, correct_function, reward_model
+from r1zero.rewards.scoring import RewardModel, Verdicts, correct_function, training_scorer
 from r1zero.tasks import TaskError, build_task, get_task
 from r1zero.tasks.custom import template_columns
 from r1zero.training.guards import RunHealth
@@ -196,7 +196,7 @@ def test_config_refusals_of_the_new_keys():
     # A task with a scheme judges with it: a verdict key is refused, not ignored.
     c = cfg(task="countdown", dataset_name=None, correct_reward="vowel_share")
     with pytest.raises(ConfigError) as e:
-        reward_model(c, build_task(c))
+        training_scorer(c, build_task(c))
     assert str(e.value) == ("config: 'correct_reward' is for a run without a reward scheme; task 'countdown' judges "
                             "with its scheme 'tinyzero': remove correct_reward, or set reward: none")
     # The custom task's keys are refused for a task that renders its own prompts.
@@ -593,7 +593,7 @@ def test_the_readme_example_runs_as_written(tmp_path):
     task = build_task(c)
     assert task.messages({"question": "2+3?"}) == [{"role": "system", "content": config["system_prompt"]},
                                                    {"role": "user", "content": "Solve: 2+3?"}]
-    rm = reward_model(c, task)  # each function in its worker process (reward_timeout 10 s)
+    rm = training_scorer(c, task)  # each function in its worker process (reward_timeout 10 s)
     try:
         s = rm(["It is 2+3 = 5", "6"], [{"question": "2+3?", "answer": 5}] * 2, ["rendered"] * 2)
     finally:

@@ -104,13 +104,13 @@ def test_reference_logprobs_are_the_base_models(trained, tiny_qwen2):
     base = load_model(str(tiny_qwen2), torch.device("cpu"), trainable=False)
     passes = ForwardPasses(torch.device("cpu"), None, 1.0, 1024, 3)
     for b in batches:
-        assert torch.equal(b.ref_logprobs, passes.frozen(CompletionLogprobs(base), b))
-    policy_now = passes.frozen(t.policy, batches[1])
+        assert torch.equal(b.ref_logprobs, passes.frozen_logprobs(CompletionLogprobs(base), b))
+    policy_now = passes.frozen_logprobs(t.policy, batches[1])
     assert not torch.equal(policy_now, batches[1].ref_logprobs)  # the adapter does change the policy
     with lora.reference(t.adapter):
-        assert torch.equal(passes.frozen(t.policy, batches[1]), batches[1].ref_logprobs)
+        assert torch.equal(passes.frozen_logprobs(t.policy, batches[1]), batches[1].ref_logprobs)
     # The adapter is back on, still trainable, after the context.
-    assert torch.equal(passes.frozen(t.policy, batches[1]), policy_now)
+    assert torch.equal(passes.frozen_logprobs(t.policy, batches[1]), policy_now)
     assert all(p.requires_grad for n, p in t.model.named_parameters() if ".lora_" in n)
 
 

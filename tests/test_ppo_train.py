@@ -125,6 +125,6 @@ def test_ppo_critic_regresses_onto_the_gae_returns(tiny_qwen2, tmp_path, monkeyp
     want = 0.5 * float((((old - returns) ** 2) * mask).sum() / mask.sum())
     assert abs(metrics["critic/value_loss"] - want) <= 1e-6 * want, (metrics["critic/value_loss"], want)
     with torch.no_grad():
-        new = algo.ctx.passes.frozen(algo.module, batch, values=True).double()
+        new = algo.ctx.passes.frozen_values(algo.module, batch).double()
     mse = lambda v: float((((v - returns) ** 2) * mask).sum() / mask.sum())  # noqa: E731
     assert mse(new) < 0.9 * mse(old), (mse(old), mse(new))

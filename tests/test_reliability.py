@@ -253,10 +253,10 @@ def test_a_reward_over_its_memory_limit_is_a_counted_failure():
     sample scores 0 and is counted) while the small one and the next call score; without the limit
     the same allocation succeeds."""
     cfg = TrainConfig(reward_funcs=[f"{HOSTILE}:allocates"], reward_memory_limit=0.25, output_dir="unused")
-    from r1zero.rewards.scoring import reward_model
+    from r1zero.rewards.scoring import training_scorer
     from r1zero.tasks import build_task
 
-    rm = reward_model(cfg, build_task(cfg))
+    rm = training_scorer(cfg, build_task(cfg))
     try:
         s = rm(["small", "big", "small"], [{"nums": [1, 2], "target": 3}] * 3)
     finally:

@@ -157,7 +157,7 @@ class PPO(RewardKLAlgorithm):
         return steps_done >= self.cfg.critic_warmup_steps
 
     def estimate(self, batch: RolloutBatch, token_level_rewards: torch.Tensor):
-        self.values = self.ctx.passes.frozen(self.module, batch, values=True)
+        self.values = self.ctx.passes.frozen_values(self.module, batch)
         adv, self.returns = gae(token_level_rewards, self.values, batch.loss_mask, self.cfg.gamma, self.cfg.lam,
                                 self.ctx.global_sum)
         mask = batch.loss_mask

@@ -102,6 +102,35 @@ def validate(c) -> None:
     """Cross-field checks; each failure names the key and the fix."""
     # Types first (the dataclass may also be built from Python code).
     check_types({f.name: getattr(c, f.name) for f in dataclasses.fields(c)}, "config", type_hints(type(c)))
+    _validate_values(c)
+    need(not c.dynamic_sampling or c.num_generations >= 2, "dynamic_sampling",
+         "needs num_generations >= 2 (a group of one completion never has a spread)")
+    need(c.max_sampling_rounds >= 1, "max_sampling_rounds", "must be >= 1 (1 = one round, no extra prompts)")
+    need(0 <= c.overlong_buffer_len < c.max_completion_length, "overlong_buffer_len",
+         f"must be 0 (off) or a token count below max_completion_length ({c.max_completion_length})")
+    need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
+         "must be a positive number, e.g. 1.0")
+    _validate_lora(c)
+    _validate_loss(c)
+    _validate_algorithm(c)
+    if c.mini_batch_prompts is not None:
+        need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
+              f"must divide prompts_per_step ({c.prompts_per_step})")
+    _validate_rewards(c)
+    for r in c.report_to:
+        need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
+              f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")
+    need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
+    names = {f.name for f in dataclasses.fields(c)}
+    for key in c.allow_config_change:
+        need(key in names, "allow_config_change", f"entry {key!r} is not a config key (r1zero train --help-config lists them)")
+    if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
+        raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
+                          "give a checkpoint-N folder, 'auto' or null")
+
+
+def _validate_values(c) -> None:
+    """Each key on its own: counts, step intervals, rates, limits and list lengths within their range."""
     for key in ("prompts_per_step", "num_generations", "max_prompt_length", "max_completion_length",
                 "num_iterations", "micro_batch_size", "logprob_chunk_size", "logging_steps"):
         need(getattr(c, key) >= 1, key, "must be at least 1")
@@ -138,19 +167,11 @@ def validate(c) -> None:
     need(c.data_max_rows is None or c.data_max_rows >= 1, "data_max_rows", "must be >= 1 or null")
     need(c.test_size is None or (c.test_size > 0 and (c.test_size < 1 or float(c.test_size).is_integer())),
           "test_size", "must be a row count (>= 1) or a fraction in (0, 1)")
-    need(not c.dynamic_sampling or c.num_generations >= 2, "dynamic_sampling",
-         "needs num_generations >= 2 (a group of one completion never has a spread)")
-    need(c.max_sampling_rounds >= 1, "max_sampling_rounds", "must be >= 1 (1 = one round, no extra prompts)")
-    need(0 <= c.overlong_buffer_len < c.max_completion_length, "overlong_buffer_len",
-         f"must be 0 (off) or a token count below max_completion_length ({c.max_completion_length})")
-    need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",
-         "must be a positive number, e.g. 1.0")
-    _validate_lora(c)
-    _validate_loss(c)
-    _validate_algorithm(c)
-    if c.mini_batch_prompts is not None:
-        need(c.mini_batch_prompts >= 1 and c.prompts_per_step % c.mini_batch_prompts == 0, "mini_batch_prompts",
-              f"must divide prompts_per_step ({c.prompts_per_step})")
+
+
+def _validate_rewards(c) -> None:
+    """The reward functions and what names them: weights, module:function entries, the names of the
+    correct/format rewards and the threshold that counts an answer correct."""
     if c.reward_weights is not None:
         need(len(c.reward_weights) == len(c.reward_funcs), "reward_weights",
               f"must have one weight per reward_funcs entry ({len(c.reward_funcs)})")
@@ -163,16 +184,6 @@ def validate(c) -> None:
         need(getattr(c, key) is None or getattr(c, key) in names, key,
              f"must be the name of a reward_funcs function ({', '.join(names) or 'none given'})")
     need(math.isfinite(c.correct_threshold), "correct_threshold", "must be a finite number, e.g. 1.0")
-    for r in c.report_to:
-        need(r in ("tensorboard", "wandb", "swanlab", "none", "jsonl"), "report_to",
-              f"entry {r!r} is not one of tensorboard, wandb, swanlab, none")
-    need(c.device == "auto" or c.device == "cpu" or c.device.startswith("cuda"), "device", "must be auto, cpu, cuda or cuda:N")
-    names = {f.name for f in dataclasses.fields(c)}
-    for key in c.allow_config_change:
-        need(key in names, "allow_config_change", f"entry {key!r} is not a config key (r1zero train --help-config lists them)")
-    if c.resume_from_checkpoint not in (None, "auto") and not Path(c.resume_from_checkpoint).is_dir():
-        raise ConfigError(f"config: 'resume_from_checkpoint' folder {c.resume_from_checkpoint} does not exist; "
-                          "give a checkpoint-N folder, 'auto' or null")
 
 
 def _validate_lora(c) -> None:

@@ -59,7 +59,7 @@ def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, 
     (TrainConfig keys: task, template, reward, dataset_name, eval_max_completion_length, ...) on top."""
     from r1zero.observe.eval_settings import eval_settings, resolve_checkpoint, run_config_path
     from r1zero.data.split import load_data
-    from r1zero.rewards.scoring import reward_model
+    from r1zero.rewards.scoring import evaluation_scorer
     from r1zero.tasks import build_task
 
     before, after = resolve_checkpoint(before), resolve_checkpoint(after)
@@ -70,7 +70,7 @@ def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, 
     s = eval_settings(of_run, flags=flags)
     cfg = s.config
     task = build_task(cfg)
-    scorer = reward_model(cfg, task, evaluation=True)  # as the run's evaluation scores
+    scorer = evaluation_scorer(cfg, task)  # as the run's evaluation scores
     _, rows = load_data(task, cfg)  # the run's held-out rows, as its evaluation cut them
     if limit:
         rows = rows[:limit]

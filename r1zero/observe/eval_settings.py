@@ -15,7 +15,7 @@ from r1zero.config.run_folder import is_checkpoint_name, latest_checkpoint, list
 
 
 # The TrainConfig keys that decide what an evaluation asks and how it scores and generates
-# (r1zero.tasks.build_task, r1zero.data.split.load_data, r1zero.rewards.scoring.reward_model and
+# (r1zero.tasks.build_task, r1zero.data.split.load_data, r1zero.rewards.scoring.evaluation_scorer and
 # Trainer.run_eval read these and no others; the reward keys score a run without a reward scheme).
 EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "reference_quirks", "dataset_name",
              "dataset_config", "dataset_train_split", "dataset_test_split", "data_shuffle_seed", "data_max_rows", "train_size",

@@ -22,7 +22,7 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
              autocast_dtype=None, scorer: RewardModel | None = None) -> tuple[dict[str, Any], list[dict]]:
     """(summary, records). summary: accuracy (greedy pass@1), format_rate, mean_reward,
     mean_length, truncated_rate, n; with samples > 1 also mean@K and pass@K. ``scorer``: what scores
-    (r1zero.rewards.scoring.reward_model(cfg, task, evaluation=True)); default: the task's scheme."""
+    (r1zero.rewards.scoring.evaluation_scorer(cfg, task)); default: the task's scheme."""
     scorer = scorer or RewardModel(task)
     texts, ids = encode_prompts(task, tokenizer, rows, max_prompt_length)
     # The static cache (CUDA) at one length for every evaluation: one compiled shape.

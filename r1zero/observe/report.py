@@ -24,7 +24,7 @@ import platform
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -384,28 +384,9 @@ class Report:
     notes: list[str] = field(default_factory=list)
 
 
-def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = None, threshold: float | None = None,
-                 live: bool = False) -> Report:
-    """Write RUN_DIR/report.html and RUN_DIR/report/*.png. ``words``/``threshold`` default to the run's
-    config (reflection_words / reflection_threshold), then to the built-in list and 0.1. ``live`` adds
-    a reload every 30 s (the trainer sets it while the run is going)."""
-    run = load_run(run_dir)
-    words = list(words or run.config.get("reflection_words") or DEFAULT_WORDS)
-    if threshold is None:
-        threshold = run.config.get("reflection_threshold")
-    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
-    pattern = reflection_pattern(words)
-    plot_dir = run.dir / PLOT_DIR
-    plot_dir.mkdir(parents=True, exist_ok=True)
-    plots: dict[str, Plot] = {}
-    notes: list[str] = M.collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
-
-    def add(name: str, title: str, fig, note: str = "") -> None:
-        png = _png(fig)
-        path = plot_dir / f"{name}.png"
-        write_atomic(path, png)
-        plots[name] = Plot(name, title, png, path, note)
-
+def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
+    """Plot metrics.jsonl through ``add``: reward and accuracy, length, the outcome breakdown, the
+    optimisation keys, then every numeric key not shown yet. Returns the outcome table."""
     shown: set[str] = {M.EPOCH}
     if run.train:
         fig, keys = _rewards_plot(run)
@@ -430,6 +411,44 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
     if other:
         add("other", "Other metrics", _small_multiples(run, other, "other metrics"),
             "Every other numeric key of metrics.jsonl.")
+    return outcomes
+
+
+def _step_rows(run: Run, shares: dict[int, float]) -> tuple[list[str], list[dict]]:
+    """The per-step table: the columns the run logged and one row per training step."""
+    step_rows = []
+    cols = [M.REWARD, M.ACCURACY, M.FORMAT_RATE, *(k for k, _, _ in OUTCOMES), M.MEAN_LENGTH]
+    cols = [c for c in cols if any(c in r for r in run.train)]
+    for r in run.train:
+        step = int(r["step"])
+        step_rows.append({"step": step, "values": [(c, _number(r.get(c))) for c in cols],
+                          "reflection": shares.get(step)})
+    return cols, step_rows
+
+
+def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = None, threshold: float | None = None,
+                 live: bool = False) -> Report:
+    """Write RUN_DIR/report.html and RUN_DIR/report/*.png. ``words``/``threshold`` default to the run's
+    config (reflection_words / reflection_threshold), then to the built-in list and 0.1. ``live`` adds
+    a reload every 30 s (the trainer sets it while the run is going)."""
+    run = load_run(run_dir)
+    words = list(words or run.config.get("reflection_words") or DEFAULT_WORDS)
+    if threshold is None:
+        threshold = run.config.get("reflection_threshold")
+    threshold = DEFAULT_THRESHOLD if threshold is None else float(threshold)
+    pattern = reflection_pattern(words)
+    plot_dir = run.dir / PLOT_DIR
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, Plot] = {}
+    notes: list[str] = M.collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
+
+    def add(name: str, title: str, fig, note: str = "") -> None:
+        png = _png(fig)
+        path = plot_dir / f"{name}.png"
+        write_atomic(path, png)
+        plots[name] = Plot(name, title, png, path, note)
+
+    outcomes = _metric_plots(run, add)
     by_step = reflection_by_step(run.samples, words)
     shares = {s: v[0] for s, v in by_step.items()}
     first = first_step_over(shares, threshold)
@@ -443,13 +462,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
     else:
         notes.append("No samples.jsonl rows (log_completions_rate=0): no reflection tracking or sample completions.")
 
-    step_rows = []
-    cols = [M.REWARD, M.ACCURACY, M.FORMAT_RATE, *(k for k, _, _ in OUTCOMES), M.MEAN_LENGTH]
-    cols = [c for c in cols if any(c in r for r in run.train)]
-    for r in run.train:
-        step = int(r["step"])
-        step_rows.append({"step": step, "values": [(c, _number(r.get(c))) for c in cols],
-                          "reflection": shares.get(step)})
+    cols, step_rows = _step_rows(run, shares)
     eval_cols = [k for k in (M.ACCURACY, M.FORMAT_RATE, M.EVAL_MEAN_REWARD, M.EVAL_MEAN_LENGTH, M.EVAL_TRUNCATED, M.EVAL_ROWS)
                  if any(k in e for e in run.evals)]
     eval_cols += sorted({k for e in run.evals for k in e if "@" in k})

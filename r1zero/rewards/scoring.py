@@ -230,29 +230,39 @@ def correct_function(cfg) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-def reward_model(cfg, task: Task, evaluation: bool = False,
-                 callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardModel:
-    """The RewardModel a config asks for (r1zero.config.TrainConfig), for training or for evaluation.
+def training_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardModel:
+    """The RewardModel a config (r1zero.config.TrainConfig) trains with: the task's scheme (unless
+    ``reward: none`` or the task has none) plus ``reward_funcs`` and the overlong punishment."""
+    scheme, verdicts = _judging(cfg, task)
+    if verdicts is not None and verdicts.correct is None and cfg.reward_funcs:
+        log.warning("correct_reward: not set and no reward function is named accuracy* or correct*: accuracy "
+                    "and outcome/correct stay 0; set correct_reward to the function that says an answer is right")
+    overlong = (cfg.max_completion_length, cfg.overlong_buffer_len, cfg.overlong_penalty_factor)
+    return _scorer(cfg, task, cfg.reward_funcs, overlong, scheme, verdicts, callables)
 
-    Training: the task's scheme (unless ``reward: none`` or the task has none) plus ``reward_funcs``
-    and the overlong punishment. Evaluation scores what the task's scheme says, as it always has; a
-    run without a scheme is evaluated with its ``reward_funcs`` (no overlong punishment: that is a
+
+def evaluation_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardModel:
+    """The RewardModel a config's run is evaluated with: what the task's scheme says, as it always has;
+    a run without a scheme is evaluated with its ``reward_funcs`` (no overlong punishment: that is a
     training signal, not a verdict)."""
+    scheme, verdicts = _judging(cfg, task)
+    return _scorer(cfg, task, () if scheme else cfg.reward_funcs, None, scheme, verdicts, callables)
+
+
+def _judging(cfg, task: Task) -> tuple[bool, Verdicts | None]:
+    """(whether the task's scheme judges, the Verdicts of a run without one). correct_reward and
+    format_reward beside a scheme are refused: the scheme gives the verdicts."""
     scheme = cfg.reward != "none" and task.reward_scheme != "none"
     if scheme and (cfg.correct_reward or cfg.format_reward):
         key = "correct_reward" if cfg.correct_reward else "format_reward"
         raise ConfigError(f"config: '{key}' is for a run without a reward scheme; task '{task.name}' judges with "
                           f"its scheme '{task.reward_scheme}': remove {key}, or set reward: none")
-    verdicts = None
-    if not scheme:
-        correct = correct_function(cfg)
-        if correct is None and cfg.reward_funcs and not evaluation:
-            log.warning("correct_reward: not set and no reward function is named accuracy* or correct*: accuracy "
-                        "and outcome/correct stay 0; set correct_reward to the function that says an answer is right")
-        verdicts = Verdicts(correct, cfg.correct_threshold, cfg.format_reward)
-    funcs = () if evaluation and scheme else cfg.reward_funcs
+    if scheme:
+        return True, None
+    return False, Verdicts(correct_function(cfg), cfg.correct_threshold, cfg.format_reward)
+
+
+def _scorer(cfg, task: Task, funcs, overlong, scheme: bool, verdicts: Verdicts | None, callables) -> RewardModel:
     return RewardModel(task, funcs, cfg.reward_weights if funcs else None, timeout=cfg.reward_timeout,
-                       overlong=None if evaluation else (cfg.max_completion_length, cfg.overlong_buffer_len,
-                                                          cfg.overlong_penalty_factor),
-                       scheme=scheme, verdicts=verdicts, callables=callables,
+                       overlong=overlong, scheme=scheme, verdicts=verdicts, callables=callables,
                        memory_limit=int(cfg.reward_memory_limit * 2 ** 30))

@@ -184,6 +184,18 @@ class _Tokens:
         return width
 
 
+@contextlib.contextmanager
+def eval_mode(model):
+    """``model`` in eval mode (no dropout) for the block, then back in training mode if it was."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        if was_training:
+            model.train()
+
+
 @torch.no_grad()
 def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
@@ -224,10 +236,8 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
         check_every = 8 if device.type == "cuda" or cache == "static" else 1
     autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
                 else contextlib.nullcontext())
-    was_training = model.training
-    model.eval()
     width = 0
-    try:
+    with eval_mode(model):
         with autocast:
             for p0 in range(0, n_prompts, per_chunk):
                 chunk = list(range(p0, min(n_prompts, p0 + per_chunk)))
@@ -243,9 +253,6 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
                 else:
                     _decode_dynamic(*args)
                 width = max(width, buf.write(out, out_lp, rows, len(rows)))
-    finally:
-        if was_training:
-            model.train()
     return (out[:, :width], out_lp[:, :width]) if with_logprobs else out[:, :width]
 
 

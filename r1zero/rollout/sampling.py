@@ -109,7 +109,19 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
         return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs)
     if engine != "hf":
         raise ValueError(f"engine: {engine!r} is not 'r1zero' or 'hf'")
-    batch_size = batch_size or n
+    completion_ids = _hf_generate(model, tokenizer, ids, mask, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+                                  pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k,
+                                  batch_size=batch_size or n, seed=seed, autocast_dtype=autocast_dtype)
+    return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
+
+
+def _hf_generate(model, tokenizer, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
+                 eos_ids: list[int], pad_id: int, temperature: float, top_p: float, top_k: int, batch_size: int,
+                 seed: int | None, autocast_dtype) -> torch.Tensor:
+    """transformers' ``generate`` on the left-padded rows ``ids``/``mask``, ``batch_size`` rows per call, in a
+    forked RNG (seeded with ``seed`` when given): the completion ids, padded with ``pad_id`` to the longest."""
+    device = next(model.parameters()).device
+    n = ids.shape[0]
     was_training = model.training
     model.eval()
     gen_kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
@@ -138,7 +150,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     completion_ids = torch.full((n, width), pad_id, dtype=torch.long)
     for start, o in zip(range(0, n, batch_size), outs):
         completion_ids[start:start + o.shape[0], :o.shape[1]] = o
-    return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
+    return completion_ids
 
 
 def _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs=None) -> Rollout:

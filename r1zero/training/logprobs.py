@@ -106,6 +106,43 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
     return torch.cat([h_last, h], dim=1)
 
 
+def _chunked_head_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                           bias: torch.Tensor | None, temperature: float, softcap: float | None, chunk_size: int,
+                           entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs, entropies) (N,) of ``targets`` from the hidden states (N, H) through the LM head
+    ``weight``/``bias``, ``chunk_size`` rows at a time; with gradients on, each chunk is checkpointed
+    (its logits recomputed in the backward pass, not kept)."""
+    pieces_lp, pieces_ent = [], []
+    for start in range(0, hidden.shape[0], chunk_size):
+        h = hidden[start:start + chunk_size]
+        t = targets[start:start + chunk_size]
+        if torch.is_grad_enabled():
+            lp, ent = checkpoint(_chunk_logprobs, h, t, weight, bias, temperature, softcap, entropy_grad,
+                                 use_reentrant=False)
+        else:
+            lp, ent = _chunk_logprobs(h, t, weight, bias, temperature, softcap)
+        pieces_lp.append(lp)
+        pieces_ent.append(ent)
+    flat_lp = torch.cat(pieces_lp) if pieces_lp else _at_least_fp32(hidden.new_zeros(0))
+    flat_ent = torch.cat(pieces_ent) if pieces_ent else _at_least_fp32(hidden.new_zeros(0))
+    return flat_lp, flat_ent
+
+
+def _full_logits_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor,
+                          prompt_width: int, temperature: float,
+                          entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs, entropies) (B, C) of every completion position from the model's full logits: for a
+    model whose LM head cannot be run apart from its body."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False).logits[:, prompt_width - 1:-1]
+    logits = _at_least_fp32(logits) / temperature
+    logz = torch.logsumexp(logits, dim=-1)
+    lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        ent_all = logz - (torch.softmax(logits, -1) * logits).sum(-1)
+    return lp_all, ent_all
+
+
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
                         completion_mask: torch.Tensor, *, temperature: float = 1.0,
                         chunk_size: int = 1024, entropy_grad: bool = False,
@@ -142,29 +179,12 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
             hidden = decoder(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
                              position_ids=position_ids[:, :-1], use_cache=False).last_hidden_state
             hidden = hidden[rows, prompt_width - 1 + cols]  # (N, H)
-        weight, bias = head.weight, head.bias
-        pieces_lp, pieces_ent = [], []
-        for start in range(0, hidden.shape[0], chunk_size):
-            h = hidden[start:start + chunk_size]
-            t = targets[start:start + chunk_size]
-            if torch.is_grad_enabled():
-                lp, ent = checkpoint(_chunk_logprobs, h, t, weight, bias, temperature, softcap, entropy_grad,
-                                     use_reentrant=False)
-            else:
-                lp, ent = _chunk_logprobs(h, t, weight, bias, temperature, softcap)
-            pieces_lp.append(lp)
-            pieces_ent.append(ent)
-        flat_lp = torch.cat(pieces_lp) if pieces_lp else _at_least_fp32(hidden.new_zeros(0))
-        flat_ent = torch.cat(pieces_ent) if pieces_ent else _at_least_fp32(hidden.new_zeros(0))
+        flat_lp, flat_ent = _chunked_head_logprobs(hidden, targets, head.weight, head.bias, temperature, softcap,
+                                                   chunk_size, entropy_grad)
     else:
         # Models without a separable head: full logits for this micro-batch only.
-        logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                       use_cache=False).logits[:, prompt_width - 1:-1]
-        logits = _at_least_fp32(logits) / temperature
-        logz = torch.logsumexp(logits, dim=-1)
-        lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            ent_all = logz - (torch.softmax(logits, -1) * logits).sum(-1)
+        lp_all, ent_all = _full_logits_logprobs(model, input_ids, attention_mask, position_ids, prompt_width,
+                                                temperature, entropy_grad)
         flat_lp, flat_ent = lp_all[rows, cols], ent_all[rows, cols]
 
     logprobs = torch.zeros(B, C, dtype=flat_lp.dtype, device=input_ids.device)
@@ -240,14 +260,22 @@ class ForwardPasses:
         """(len(rows), C) critic values."""
         return self._run(module, batch, rows)
 
+    def frozen_logprobs(self, module, batch) -> torch.Tensor:
+        """(N, C) log-probs of every row without gradients, on the CPU, a micro-batch at a time."""
+        return self._frozen(lambda rows: self.logprobs(module, batch, rows)[0], len(batch))
+
+    def frozen_values(self, module, batch) -> torch.Tensor:
+        """(N, C) critic values of every row without gradients, on the CPU, a micro-batch at a time."""
+        return self._frozen(lambda rows: self.values(module, batch, rows), len(batch))
+
     @torch.no_grad()
-    def frozen(self, module, batch, values: bool = False) -> torch.Tensor:
-        """(N, C) log-probs (or values) of every row without gradients, on the CPU, a micro-batch at a time."""
+    def _frozen(self, forward, n: int) -> torch.Tensor:
+        """``forward(rows)`` of rows 0..n-1, a micro-batch (a slice of rows) at a time, concatenated on the CPU."""
         mb = self.micro_batch_size
         out = []
-        for s in range(0, len(batch), mb):
+        for s in range(0, n, mb):
             rows = slice(s, s + mb)
-            out.append((self.values(module, batch, rows) if values else self.logprobs(module, batch, rows)[0]).cpu())
+            out.append(forward(rows).cpu())
         return torch.cat(out)
 
 

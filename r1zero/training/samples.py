@@ -1,5 +1,5 @@
-"""A step's samples: every completion with its scores, gathered from every process, and the share
-of them written to samples.jsonl."""
+"""A step's samples: every completion with its scores, gathered from every process, this process's
+RolloutBatch of them, and the share of them written to samples.jsonl."""
 from __future__ import annotations
 
 import random
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from r1zero.algorithms.base import RolloutBatch
 from r1zero.rewards.scoring import BatchScores
 from r1zero.rollout.sampling import Rollout
 from r1zero.training import distributed as dist
@@ -56,6 +57,19 @@ class StepSamples:
         return cls(per_prompt("prompts"), per_prompt("examples"), per_row(lambda sh: sh["completions"]),
                    torch.tensor(per_row(lambda sh: sh["lengths"])),
                    torch.tensor(per_row(lambda sh: sh["truncated"]), dtype=torch.bool), merged)
+
+
+def rollout_batch(cfg, roll: Rollout, rewards: torch.Tensor, rows: torch.Tensor) -> RolloutBatch:
+    """This process's RolloutBatch: the rollout ``roll`` of its rows, which sit at ``rows`` of the
+    step's ``rewards`` (every process's, in the step's order). The loss counts each completion's tokens
+    up to its EOS, none of a truncated one with ``mask_truncated_completions``."""
+    loss_mask = roll.completion_mask.float()
+    if cfg.mask_truncated_completions:
+        loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
+    return RolloutBatch(input_ids=roll.input_ids, attention_mask=roll.attention_mask,
+                        prompt_width=roll.prompt_ids.shape[1], completion_mask=roll.completion_mask,
+                        loss_mask=loss_mask, rewards=rewards[rows], global_rewards=rewards, global_rows=rows,
+                        group_size=cfg.num_generations, sampled_logprobs=roll.sampled_logprobs)
 
 
 def sample_rows(cfg, step: int, batch: StepSamples, advantages) -> list[dict]:

@@ -78,7 +78,7 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
     if n < P and env.is_main:
         log.warning("dynamic sampling: %d of %d groups have a reward spread after %d rounds; the step trains on %d",
                     len(kept), P, len(rounds), n)
-    seen = select([s for s, _ in rounds], [(r, i) for r in range(len(rounds)) for i in range(P)], G, errors=True)
+    seen = select_with_errors([s for s, _ in rounds], [(r, i) for r in range(len(rounds)) for i in range(P)], G)
     metrics = {M.DS_ROUNDS: len(rounds), M.DS_DROPPED: len(rounds) * P - len(kept),
                M.DS_SHORTFALL: P - n, M.DS_SURPLUS: len(kept) - n}
     mine = dist.prompt_share(n, mini, env)
@@ -94,9 +94,20 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
     return StepDraw(mine, merge_rows(pieces, pad_id), select([s for s, _ in rounds], chosen, G), seen, pos, metrics)
 
 
-def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int, errors: bool = False) -> StepSamples:
-    """The groups ``picks`` ((part, prompt) pairs) of ``parts`` as one StepSamples, in that order;
-    ``errors`` sums the parts' reward-error counts (for the reward health check)."""
+def select_with_errors(parts: list[StepSamples], picks: list[tuple[int, int]], G: int) -> StepSamples:
+    """``select``, and the parts' reward-error counts summed (every group drawn, for the reward health check)."""
+    selected = select(parts, picks, G)
+    for s in parts:
+        for k, v in s.scores.errors.items():
+            selected.scores.errors[k] = selected.scores.errors.get(k, 0) + v
+        for k, v in s.scores.error_reasons.items():
+            selected.scores.error_reasons.setdefault(k, v)
+    return selected
+
+
+def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int) -> StepSamples:
+    """The groups ``picks`` ((part, prompt) pairs) of ``parts`` as one StepSamples, in that order,
+    without the parts' reward-error counts (``select_with_errors`` sums them)."""
     rows = [(r, i * G + g) for r, i in picks for g in range(G)]
     names = dict.fromkeys(k for s in parts for k in s.scores.parts)
 
@@ -106,12 +117,6 @@ def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int, error
     scores = BatchScores(per_row(lambda s: s.scores.rewards), per_row(lambda s: s.scores.correct),
                          per_row(lambda s: s.scores.formatted),
                          {k: per_row(lambda s, k=k: s.scores.parts.get(k, [0.0] * len(s.completions))) for k in names})
-    if errors:
-        for s in parts:
-            for k, v in s.scores.errors.items():
-                scores.errors[k] = scores.errors.get(k, 0) + v
-            for k, v in s.scores.error_reasons.items():
-                scores.error_reasons.setdefault(k, v)
     return StepSamples([parts[r].prompts[i] for r, i in picks], [parts[r].examples[i] for r, i in picks],
                        per_row(lambda s: s.completions),
                        torch.tensor(per_row(lambda s: s.lengths.tolist()), dtype=torch.long),

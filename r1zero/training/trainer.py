@@ -65,7 +65,7 @@ from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.sandbox.calls import TrainerState
-from r1zero.rewards.scoring import reward_model
+from r1zero.rewards.scoring import evaluation_scorer, training_scorer
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
@@ -75,7 +75,7 @@ from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, on_device
 from r1zero.training import lora, optim
 from r1zero.training.run_lock import take_lock
-from r1zero.training.samples import gather_rows, sample_rows
+from r1zero.training.samples import gather_rows, rollout_batch, sample_rows
 from r1zero.training.sampling_rounds import draw_step
 from r1zero.training.strategy import RunStrategy
 from r1zero.training.update import need_old_logprobs, run_update
@@ -100,8 +100,8 @@ class Trainer:
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder, self.eval_rewarder = (reward_model(cfg, self.task, callables=reward_callables),
-                                             reward_model(cfg, self.task, evaluation=True, callables=reward_callables))
+        self.rewarder, self.eval_rewarder = (training_scorer(cfg, self.task, callables=reward_callables),
+                                             evaluation_scorer(cfg, self.task, callables=reward_callables))
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, self.test_rows = load_data(self.task, cfg, data)
         self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
@@ -249,12 +249,12 @@ class Trainer:
         """(advantages, algorithm metrics, update metrics) of this rank's rows: pi_old and reference passes,
         the algorithm's advantages, the update loop."""
         if need_old_logprobs(self.algo, self.cfg, len(batch), self.env.world_size):
-            batch.old_logprobs = self.passes.frozen(self.policy, batch)
+            batch.old_logprobs = self.passes.frozen_logprobs(self.policy, batch)
         if self.ref_policy is not None:
             offload = self.cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
             with lora.reference(self.adapter):
                 with on_device(self.ref_model if offload else None, self.device):
-                    batch.ref_logprobs = self.passes.frozen(self.ref_policy, batch)
+                    batch.ref_logprobs = self.passes.frozen_logprobs(self.ref_policy, batch)
         advantages, algo_metrics = self.algo.advantages(batch)
         update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
                             optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
@@ -274,11 +274,7 @@ class Trainer:
         # The whole step on every rank: advantages (batch statistics included) and metrics see all of it.
         rewards = torch.tensor(samples.scores.rewards, dtype=torch.float32)
         rows = torch.tensor([i * G + g for i in mine for g in range(G)], dtype=torch.long)
-        loss_mask = roll.completion_mask.float()
-        if cfg.mask_truncated_completions:
-            loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
-        batch = RolloutBatch(roll.input_ids, roll.attention_mask, roll.prompt_ids.shape[1], roll.completion_mask,
-                             loss_mask, rewards[rows], rewards, rows, G, sampled_logprobs=roll.sampled_logprobs)
+        batch = rollout_batch(cfg, roll, rewards, rows)
         t1 = time.perf_counter()
         # No rows: dynamic sampling found no group with a reward spread; the step makes no update.
         advantages, algo_metrics, update = self._learn(batch, step) if len(batch) else (torch.zeros(0), {}, {})
@@ -301,7 +297,7 @@ class Trainer:
         m.update(self.health.end_step(step, n, seen.scores))
         if (collapse := self.collapse.add(step, m)) is not None:
             log.warning(collapse)
-        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, loss_mask), rows, len(rewards), self.env)
+        seq_adv = gather_rows(self.algo.sequence_advantages(advantages, batch.loss_mask), rows, len(rewards), self.env)
         return m, sample_rows(cfg, step, samples, seq_adv)
 
     def run_eval(self) -> dict[str, Any]:
