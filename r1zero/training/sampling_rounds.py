@@ -98,20 +98,13 @@ def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int, error
     """The groups ``picks`` ((part, prompt) pairs) of ``parts`` as one StepSamples, in that order;
     ``errors`` sums the parts' reward-error counts (for the reward health check)."""
     rows = [(r, i * G + g) for r, i in picks for g in range(G)]
-    names = dict.fromkeys(k for s in parts for k in s.scores.parts)
 
     def per_row(get):
         return [get(parts[r])[j] for r, j in rows]
 
-    scores = BatchScores(per_row(lambda s: s.scores.rewards), per_row(lambda s: s.scores.correct),
-                         per_row(lambda s: s.scores.formatted),
-                         {k: per_row(lambda s, k=k: s.scores.parts.get(k, [0.0] * len(s.completions))) for k in names})
+    scores = BatchScores.concat([s.scores for s in parts], rows)
     if errors:
-        for s in parts:
-            for k, v in s.scores.errors.items():
-                scores.errors[k] = scores.errors.get(k, 0) + v
-            for k, v in s.scores.error_reasons.items():
-                scores.error_reasons.setdefault(k, v)
+        scores.add_errors([s.scores for s in parts])
     return StepSamples([parts[r].prompts[i] for r, i in picks], [parts[r].examples[i] for r, i in picks],
                        per_row(lambda s: s.completions),
                        torch.tensor(per_row(lambda s: s.lengths.tolist()), dtype=torch.long),
