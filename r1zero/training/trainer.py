@@ -19,8 +19,8 @@ One step, in order (each line names the module that does it):
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
              with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
              the starting weights, loaded only when the algorithm's KL needs it; with
-             ``ref_model_offload`` on the CPU between uses; with ``use_peft`` the policy with its
-             LoRA adapter disabled, r1zero.training.lora).
+             ``ref_model_offload`` on the CPU between uses, r1zero.model_setup; with ``use_peft``
+             the policy with its LoRA adapter disabled, r1zero.training.lora).
 6. update    the one update loop (r1zero.training.update): passes x mini-batches x micro-batches,
              the algorithm's loss, one AdamW step per mini-batch, gradients clipped to
              ``max_grad_norm``, non-finite updates skipped (r1zero.training.guards); the learning
@@ -106,13 +106,7 @@ class Trainer:
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
         self.train_rows, test_rows = load_data(self.task, cfg, data)
         self.evaluation = build_evaluation(cfg, self.task, test_rows, callables=reward_callables)
-        self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
-        self.config_changes: dict = {}
-        self.resumed_step = 0
-        if self.resume_from:
-            ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
-            self.resumed_step = int(ckpt.load_state_json(self.resume_from)["step"])
-            self.config_changes = identity.check_resume(cfg, self.out, self.resume_from, self.resumed_step)
+        self._find_resume()
         self.device = dist.device_for(self.env, choose_device(cfg.device))
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
@@ -145,6 +139,17 @@ class Trainer:
         self.pos = DataPosition()
         if self.resume_from:
             self._restore(self.resume_from)
+
+    def _find_resume(self) -> None:
+        """The checkpoint the run resumes from (None: it starts), its step, and the config changes of
+        the resume (r1zero.config.identity.check_resume refuses those allow_config_change does not name)."""
+        self.resume_from = ckpt.find_resume(self.cfg.resume_from_checkpoint, self.out)
+        self.config_changes: dict = {}
+        self.resumed_step = 0
+        if self.resume_from:
+            ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
+            self.resumed_step = int(ckpt.load_state_json(self.resume_from)["step"])
+            self.config_changes = identity.check_resume(self.cfg, self.out, self.resume_from, self.resumed_step)
 
     def _load_models(self, uses_reference: bool) -> None:
         """The policy (r1zero.model_setup), with ``use_peft`` its adapter, wrapped for the update, and
