@@ -63,7 +63,7 @@ class ReferencePlacement:
     fsdp_cpu_offload: bool   # FSDP2's CPU offload of the shards (only read when sharded)
 
     @classmethod
-    def of(cls, cfg, device: torch.device, sharded: bool) -> "ReferencePlacement":
+    def of(cls, cfg, device: torch.device, sharded: bool) -> ReferencePlacement:
         moved = cfg.ref_model_offload and not sharded  # sharded: FSDP offloads by itself
         return cls(torch.device("cpu") if moved else device, moved,
                    device.type == "cuda" and (cfg.fsdp_cpu_offload or cfg.ref_model_offload))

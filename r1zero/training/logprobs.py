@@ -268,19 +268,18 @@ def on_device(model, device: torch.device):
         model.to("cpu")
 
 
-
 class Reference:
     """The reference model's log-probs (the KL term's): the frozen starting model (``model``) where its
     placement keeps it (r1zero.model_setup.ReferencePlacement; ``moved``: visiting the run's device for
     each pass), or with LoRA the policy with its adapter disabled (r1zero.training.lora.reference).
     ``module``: what the pass runs, a CompletionLogprobs (wrapped under torchrun)."""
 
-    def __init__(self, module, model=None, moved: bool = False, adapter: "lora.LoraPolicy | None" = None):
+    def __init__(self, module, model=None, moved: bool = False, adapter: lora.LoraPolicy | None = None):
         self.module, self.model, self.moved, self.adapter = module, model, moved, adapter
 
     @classmethod
-    def build(cls, cfg, env: dist.DistEnv, policy, adapter: "lora.LoraPolicy | None", device: torch.device,
-              autocast_dtype, sharded: bool) -> "Reference":
+    def build(cls, cfg, env: dist.DistEnv, policy, adapter: lora.LoraPolicy | None, device: torch.device,
+              autocast_dtype, sharded: bool) -> Reference:
         """The reference of a run whose (wrapped) ``policy`` is ``sharded`` or not: with LoRA the
         policy's base weights, else the starting model loaded and wrapped where its placement says."""
         if adapter is not None:
