@@ -55,8 +55,8 @@ def load_policy(cfg, device: torch.device, resume_from: Path | None):
 class ReferencePlacement:
     """Where the reference model's weights live. With ``ref_model_offload`` they stay in CPU memory
     between its log-prob passes: in one process (or under DDP) r1zero moves the model to the run's
-    device for each pass and back (``moved``); sharded (FSDP2), FSDP's own CPU offload keeps the
-    shards there (``fsdp_cpu_offload``, also on with ``fsdp_cpu_offload``) and moves them itself."""
+    device for each pass and back (``moved``); sharded (FSDP2), FSDP's CPU offload keeps the shards
+    there and moves them itself (asked on a GPU by ``ref_model_offload`` or ``fsdp_cpu_offload``)."""
 
     device: torch.device     # where the weights are loaded
     moved: bool              # moved to the run's device for each pass (r1zero.training.logprobs.on_device)
