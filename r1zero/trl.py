@@ -364,8 +364,8 @@ class GRPOTrainer:
         """Evaluate on ``eval_dataset`` (default: the one given to the trainer); TRL's ``eval_`` names."""
         trainer = self._build()
         if eval_dataset is not None:
-            trainer.test_rows = trainer.task.check_rows(dataset_rows(eval_dataset, "eval_dataset"), "eval_dataset")
-        if not trainer.test_rows:
+            trainer.evaluation.test_rows = trainer.task.check_rows(dataset_rows(eval_dataset, "eval_dataset"), "eval_dataset")
+        if not trainer.evaluation.test_rows:
             raise ConfigError("GRPOTrainer.evaluate: no eval_dataset; give one to GRPOTrainer or to evaluate()")
         summary = trainer.run_eval()
         out = {f"eval_{k}": v for k, v in summary.items()}

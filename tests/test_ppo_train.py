@@ -78,7 +78,7 @@ def _one_step(model_dir, out, **extra):
 
 def test_rloo_and_reinforce_pp_one_step(tiny_llama, tmp_path):
     row, tr = _one_step(tiny_llama, tmp_path / "rloo", algorithm="rloo", kl_coef=0.01)
-    assert tr.ref_model is not None and getattr(tr.algo, "critic", None) is None
+    assert tr.reference.model is not None and getattr(tr.algo, "critic", None) is None
     assert abs(row["advantages/mean"]) < 1e-6  # leave-one-out advantages sum to 0 per group (no KL yet)
     row, tr = _one_step(tiny_llama, tmp_path / "rpp", algorithm="reinforce_pp", kl_coef=0.01, gamma=0.99)
     assert abs(row["advantages/mean"]) < 1e-5 and abs(row["advantages/std"] - 1) < 0.05

@@ -275,7 +275,7 @@ def test_local_callables_run_in_process_with_eval_dataset(tiny_qwen2, tmp_path):
     assert row["rewards/<lambda>/mean"] == 0.5
     assert row["rewards/accuracy_reward/mean"] == pytest.approx(sum(map(sum, calls[:1])) / 4)
     # Nothing held out of train_dataset; evaluation is the eval_dataset's two rows.
-    assert len(trainer._trainer.train_rows) == 4 and len(trainer._trainer.test_rows) == 2
+    assert len(trainer._trainer.train_rows) == 4 and len(trainer._trainer.evaluation.test_rows) == 2
     ev = trainer.evaluate()
     assert ev["eval_n"] == 2 and ev["eval_accuracy"] == 0.5  # accuracy_reward judges: the row with kind 1
 

@@ -34,21 +34,18 @@ def _score_line(rec: dict) -> str:
     return f"reward {rec['reward']:.3g} ({parts}) {_verdict(rec)}" if parts else f"reward {rec['reward']:.3g} {_verdict(rec)}"
 
 
-def answer_models(models: list[str], task, rows: list[dict], *, max_new_tokens: int, device: str = "auto",
-                  batch_size: int = 64, max_prompt_length: int | None = None,
-                  bf16: bool | None = None, scorer=None) -> list[tuple[dict, list[dict]]]:
-    """(summary, records) of r1zero.observe.evaluate for each model in turn (one model in memory at a time);
-    ``scorer`` as evaluate's."""
-    from r1zero.models import choose_device, load_generator
-    from r1zero.observe.evaluate import evaluate
+def answer_models(models: list[str], evaluation, *, device: str = "auto",
+                  bf16: bool | None = None) -> list[tuple[dict, list[dict]]]:
+    """(summary, records) of ``evaluation`` (r1zero.observe.evaluate.Evaluation) for each model in turn
+    (one model in memory at a time)."""
+    from r1zero.model_setup import load_generator
+    from r1zero.models import choose_device
 
     dev = choose_device(device)
     out = []
     for name in models:
-        gen = load_generator(name, dev, bf16=bf16)
-        out.append(evaluate(gen.model, gen.tokenizer, task, rows, eos_ids=gen.eos_ids, max_new_tokens=max_new_tokens,
-                            batch_size=batch_size, max_prompt_length=max_prompt_length,
-                            autocast_dtype=gen.autocast_dtype, scorer=scorer))
+        gen = load_generator(name, dev, bf16=bf16, check=evaluation.check_prompts)
+        out.append(evaluation.run(gen))
         del gen
     return out
 
@@ -58,9 +55,7 @@ def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, 
     r1zero.observe.eval_settings.eval_settings' for the run ``after`` (else ``before``) belongs to, with ``flags``
     (TrainConfig keys: task, template, reward, dataset_name, eval_max_completion_length, ...) on top."""
     from r1zero.observe.eval_settings import eval_settings, resolve_checkpoint, run_config_path
-    from r1zero.data.split import load_data
-    from r1zero.rewards.scoring import evaluation_scorer
-    from r1zero.tasks import build_task
+    from r1zero.observe.evaluate import build_evaluation
 
     before, after = resolve_checkpoint(before), resolve_checkpoint(after)
     flags = dict(flags or {})
@@ -69,20 +64,17 @@ def compare(before: str, after: str, limit: int | None = 8, *, flags: dict[str, 
         raise ConfigError("--task: not given and --after is not inside a run folder with a config.yaml; add --task countdown (or gsm8k)")
     s = eval_settings(of_run, flags=flags)
     cfg = s.config
-    task = build_task(cfg)
-    scorer = evaluation_scorer(cfg, task)  # as the run's evaluation scores
-    _, rows = load_data(task, cfg)  # the run's held-out rows, as its evaluation cut them
-    if limit:
-        rows = rows[:limit]
+    # The run's held-out rows, as its evaluation cut them and scores them; the first `limit` (0: all).
+    evaluation = build_evaluation(cfg, limit=limit or 0)
     try:
-        (s_before, r_before), (s_after, r_after) = answer_models(
-            [before, after], task, rows, max_new_tokens=s.max_new_tokens, device=cfg.device, batch_size=s.batch_size,
-            max_prompt_length=cfg.max_prompt_length, bf16=cfg.bf16, scorer=scorer)
+        (s_before, r_before), (s_after, r_after) = answer_models([before, after], evaluation, device=cfg.device,
+                                                                 bf16=cfg.bf16)
     finally:
-        scorer.close()
+        evaluation.close()
+    task, rows = evaluation.task, evaluation.rows
     return {"before": {"model": before, "summary": s_before}, "after": {"model": after, "summary": s_after},
             "task": cfg.task, "template": task.template, "reward": task.reward_scheme, "split": cfg.dataset_test_split,
-            "max_new_tokens": s.max_new_tokens, "settings": s.line(),
+            "max_new_tokens": evaluation.max_new_tokens, "settings": s.line(),
             "rows": [{"example": _example_text(ex), "prompt": b["prompt"], "before": b, "after": a}
                      for ex, b, a in zip(rows, r_before, r_after)]}
 

@@ -15,8 +15,8 @@ from r1zero.config.run_folder import is_checkpoint_name, latest_checkpoint, list
 
 
 # The TrainConfig keys that decide what an evaluation asks and how it scores and generates
-# (r1zero.tasks.build_task, r1zero.data.split.load_data, r1zero.rewards.scoring.evaluation_scorer and
-# Trainer.run_eval read these and no others; the reward keys score a run without a reward scheme).
+# (r1zero.observe.evaluate.build_evaluation and the loading of the model it evaluates read these and
+# no others; the reward keys score a run without a reward scheme).
 EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "reference_quirks", "dataset_name",
              "dataset_config", "dataset_train_split", "dataset_test_split", "data_shuffle_seed", "data_max_rows", "train_size",
              "test_size", "eval_limit", "max_prompt_length", "max_completion_length", "eval_max_completion_length",
@@ -64,14 +64,6 @@ class EvalSettings:
     tokenizer: str
     sources: dict[str, str]  # EVAL_KEYS -> the layer its value came from
     layers: list[str]  # layer names, lowest first
-
-    @property
-    def max_new_tokens(self) -> int:
-        return self.config.eval_max_completion_length or self.config.max_completion_length
-
-    @property
-    def batch_size(self) -> int:
-        return self.config.sampling_batch_size or 64  # as Trainer.run_eval
 
     def line(self) -> str:
         """One line: each setting that decides the evaluation, grouped by where it came from."""

@@ -2,17 +2,22 @@
 
 Used by the trainer (before, during and after training) and by ``r1zero eval`` / ``r1zero compare``,
 which take their settings from the run a checkpoint belongs to (r1zero.observe.eval_settings) so
-that they ask and score exactly what the run's own evaluation did.
+that they ask and score exactly what the run's own evaluation did: all three build theirs from a
+config with ``build_evaluation``.
 """
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 import torch
 
+from r1zero.data.split import load_data
+from r1zero.model_setup import Generator
 from r1zero.observe import metrics as M
-from r1zero.rewards.scoring import RewardModel
+from r1zero.rewards.scoring import RewardModel, evaluation_scorer
 from r1zero.rollout.sampling import encode_prompts, generate
+from r1zero.tasks import build_task
 
 
 @torch.no_grad()
@@ -61,6 +66,56 @@ def _score(scorer: RewardModel, roll, examples: list[dict], prompts: list[str]):
     """The rollout's completions scored as training scores them (no trainer_state: not training)."""
     return scorer(roll.completions, examples, prompts, roll.lengths.tolist(), roll.truncated.tolist(),
                   roll.completion_id_lists)
+
+
+@dataclass
+class Evaluation:
+    """What an evaluation asks, how it scores and how long it generates, from a config: the task, its
+    held-out rows (the first ``limit`` of them are asked; None or 0: all) and the scorer the run's
+    evaluation scores with (r1zero.rewards.scoring.evaluation_scorer)."""
+
+    task: Any  # r1zero.tasks.Task
+    scorer: RewardModel
+    test_rows: list[dict]
+    limit: int | None
+    max_new_tokens: int
+    batch_size: int
+    max_prompt_length: int | None
+
+    @property
+    def rows(self) -> list[dict]:
+        return self.test_rows[:self.limit] if self.limit else self.test_rows
+
+    def check_prompts(self, tokenizer) -> None:
+        """Refuse a prompt of the asked rows that does not fit ``max_prompt_length`` (before a model loads)."""
+        encode_prompts(self.task, tokenizer, self.rows, self.max_prompt_length)
+
+    def run(self, gen: Generator, rows: list[dict] | None = None, *, samples: int = 1, temperature: float = 1.0,
+            top_p: float = 1.0, seed: int = 0) -> tuple[dict[str, Any], list[dict]]:
+        """``evaluate`` of ``gen`` on ``rows`` (default: the asked rows) with this evaluation's settings."""
+        return evaluate(gen.model, gen.tokenizer, self.task, self.rows if rows is None else rows, eos_ids=gen.eos_ids,
+                        max_new_tokens=self.max_new_tokens, samples=samples, temperature=temperature, top_p=top_p,
+                        batch_size=self.batch_size, seed=seed, max_prompt_length=self.max_prompt_length,
+                        autocast_dtype=gen.autocast_dtype, scorer=self.scorer)
+
+    def close(self) -> None:
+        """End the scorer's reward workers."""
+        self.scorer.close()
+
+
+def build_evaluation(cfg, task=None, test_rows: list[dict] | None = None, *, limit: int | None = None,
+                     callables: Mapping[str, Any] | None = None) -> Evaluation:
+    """The Evaluation a config (r1zero.config.TrainConfig) asks for: its task (default: built from
+    ``cfg``), the held-out rows (default: loaded as the run's data split cuts them), the first
+    ``limit`` of them (default: ``eval_limit``), scored as the run's evaluation scores (``callables``:
+    reward functions given as objects, r1zero.trl) and generated as long as it generates."""
+    task = build_task(cfg) if task is None else task
+    scorer = evaluation_scorer(cfg, task, callables=callables)
+    if test_rows is None:
+        _, test_rows = load_data(task, cfg)
+    return Evaluation(task, scorer, test_rows, cfg.eval_limit if limit is None else limit,
+                      cfg.eval_max_completion_length or cfg.max_completion_length, cfg.sampling_batch_size or 64,
+                      cfg.max_prompt_length)
 
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:

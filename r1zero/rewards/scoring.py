@@ -56,6 +56,26 @@ class BatchScores:
     # One example of why each failing scorer failed (for the message when a run stops on it).
     error_reasons: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def concat(cls, parts: Sequence["BatchScores"], rows: Sequence[tuple[int, int]]) -> "BatchScores":
+        """The scores of ``rows`` ((part, row) pairs) of several batches as one, in that order; a reward
+        part that a batch lacks counts 0 for its rows. Failure counts are not per row: ``add_errors``."""
+        names = dict.fromkeys(k for p in parts for k in p.parts)
+
+        def per_row(get):
+            return [get(parts[r])[j] for r, j in rows]
+
+        return cls(per_row(lambda p: p.rewards), per_row(lambda p: p.correct), per_row(lambda p: p.formatted),
+                   {k: [parts[r].parts[k][j] if k in parts[r].parts else 0.0 for r, j in rows] for k in names})
+
+    def add_errors(self, parts: Sequence["BatchScores"]) -> None:
+        """Count ``parts``' scorer failures here too, keeping the first reason seen for each scorer."""
+        for p in parts:
+            for k, v in p.errors.items():
+                self.errors[k] = self.errors.get(k, 0) + v
+            for k, v in p.error_reasons.items():
+                self.error_reasons.setdefault(k, v)
+
 
 @dataclass(frozen=True)
 class Verdicts:

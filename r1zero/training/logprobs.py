@@ -25,8 +25,11 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import DynamicCache
 
+from r1zero.model_setup import ReferencePlacement, load_reference
 from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.layout import position_ids_from_mask, trim_padding
+from r1zero.training import distributed as dist
+from r1zero.training import lora
 
 
 def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
@@ -292,3 +295,30 @@ def on_device(model, device: torch.device):
     finally:
         model.to("cpu")
 
+
+class Reference:
+    """The reference model's log-probs (the KL term's): the frozen starting model (``model``) where its
+    placement keeps it (r1zero.model_setup.ReferencePlacement; ``moved``: visiting the run's device for
+    each pass), or with LoRA the policy with its adapter disabled (r1zero.training.lora.reference).
+    ``module``: what the pass runs, a CompletionLogprobs (wrapped under torchrun)."""
+
+    def __init__(self, module, model=None, moved: bool = False, adapter: lora.LoraPolicy | None = None):
+        self.module, self.model, self.moved, self.adapter = module, model, moved, adapter
+
+    @classmethod
+    def build(cls, cfg, env: dist.DistEnv, policy, adapter: lora.LoraPolicy | None, device: torch.device,
+              autocast_dtype, sharded: bool) -> Reference:
+        """The reference of a run whose (wrapped) ``policy`` is ``sharded`` or not: with LoRA the
+        policy's base weights, else the starting model loaded and wrapped where its placement says."""
+        if adapter is not None:
+            return cls(policy, adapter=adapter)
+        placement = ReferencePlacement.of(cfg, device, sharded)
+        model = load_reference(cfg, placement)
+        module = dist.wrap(CompletionLogprobs(model), cfg.distributed, env, trainable=False, param_dtype=autocast_dtype,
+                           cpu_offload=placement.fsdp_cpu_offload)
+        return cls(module, model, placement.moved)
+
+    def logprobs(self, passes: ForwardPasses, batch) -> torch.Tensor:
+        """(N, C) reference log-probs of every row of ``batch``, on the CPU (ForwardPasses.frozen)."""
+        with lora.reference(self.adapter), on_device(self.model if self.moved else None, passes.device):
+            return passes.frozen_logprobs(self.module, batch)

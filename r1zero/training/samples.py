@@ -44,16 +44,8 @@ class StepSamples:
         def per_row(get):
             return [get(shares[r])[j] for r, j in rows]
 
-        names = dict.fromkeys(k for sh in shares for k in sh["scores"].parts)
-        n = len(rows)
-        merged = BatchScores(per_row(lambda sh: sh["scores"].rewards), per_row(lambda sh: sh["scores"].correct),
-                             per_row(lambda sh: sh["scores"].formatted),
-                             {k: per_row(lambda sh, k=k: sh["scores"].parts.get(k, [0.0] * n)) for k in names})
-        for sh in shares:
-            for k, v in sh["scores"].errors.items():
-                merged.errors[k] = merged.errors.get(k, 0) + v
-            for k, v in sh["scores"].error_reasons.items():
-                merged.error_reasons.setdefault(k, v)
+        merged = BatchScores.concat([sh["scores"] for sh in shares], rows)
+        merged.add_errors([sh["scores"] for sh in shares])
         return cls(per_prompt("prompts"), per_prompt("examples"), per_row(lambda sh: sh["completions"]),
                    torch.tensor(per_row(lambda sh: sh["lengths"])),
                    torch.tensor(per_row(lambda sh: sh["truncated"]), dtype=torch.bool), merged)

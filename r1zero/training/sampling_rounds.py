@@ -97,11 +97,7 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
 def select_with_errors(parts: list[StepSamples], picks: list[tuple[int, int]], G: int) -> StepSamples:
     """``select``, and the parts' reward-error counts summed (every group drawn, for the reward health check)."""
     selected = select(parts, picks, G)
-    for s in parts:
-        for k, v in s.scores.errors.items():
-            selected.scores.errors[k] = selected.scores.errors.get(k, 0) + v
-        for k, v in s.scores.error_reasons.items():
-            selected.scores.error_reasons.setdefault(k, v)
+    selected.scores.add_errors([s.scores for s in parts])
     return selected
 
 
@@ -109,14 +105,11 @@ def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int) -> St
     """The groups ``picks`` ((part, prompt) pairs) of ``parts`` as one StepSamples, in that order,
     without the parts' reward-error counts (``select_with_errors`` sums them)."""
     rows = [(r, i * G + g) for r, i in picks for g in range(G)]
-    names = dict.fromkeys(k for s in parts for k in s.scores.parts)
 
     def per_row(get):
         return [get(parts[r])[j] for r, j in rows]
 
-    scores = BatchScores(per_row(lambda s: s.scores.rewards), per_row(lambda s: s.scores.correct),
-                         per_row(lambda s: s.scores.formatted),
-                         {k: per_row(lambda s, k=k: s.scores.parts.get(k, [0.0] * len(s.completions))) for k in names})
+    scores = BatchScores.concat([s.scores for s in parts], rows)
     return StepSamples([parts[r].prompts[i] for r, i in picks], [parts[r].examples[i] for r, i in picks],
                        per_row(lambda s: s.completions),
                        torch.tensor(per_row(lambda s: s.lengths.tolist()), dtype=torch.long),

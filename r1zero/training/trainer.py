@@ -19,8 +19,8 @@ One step, in order (each line names the module that does it):
 5. advantage the algorithm's estimator on one typed batch (r1zero.algorithms.base.RolloutBatch),
              with pi_old's log-probs when it needs them and the reference model's (a frozen copy of
              the starting weights, loaded only when the algorithm's KL needs it; with
-             ``ref_model_offload`` on the CPU between uses; with ``use_peft`` the policy with its
-             LoRA adapter disabled, r1zero.training.lora).
+             ``ref_model_offload`` on the CPU between uses, r1zero.model_setup; with ``use_peft``
+             the policy with its LoRA adapter disabled, r1zero.training.lora).
 6. update    the one update loop (r1zero.training.update): passes x mini-batches x micro-batches,
              the algorithm's loss, one AdamW step per mini-batch, gradients clipped to
              ``max_grad_norm``, non-finite updates skipped (r1zero.training.guards); the learning
@@ -58,21 +58,22 @@ from r1zero.config import ConfigError, TrainConfig, save_config
 from r1zero.config import identity
 from r1zero.data.files import DataError, write_jsonl
 from r1zero.data.split import DataPosition, load_data
-from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_model, load_tokenizer, synchronize
+from r1zero.model_setup import Generator, load_policy
+from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_tokenizer, synchronize
 from r1zero.observe import metrics as M
 from r1zero.observe import report
-from r1zero.observe.evaluate import evaluate, format_summary, merge_summaries
+from r1zero.observe.evaluate import build_evaluation, format_summary, merge_summaries
 from r1zero.observe.metrics import step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.sandbox.calls import TrainerState
-from r1zero.rewards.scoring import evaluation_scorer, training_scorer
+from r1zero.rewards.scoring import training_scorer
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
 from r1zero.testing import faults
 from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
 from r1zero.training.guards import RunHealth, check_output_dir
-from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, on_device
+from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, Reference
 from r1zero.training import lora, optim
 from r1zero.training.run_lock import take_lock
 from r1zero.training.samples import gather_rows, rollout_batch, sample_rows
@@ -100,17 +101,11 @@ class Trainer:
         check_trackers(cfg.report_to)
         check_output_dir(cfg.output_dir)
         self.task = build_task(cfg)
-        self.rewarder, self.eval_rewarder = (training_scorer(cfg, self.task, callables=reward_callables),
-                                             evaluation_scorer(cfg, self.task, callables=reward_callables))
+        self.rewarder = training_scorer(cfg, self.task, callables=reward_callables)
         self.health = RunHealth(cfg.max_skipped_updates, cfg.max_failed_reward_steps)
-        self.train_rows, self.test_rows = load_data(self.task, cfg, data)
-        self.resume_from = ckpt.find_resume(cfg.resume_from_checkpoint, self.out)
-        self.config_changes: dict = {}
-        self.resumed_step = 0
-        if self.resume_from:
-            ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
-            self.resumed_step = int(ckpt.load_state_json(self.resume_from)["step"])
-            self.config_changes = identity.check_resume(cfg, self.out, self.resume_from, self.resumed_step)
+        self.train_rows, test_rows = load_data(self.task, cfg, data)
+        self.evaluation = build_evaluation(cfg, self.task, test_rows, callables=reward_callables)
+        self._find_resume()
         self.device = dist.device_for(self.env, choose_device(cfg.device))
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
@@ -121,40 +116,17 @@ class Trainer:
         # Prompts that do not fit are refused now, not at step 500: the first 256 train rows (all
         # rows would cost minutes on a 300k-row set); a longer one further in stops the run when its
         # step draws it (train_step), after the checkpoints before it.
-        encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + self.test_rows[:64], cfg.max_prompt_length)
+        encode_prompts(self.task, self.tokenizer, self.train_rows[:256] + test_rows[:64], cfg.max_prompt_length)
         self.max_steps = cfg.max_steps if cfg.max_steps > 0 else max(
             1, math.ceil(cfg.num_train_epochs * len(self.train_rows) / cfg.prompts_per_step))
         self.finished = ckpt.run_finished(self.out, self.resume_from, self.resumed_step, self.max_steps,
-                                          final_eval=cfg.eval_on_end and bool(self.test_rows))
+                                          final_eval=cfg.eval_on_end and bool(test_rows))
         # From here the run writes into output_dir (every refusal above leaves it as it was).
         self.lock = take_lock(self.out, self.env)
         if self.finished:  # nothing left to do: no model is loaded (train() says so)
             return
 
-        torch.manual_seed(cfg.seed)
-        # A LoRA run starts from the base weights also on a resume: the checkpoint holds the adapter.
-        source = cfg.model_name_or_path if cfg.use_peft else self.resume_from or cfg.model_name_or_path
-        self.model = load_model(str(source), self.device, trust_remote_code=cfg.trust_remote_code)
-        self.adapter = lora.attach(self.model, cfg, self.resume_from) if cfg.use_peft else None
-        if cfg.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        # What the update calls: one forward per micro-batch, replicated (DDP) or sharded (FSDP2)
-        # under torchrun, the plain module in one process.
-        self.policy = dist.wrap(CompletionLogprobs(self.model), cfg.distributed, self.env,
-                                cpu_offload=cfg.fsdp_cpu_offload, param_dtype=self.autocast_dtype)
-        self.sharded = bool(dist.fsdp_modules(self.policy))
-        self.ref_model = self.ref_policy = None
-        if algorithm.uses_reference(cfg) and self.adapter is not None:
-            self.ref_policy = self.policy  # the base weights: the adapter disabled (lora.reference)
-        elif algorithm.uses_reference(cfg):  # always the starting model, also after a resume
-            # Offloaded: kept on the CPU and moved in per use; sharded: FSDP's CPU offload does it.
-            ref_device = torch.device("cpu") if cfg.ref_model_offload and not self.sharded else self.device
-            self.ref_model = load_model(cfg.model_name_or_path, ref_device, trust_remote_code=cfg.trust_remote_code,
-                                        trainable=False)
-            self.ref_policy = dist.wrap(CompletionLogprobs(self.ref_model), cfg.distributed, self.env, trainable=False,
-                                        param_dtype=self.autocast_dtype, cpu_offload=self.device.type == "cuda" and (cfg.fsdp_cpu_offload
-                                                                                    or cfg.ref_model_offload))
-        self.eos_ids = eos_token_ids(self.tokenizer, self.model)
+        self._load_models(algorithm.uses_reference(cfg))
         faults.watch(self)  # a crash-test hook; nothing unless R1ZERO_PAUSE_AT is set
         # After wrapping: FSDP2 has replaced the parameters with their shards.
         self.optimizer, self.scheduler = optim.make_optimizer(self.model, cfg, cfg.learning_rate, self.max_steps)
@@ -167,6 +139,34 @@ class Trainer:
         self.pos = DataPosition()
         if self.resume_from:
             self._restore(self.resume_from)
+
+    def _find_resume(self) -> None:
+        """The checkpoint the run resumes from (None: it starts), its step, and the config changes of
+        the resume (r1zero.config.identity.check_resume refuses those allow_config_change does not name)."""
+        self.resume_from = ckpt.find_resume(self.cfg.resume_from_checkpoint, self.out)
+        self.config_changes: dict = {}
+        self.resumed_step = 0
+        if self.resume_from:
+            ckpt.check_resume_world_size(self.resume_from, self.env.world_size)
+            self.resumed_step = int(ckpt.load_state_json(self.resume_from)["step"])
+            self.config_changes = identity.check_resume(self.cfg, self.out, self.resume_from, self.resumed_step)
+
+    def _load_models(self, uses_reference: bool) -> None:
+        """The policy (r1zero.model_setup), with ``use_peft`` its adapter, wrapped for the update, and
+        the reference model when the algorithm's KL needs one (r1zero.training.logprobs.Reference)."""
+        cfg = self.cfg
+        self.model = load_policy(cfg, self.device, self.resume_from)
+        self.adapter = lora.attach(self.model, cfg, self.resume_from) if cfg.use_peft else None
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # What the update calls: one forward per micro-batch, replicated (DDP) or sharded (FSDP2)
+        # under torchrun, the plain module in one process.
+        self.policy = dist.wrap(CompletionLogprobs(self.model), cfg.distributed, self.env,
+                                cpu_offload=cfg.fsdp_cpu_offload, param_dtype=self.autocast_dtype)
+        self.sharded = bool(dist.fsdp_modules(self.policy))
+        self.reference = Reference.build(cfg, self.env, self.policy, self.adapter, self.device, self.autocast_dtype,
+                                         self.sharded) if uses_reference else None
+        self.eos_ids = eos_token_ids(self.tokenizer, self.model)
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
@@ -250,11 +250,8 @@ class Trainer:
         the algorithm's advantages, the update loop."""
         if need_old_logprobs(self.algo, self.cfg, len(batch), self.env.world_size):
             batch.old_logprobs = self.passes.frozen_logprobs(self.policy, batch)
-        if self.ref_policy is not None:
-            offload = self.cfg.ref_model_offload and not self.sharded  # FSDP offloads by itself
-            with lora.reference(self.adapter):
-                with on_device(self.ref_model if offload else None, self.device):
-                    batch.ref_logprobs = self.passes.frozen_logprobs(self.ref_policy, batch)
+        if self.reference is not None:
+            batch.ref_logprobs = self.reference.logprobs(self.passes, batch)
         advantages, algo_metrics = self.algo.advantages(batch)
         update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
                             optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
@@ -301,19 +298,15 @@ class Trainer:
         return m, sample_rows(cfg, step, samples, seq_adv)
 
     def run_eval(self) -> dict[str, Any]:
-        cfg = self.cfg
-        rows = self.test_rows[:cfg.eval_limit] if cfg.eval_limit else self.test_rows
+        rows = self.evaluation.rows
         if not rows:
             return {}
         mine = rows[dist.row_share(len(rows), self.env)]  # under torchrun each rank evaluates a share
         summary, records = {M.EVAL_ROWS: 0}, []
         with dist.full_weights(self.policy):
             if mine:
-                summary, records = evaluate(
-                    self._sampler(), self.tokenizer, self.task, mine, eos_ids=self.eos_ids,
-                    max_new_tokens=cfg.eval_max_completion_length or cfg.max_completion_length,
-                    batch_size=cfg.sampling_batch_size or 64, max_prompt_length=cfg.max_prompt_length,
-                    autocast_dtype=self.autocast_dtype, scorer=self.eval_rewarder)
+                sampler = Generator(self._sampler(), self.tokenizer, self.eos_ids, self.device, self.autocast_dtype)
+                summary, records = self.evaluation.run(sampler, mine)
         self.model.train()
         if self.env.enabled:
             parts = dist.gather((summary, records), self.env)
@@ -385,7 +378,7 @@ class Trainer:
     def _close(self) -> None:
         """End the reward workers and release output_dir."""
         self.rewarder.close()
-        self.eval_rewarder.close()
+        self.evaluation.close()
         self.lock.release()
 
 
