@@ -40,6 +40,7 @@ from common import Timer, host_description, print_table  # noqa: E402
 
 from r1zero.config import TrainConfig  # noqa: E402
 from r1zero.models import load_model, load_tokenizer  # noqa: E402
+from r1zero.rollout.baseline import hf_generate  # noqa: E402
 from r1zero.rollout.sampling import generate  # noqa: E402
 from r1zero.training.logprobs import completion_logprobs  # noqa: E402
 from r1zero.training.trainer import Trainer  # noqa: E402
@@ -118,7 +119,7 @@ def prompt_rows(n: int, width: int, vocab: int, seed: int, ragged: bool = True) 
 def check_greedy(model, tok, plan) -> tuple[bool, str]:
     ids = prompt_rows(plan["greedy_rows"], plan["prompt"], len(tok), seed=1)
     kw = dict(num_generations=1, max_new_tokens=plan["greedy_length"], eos_ids=[tok.eos_token_id], temperature=0.0)
-    ref = generate(model, tok, ids, engine="hf", **kw).completion_ids
+    ref = hf_generate(model, tok, ids, **kw).completion_ids
     same = []
     for cache in ("dynamic", "static"):
         ours = generate(model, tok, ids, cache=cache, **kw).completion_ids
@@ -193,9 +194,9 @@ def decode_speed(model, tok, plan, device, batch: int) -> tuple[float, float]:
     with Timer() as t_ours:
         generate(model, tok, ids, autocast_dtype=torch.bfloat16, **kw)
     low = model.to(torch.bfloat16)  # generate's fair side: bf16 weights (rest of the check is done)
-    generate(low, tok, ids[:2], engine="hf", **kw)
+    hf_generate(low, tok, ids[:2], **kw)
     with Timer() as t_hf:
-        generate(low, tok, ids, engine="hf", **kw)
+        hf_generate(low, tok, ids, **kw)
     model.to(torch.float32)
     return n_tok / t_ours.s, n_tok / t_hf.s
 

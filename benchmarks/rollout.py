@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import Timer, host_description, print_table  # noqa: E402
 
 from r1zero.models import eos_token_ids, load_model, load_tokenizer, resolve_model_path  # noqa: E402
+from r1zero.rollout.baseline import hf_generate  # noqa: E402
 from r1zero.rollout.sampling import encode_prompts, generate  # noqa: E402
 from r1zero.tasks import get_task  # noqa: E402
 
@@ -79,7 +80,7 @@ def main(argv=None) -> int:
         # Token identity first: greedy, one row per prompt, both engines.
         check = prompts_for(tok, 8)
         kw = dict(num_generations=1, max_new_tokens=min(L, 32), eos_ids=eos, temperature=0.0, autocast_dtype=autocast)
-        ref = generate(model, tok, check, engine="hf", **kw)
+        ref = hf_generate(model, tok, check, **kw)
         ours = generate(model, tok, check, **kw)
         identical = torch.equal(ref.completion_ids, ours.completion_ids)
         print(f"greedy outputs token-identical to transformers' generate: {identical} "
@@ -90,12 +91,12 @@ def main(argv=None) -> int:
         for B in spec["batches"]:
             ids = prompts_for(tok, max(1, B // G))
             cell = {}
-            for engine in ("r1zero", "hf"):
+            for engine, sample in (("r1zero", generate), ("hf", hf_generate)):
                 best = None
                 for r in range(a.repeats + (1 if device.type == "cuda" else 0)):  # GPU: one warm-up (graph capture)
                     with Timer() as t:
-                        out = generate(model, tok, ids, num_generations=G, max_new_tokens=L, eos_ids=stop,
-                                       temperature=1.0, seed=r, engine=engine, autocast_dtype=autocast)
+                        out = sample(model, tok, ids, num_generations=G, max_new_tokens=L, eos_ids=stop,
+                                     temperature=1.0, seed=r, autocast_dtype=autocast)
                     tps = float(out.completion_mask.sum()) / t.s
                     if device.type == "cuda" and r == 0 and a.repeats > 0:
                         continue

@@ -2,9 +2,9 @@
 
     python3 benchmarks/score_fuzz.py [--n 100000] [--seed 0]
 
-The completions come from r1zero.testing.fuzz.generated_completions: honest countdown and GSM8K answers,
-mutated adversarial cases, and one in a thousand megabyte-long texts. Each completion is scored by
-every scorer in r1zero.testing.fuzz.SCORERS; one call is one timing. Prints a table per scorer and per kind
+The completions come from tests/adversarial_corpus.py's generated_completions: honest countdown and
+GSM8K answers, mutated adversarial cases, and one in a thousand megabyte-long texts. Each completion
+is scored by every scorer in its SCORERS; one call is one timing. Prints a table per scorer and per kind
 of completion, then, as its last line, exactly:
 
     p99_ms=<x> max_ms=<y> exceptions=<n>
@@ -23,9 +23,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "tests")]  # the corpus is test code, kept out of the package
 
-from r1zero.testing.fuzz import generated_completions, scorers  # noqa: E402
+from adversarial_corpus import generated_completions, scorers  # noqa: E402
 
 
 def percentile(sorted_values: list[float], q: float) -> float:

@@ -48,7 +48,7 @@ def cmd_train(args) -> int:
     try:
         if not env.is_main:  # rank 0 speaks for the run
             logging.getLogger("r1zero").setLevel(logging.WARNING)
-        trainer = Trainer(cfg, env)
+        trainer = Trainer(cfg, env, callbacks=args.callbacks)
         if not trainer.finished:
             log.info("training %s on %s (%s%s) for %d steps; output: %s", cfg.model_name_or_path, cfg.task,
                      trainer.device, f", {env.world_size} processes, {cfg.distributed}" if env.enabled else "",
@@ -266,7 +266,9 @@ def _add_data_command(sub) -> None:
     c.set_defaults(func=cmd_data)
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, callbacks: list | None = None) -> int:
+    """The command on ``argv`` (default: sys.argv); ``callbacks`` (r1zero.training.callbacks.Callback
+    objects) are called by a ``train`` run at the loop's named points."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     for noisy in ("transformers", "httpx", "urllib3", "datasets"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -277,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         pass
     args = build_parser().parse_args(argv)
+    args.callbacks = callbacks  # read by cmd_train
     try:
         return args.func(args)
     except _user_errors() as e:

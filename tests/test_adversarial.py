@@ -1,5 +1,5 @@
-"""Every built-in scorer against the adversarial corpus (r1zero.testing.fuzz, more than 1,000 cases) and
-property-based text: never raises, never runs code (no exec/compile/open/import/os/subprocess
+"""Every built-in scorer against the adversarial corpus (tests/adversarial_corpus.py, more than 1,000
+cases) and property-based text: never raises, never runs code (no exec/compile/open/import/os/subprocess
 audit event while scoring), each call under 10 ms, always a value of the scheme, hostile answers
 never correct, and the reference verdict on every honest answer (the reference scorers, with
 `eval`, are in tests/test_countdown.py and tests/test_gsm8k.py)."""
@@ -10,6 +10,7 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import adversarial_corpus as corpus
 import pytest
 from conftest import REPO
 from hypothesis import HealthCheck, given, settings
@@ -17,13 +18,12 @@ from hypothesis import strategies as st
 from test_countdown import _ref_numbers_ok, ref_datawhale, ref_tinyzero
 from test_gsm8k import ref_count_xml, ref_extract
 
-from r1zero.testing import fuzz
 from r1zero.tasks import countdown as cd
 from r1zero.tasks import countdown_answers as answers
 from r1zero.tasks.gsm8k import SOFT_FORMAT, STRICT_FORMAT
 
-CORPUS = fuzz.adversarial_corpus()
-SCORERS = {label: (task, example) for label, task, example in fuzz.scorers()}
+CORPUS = corpus.adversarial_corpus()
+SCORERS = {label: (task, example) for label, task, example in corpus.scorers()}
 SENTINEL = Path("/tmp/r1zero-pwned")
 
 # ---- "never runs code": Python's audit hooks see every exec, compile, open, import, os.* and
@@ -107,9 +107,9 @@ def test_the_audit_hook_blocks_a_scorer_that_calls_eval():
 
 def test_corpus_is_large_deterministic_and_covers_every_category():
     assert len(CORPUS) >= 1000
-    assert {c.category for c in CORPUS} == set(fuzz.PAYLOADS) | {"tags_in_tags", "invalid_utf8", "megabyte"}
-    assert sum(c.category == "megabyte" and len(c.completion) >= 500_000 for c in CORPUS) == len(fuzz.MEGABYTE)
-    assert fuzz.adversarial_corpus() == CORPUS
+    assert {c.category for c in CORPUS} == set(corpus.PAYLOADS) | {"tags_in_tags", "invalid_utf8", "megabyte"}
+    assert sum(c.category == "megabyte" and len(c.completion) >= 500_000 for c in CORPUS) == len(corpus.MEGABYTE)
+    assert corpus.adversarial_corpus() == CORPUS
     assert any("\udcff" in c.completion for c in CORPUS)  # undecodable bytes kept as lone surrogates
 
 
@@ -128,9 +128,9 @@ def test_every_corpus_case_is_scored_safely_and_fast(label):
 
 def test_hostile_answers_alone_never_score_correct():
     """The payload as the only answer, in the place every countdown scheme reads it."""
-    for category, payloads in fuzz.PAYLOADS.items():
+    for category, payloads in corpus.PAYLOADS.items():
         for p in payloads:
-            if p in fuzz.HONEST_PAYLOADS or category == "deep_nesting":
+            if p in corpus.HONEST_PAYLOADS or category == "deep_nesting":
                 continue
             for label in ("countdown/tinyzero/base", "countdown/datawhale", "countdown/shaped/chat"):
                 task, example = SCORERS[label]
@@ -200,7 +200,7 @@ def ref_gsm8k(completion, gold, numeric):
 def test_honest_countdown_answers_get_the_reference_verdict(seed):
     import random
 
-    completion, ex = fuzz.honest_countdown(random.Random(seed))
+    completion, ex = corpus.honest_countdown(random.Random(seed))
     nums, target = ex["nums"], ex["target"]
     numbers = str(nums)
     base = cd.BASE_TEMPLATE.format(numbers=numbers, target=target)
@@ -221,7 +221,7 @@ def test_honest_countdown_answers_get_the_reference_verdict(seed):
 def test_honest_gsm8k_answers_get_the_reference_verdict(seed):
     import random
 
-    completion, ex = fuzz.honest_gsm8k(random.Random(seed))
+    completion, ex = corpus.honest_gsm8k(random.Random(seed))
     gold = ex["answer"].split("####")[1].strip()
     for label, numeric in (("gsm8k/xml", False), ("gsm8k/numeric", True)):
         parts = score_checked(SCORERS[label][0], completion, ex).parts

@@ -1,5 +1,5 @@
-"""The verdict on every case of the adversarial corpus (r1zero.testing.fuzz, 1,220 texts) under every built-in
-scorer: the reference scorers' (TinyZero's and Datawhale-R1's code reduced to its logic, in
+"""The verdict on every case of the adversarial corpus (tests/adversarial_corpus.py, 1,220 texts) under every
+built-in scorer: the reference scorers' (TinyZero's and Datawhale-R1's code reduced to its logic, in
 tests/test_countdown.py; the GSM8K course's, in tests/test_gsm8k.py; our own shaped scheme as its
 docstring says), with the deviations r1zero documents in r1zero/tasks/arithmetic.py applied: ``**``
 and ``//`` are refused and an answer over 1,000 characters is not evaluated (the reference's
@@ -12,17 +12,17 @@ worked out by hand, with the reason.
 """
 import re
 
+import adversarial_corpus as corpus
 import pytest
 import test_countdown
 from test_adversarial import _fraction_eval, ref_gsm8k
 from test_countdown import ref_datawhale, ref_tinyzero
 
-from r1zero.testing import fuzz
 from r1zero.tasks import countdown as cd
 
-CORPUS = fuzz.adversarial_corpus()
-SCORERS = {label: (task, example) for label, task, example in fuzz.scorers()}
-NUMS, TARGET = fuzz.COUNTDOWN_EXAMPLE["nums"], fuzz.COUNTDOWN_EXAMPLE["target"]
+CORPUS = corpus.adversarial_corpus()
+SCORERS = {label: (task, example) for label, task, example in corpus.scorers()}
+NUMS, TARGET = corpus.COUNTDOWN_EXAMPLE["nums"], corpus.COUNTDOWN_EXAMPLE["target"]
 GOLD = "18"
 PREFIX = {  # what the TinyZero scorer sees before the completion, per template
     "countdown/tinyzero/base": cd.BASE_TEMPLATE.format(numbers=str(NUMS), target=TARGET),
@@ -69,7 +69,7 @@ ZERO_CD = {"countdown/tinyzero/base": 0.0, "countdown/tinyzero/qwen-instruct": 0
            "countdown/shaped/chat": {"format": 0.0, "numbers": 0.0, "equation": 0.0},
            "countdown/shaped/chat-answer": {"format": 0.0, "numbers": 0.0, "equation": 0.0}}
 ZERO_GSM = {"correctness": 0.0, "integer": 0.0, "strict_format": 0.0, "soft_format": 0.0, "xml_count": 0.0}
-# fuzz.MEGABYTE index -> {scorer: verdict worked out by hand}, where a reference regex is quadratic.
+# corpus.MEGABYTE index -> {scorer: verdict worked out by hand}, where a reference regex is quadratic.
 HAND = {
     # "<answer>" x 125,000: no closing tag anywhere, so no scheme finds an answer; every
     # `<answer>(.*?)</answer>` search restarts at each of the 125,000 openings.
@@ -89,8 +89,8 @@ FIRST_MEGABYTE = next(i for i, c in enumerate(CORPUS) if c.category == "megabyte
 
 
 def test_the_hand_verdicts_name_megabyte_cases():
-    assert len(CORPUS) - FIRST_MEGABYTE == len(fuzz.MEGABYTE)
-    assert all(CORPUS[FIRST_MEGABYTE + k].completion == fuzz.MEGABYTE[k]() for k in HAND)
+    assert len(CORPUS) - FIRST_MEGABYTE == len(corpus.MEGABYTE)
+    assert all(CORPUS[FIRST_MEGABYTE + k].completion == corpus.MEGABYTE[k]() for k in HAND)
     assert CORPUS[FIRST_MEGABYTE + 2].completion == "<answer>" * 125_000
 
 

@@ -7,7 +7,7 @@ its trainer, no hidden folder is left at the end, and the final weights, metrics
 those of an uninterrupted run.
 
 The runs are `r1zero train` (cli.main) in processes forked from tests/train_launcher.py, which has
-the heavy imports done once; the pause points come from r1zero/testing/faults.py (R1ZERO_PAUSE_AT).
+the heavy imports done once; the pause points come from tests/fault_points.py (R1ZERO_PAUSE_AT).
 """
 import json
 import os
@@ -112,7 +112,7 @@ def alive(pid):
         return False
 
 
-# What each kill lands on (r1zero/faults.py); "workers" is an update with the reward workers live
+# What each kill lands on (tests/fault_points.py); "workers" is an update with the reward workers live
 # (reward_timeout > 0), "random" a kill after a random delay.
 PHASES = ["generate", "update", "checkpoint", "random", "optimizer", "metrics", "workers", "random", "checkpoint",
           "generate"]

@@ -14,6 +14,7 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
+from r1zero.rollout.baseline import hf_generate
 from r1zero.rollout.engine import generate_ids, static_caches
 from r1zero.rollout.sampling import generate
 from r1zero.rollout.weights import rollout_model
@@ -198,7 +199,7 @@ def test_larger_vocabulary_greedy_equals_generate_over_the_tokenizer_ids(tiny_qw
         model.lm_head.weight[V:] *= 50
     model.eval()
     kw = dict(num_generations=1, max_new_tokens=6, eos_ids=eos_token_ids(tok, model), temperature=0.0)
-    ref = generate(model, tok, PROMPTS, engine="hf", **kw)
+    ref = hf_generate(model, tok, PROMPTS, **kw)
     assert int(ref.completion_ids.max()) < V
     for cache in ("dynamic", "static"):
         assert torch.equal(generate(model, tok, PROMPTS, cache=cache, **kw).completion_ids, ref.completion_ids)

@@ -300,14 +300,14 @@ def test_refusals_keep_honest_shapes():
 
 
 def test_the_adversarial_corpus_in_boxes():
-    """Every case of the scorers' adversarial corpus (r1zero.testing.fuzz), bare and as a box's content
-    (1,136 distinct answers, about 5 s): a verdict for each, none timed out, in bounded time. (Some are
+    """Every case of the scorers' adversarial corpus (tests/adversarial_corpus.py), bare and as a box's
+    content (1,136 distinct answers, about 5 s): a verdict for each, none timed out, in bounded time. (Some are
     right: a box holding ``44 + 19 + 35`` is 98.) The slowest answer, ``(9**9)**9``, took 1.5 s on a quiet
     machine: its own time limit is 30 s here so a loaded machine cannot turn it into a timeout."""
-    from r1zero.testing import fuzz
+    import adversarial_corpus as corpus
 
     task = get_task("math", verify_timeout=30)
-    texts = [c.completion for c in fuzz.adversarial_corpus()]
+    texts = [c.completion for c in corpus.adversarial_corpus()]
     completions = texts + ["\\boxed{" + t + "}" for t in texts]
     restarts = task.worker.restarts
     t0 = time.perf_counter()

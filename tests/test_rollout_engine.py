@@ -5,6 +5,7 @@ import torch
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
+from r1zero.rollout.baseline import hf_generate
 from r1zero.rollout.sampling import generate, tokenize_prompts
 from r1zero.rollout.engine import filter_logits, row_keys, sample_next
 
@@ -28,7 +29,7 @@ def _assert_same(a, b):
 @pytest.mark.parametrize("family", ["tiny_qwen2", "tiny_llama"])
 def test_greedy_equals_transformers_generate_tiny(family, request):
     tok, model, ids, eos = _setup(request.getfixturevalue(family))
-    ref = generate(model, tok, ids, num_generations=2, max_new_tokens=12, eos_ids=eos, temperature=0.0, engine="hf")
+    ref = hf_generate(model, tok, ids, num_generations=2, max_new_tokens=12, eos_ids=eos, temperature=0.0)
     for cache in ("dynamic", "static"):
         for bs in (None, 2):
             ours = generate(model, tok, ids, num_generations=2, max_new_tokens=12, eos_ids=eos, temperature=0.0,
@@ -41,7 +42,7 @@ def test_greedy_stops_rows_early_like_generate(tiny_qwen2):
     tok, model, ids, eos = _setup(tiny_qwen2)
     with torch.no_grad():  # make EOS (id 2) likely but not certain, so rows finish at different steps
         model.lm_head.weight[2] = model.lm_head.weight[2] * 0 + model.lm_head.weight.mean(0) * 3
-    ref = generate(model, tok, ids, num_generations=1, max_new_tokens=16, eos_ids=eos, temperature=0.0, engine="hf")
+    ref = hf_generate(model, tok, ids, num_generations=1, max_new_tokens=16, eos_ids=eos, temperature=0.0)
     ours = generate(model, tok, ids, num_generations=1, max_new_tokens=16, eos_ids=eos, temperature=0.0)
     _assert_same(ours, ref)
 
@@ -54,7 +55,7 @@ def test_every_cache_ends_the_completions_at_the_last_eos(stopping_qwen2):
     model = load_model(str(stopping_qwen2), torch.device("cpu"))
     ids, eos = tokenize_prompts(tok, PROMPTS, False), eos_token_ids(tok, model)
     kw = dict(num_generations=4, max_new_tokens=48, eos_ids=eos, temperature=0.0)
-    ref = generate(model, tok, ids, engine="hf", **kw)
+    ref = hf_generate(model, tok, ids, **kw)
     assert ref.lengths.tolist() == [1] * 8 + [3] * 4 and not ref.truncated.any()
     for cache in ("dynamic", "static"):
         for bs in (None, 4):
@@ -66,8 +67,7 @@ def test_every_cache_ends_the_completions_at_the_last_eos(stopping_qwen2):
 
 def test_greedy_equals_transformers_generate_embedded():
     tok, model, ids, eos = _setup("embedded")
-    ref = generate(model, tok, ids[:2], num_generations=1, max_new_tokens=10, eos_ids=eos, temperature=0.0,
-                   engine="hf")
+    ref = hf_generate(model, tok, ids[:2], num_generations=1, max_new_tokens=10, eos_ids=eos, temperature=0.0)
     ours = generate(model, tok, ids[:2], num_generations=1, max_new_tokens=10, eos_ids=eos, temperature=0.0)
     _assert_same(ours, ref)
     assert ref.lengths.min() >= 3  # real text, not an immediate EOS

@@ -2,8 +2,9 @@
 run: never run code, mix two runs or end in a traceback (docs/RELIABILITY.md, "Run folder safety").
 
 Every run is `r1zero train` on the tiny random Qwen2 model: in this process through cli.main, and
-for Ctrl-C a real `python -m r1zero train` process. One uninterrupted 3-step run with a checkpoint
-per step (``base``) is trained once; each test works on a copy of its folder.
+for Ctrl-C a real `python tests/fault_points.py train` process (`r1zero train` that pauses where
+asked). One uninterrupted 3-step run with a checkpoint per step (``base``) is trained once; each
+test works on a copy of its folder.
 """
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 import torch
 import yaml
 from conftest import REPO
+from fault_points import FullDiskAt
 from safetensors.torch import load_file
 
 from r1zero import cli
@@ -50,11 +52,11 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-def train(config_path, *overrides, capsys=None) -> tuple[int, list[str]]:
+def train(config_path, *overrides, capsys=None, callbacks=None) -> tuple[int, list[str]]:
     """`r1zero train --config PATH overrides...` in this process: (exit status, stderr lines)."""
     if capsys is not None:
         capsys.readouterr()
-    rc = cli.main(["train", "--config", str(config_path), *overrides])
+    rc = cli.main(["train", "--config", str(config_path), *overrides], callbacks=callbacks)
     return rc, (capsys.readouterr().err.splitlines() if capsys is not None else [])
 
 
@@ -257,7 +259,8 @@ def test_ctrl_c_during_a_step_is_one_line_rc_130_and_the_rerun_is_exact(base, tm
            "R1ZERO_PAUSE_AT": "update@2#1", "R1ZERO_PAUSE_FILE": str(pause)}
     # Its own session: SIGINT to the group, as a terminal sends Ctrl-C to every process of the command.
     # With reward workers (reward_timeout > 0): they get the SIGINT too, and must not print a traceback.
-    proc = subprocess.Popen([sys.executable, "-m", "r1zero", "train", "--config", str(path), "reward_timeout=5"],
+    proc = subprocess.Popen([sys.executable, str(REPO / "tests" / "fault_points.py"), "train", "--config", str(path),
+                             "reward_timeout=5"],
                             cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -288,11 +291,10 @@ def test_ctrl_c_during_a_step_is_one_line_rc_130_and_the_rerun_is_exact(base, tm
 # ---- a full disk -------------------------------------------------------------------------------------------
 
 def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_is_intact(base, tmp_path, capsys,
-                                                                                      monkeypatch, one_thread):
+                                                                                      one_thread):
     out, path = copy_run(base, tmp_path, drop=[3])
     before = {p.name: p.read_bytes() for p in (out / "checkpoint-2").iterdir() if p.is_file()}
-    monkeypatch.setenv("R1ZERO_DISK_FULL_AT", "checkpoint@3")  # the disk is full from the save of step 3 on
-    rc, err = train(path, capsys=capsys)
+    rc, err = train(path, capsys=capsys, callbacks=[FullDiskAt(3)])  # the disk is full from the save of step 3 on
     assert rc == 1
     [line] = errors(err)
     assert line.startswith(f"r1zero: error: output_dir: the disk of {out} is full (")
@@ -302,7 +304,6 @@ def test_a_full_disk_during_a_save_is_one_line_and_the_previous_checkpoint_is_in
     assert sorted(p.name for p in out.iterdir() if "checkpoint" in p.name) == ["checkpoint-1", "checkpoint-2"]
     for line in (out / "metrics.jsonl").read_text().splitlines():
         json.loads(line)
-    monkeypatch.delenv("R1ZERO_DISK_FULL_AT")
     rc, err = train(path, capsys=capsys)  # room again: the rerun resumes and ends as the uninterrupted run
     assert rc == 0 and errors(err) == []
     assert same_weights(out / "checkpoint-3", base[0] / "checkpoint-3")

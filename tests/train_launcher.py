@@ -1,7 +1,8 @@
 """Starts `r1zero train` runs quickly, for the crash test: this process imports torch, transformers
-and r1zero once, then forks one child per request; the child runs ``r1zero.cli.main(argv)``, which
-is exactly what ``python -m r1zero train ...`` runs, without paying the imports again (seconds on a
-2-core machine). The test kills the child (a real training process) with SIGKILL.
+and r1zero once, then forks one child per request; the child runs ``fault_points.main(argv)``, which
+is exactly what ``python tests/fault_points.py train ...`` runs (``r1zero train`` with the pause
+points its environment asks for), without paying the imports again (seconds on a 2-core machine).
+The test kills the child (a real training process) with SIGKILL.
 
 No torch operation runs in this process before forking, so no thread pool is copied half-alive
 into a child.
@@ -14,7 +15,7 @@ import os
 import sys
 import traceback
 
-import r1zero.cli  # noqa: E402
+import fault_points  # noqa: E402
 import r1zero.training.trainer  # noqa: F401,E402
 import transformers.models.llama.modeling_llama  # noqa: F401,E402 - what loading the tiny models imports
 import transformers.models.qwen2.modeling_qwen2  # noqa: F401,E402
@@ -32,7 +33,7 @@ def main() -> None:
                 fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
-                code = r1zero.cli.main(req["argv"])
+                code = fault_points.main(req["argv"])
             except BaseException:
                 traceback.print_exc()
             finally:

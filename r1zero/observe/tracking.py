@@ -11,11 +11,10 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from r1zero.errors import disk_full, is_disk_full
 from r1zero.observe.metrics import EVAL_PREFIX
-from r1zero.testing import faults
 
 METRICS = "metrics.jsonl"
 SAMPLES = "samples.jsonl"
@@ -42,21 +41,25 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def append_jsonl(path: Path, row: dict, fault_step: int | None = None) -> None:
-    """Append one JSON line, whole or not at all: a write that fails (a full disk) is cut back to
-    where it started, and a full disk is one line (r1zero.errors.DiskFull). ``fault_step``: a crash
-    test may stop the process with half of the line on disk (r1zero.testing.faults, phase ``metrics``),
-    the way a kill can cut a write short; on resume the cut line is dropped (truncate_jsonl)."""
-    data = (json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n").encode("utf-8")
+def jsonl_line(row: dict) -> bytes:
+    """``row`` as one JSON line (non-finite floats as null), UTF-8."""
+    return (json.dumps({k: _clean(v) for k, v in row.items()}, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def append_jsonl(path: Path, row: dict) -> None:
+    """Append one JSON line, whole or not at all (``append_line``)."""
+    append_line(path, jsonl_line(row))
+
+
+def append_line(path: Path, data: bytes) -> None:
+    """Append ``data``, whole or not at all: a write that fails (a full disk) is cut back to where it
+    started, and a full disk is one line (r1zero.errors.DiskFull). A kill can still cut a write
+    short; on resume the cut line is dropped (truncate_jsonl)."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         start = os.lseek(fd, 0, os.SEEK_END)
         try:
             view = memoryview(data)
-            if fault_step is not None and faults.armed():
-                os.write(fd, view[:len(view) // 2])
-                faults.reached("metrics", fault_step)
-                view = view[len(view) // 2:]
             while view:
                 view = view[os.write(fd, view):]
         except OSError as e:
@@ -101,9 +104,13 @@ def truncate_jsonl(path: Path, max_step: int) -> None:
 
 
 class Tracker:
+    """``on_log(step, path, line)`` is called before each metrics line is appended (the loop's
+    callbacks, r1zero.training.callbacks)."""
+
     def __init__(self, output_dir: str | os.PathLike, report_to: list[str], run_name: str, config: dict,
-                 resume_step: int = 0):
+                 resume_step: int = 0, on_log: Callable[[int, Path, bytes], None] | None = None):
         self.dir = Path(output_dir)
+        self.on_log = on_log
         self.dir.mkdir(parents=True, exist_ok=True)
         for name in (METRICS, SAMPLES, EVALS):
             if resume_step > 0:
@@ -128,7 +135,10 @@ class Tracker:
                                       experiment_name=run_name, config=config, logdir=str(self.dir / "swanlab"))
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
-        append_jsonl(self.dir / METRICS, {"step": step, **metrics}, fault_step=step)
+        path, line = self.dir / METRICS, jsonl_line({"step": step, **metrics})
+        if self.on_log is not None:
+            self.on_log(step, path, line)
+        append_line(path, line)
         scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if self._tb is not None:
             for k, v in scalars.items():

@@ -1,5 +1,6 @@
 """Sampling completions: G per prompt, in batches, with r1zero's rollout engine
-(r1zero.rollout.engine) or, for comparison, transformers' ``generate``.
+(r1zero.rollout.engine; transformers' ``generate`` behind the same signature, the baseline it is
+compared with, is r1zero.rollout.baseline).
 
 Prompts are left-padded so every completion starts at the same column; generate builds position
 ids from the attention mask, and so does our log-prob pass (r1zero.training.logprobs), so padding never
@@ -73,87 +74,41 @@ def completion_mask_from_ids(completion_ids: torch.Tensor, eos_ids: list[int]) -
 def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
              eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              batch_size: int | None = None, seed: int | None = None, autocast_dtype=None,
-             engine: str = "r1zero", cache: str = "auto", prompt_index: list[int] | None = None,
+             cache: str = "auto", prompt_index: list[int] | None = None,
              max_cache_len: int | None = None) -> Rollout:
     """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
     touching the global random state (the trainer seeds each step, so a resumed run draws the same
-    samples as an uninterrupted one). ``engine="r1zero"`` is r1zero.rollout.engine (shared prompt
-    prefill, finished rows leave the batch, counter-based sampling keyed by (seed, prompt index,
-    sample index), so samples do not depend on ``batch_size``); ``engine="hf"`` is transformers'
-    ``generate`` (the baseline the benchmarks compare with; greedy output is identical).
+    samples as an uninterrupted one). The engine is r1zero.rollout.engine (shared prompt prefill,
+    finished rows leave the batch, counter-based sampling keyed by (seed, prompt index, sample
+    index), so samples do not depend on ``batch_size``); its greedy output is transformers'
+    ``generate``'s (r1zero.rollout.baseline) token for token.
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
     ``max_cache_len``: the static cache's length at least (the run's prompt + completion length).
-    The r1zero engine also returns the sampler's log-probs when sampling (``Rollout.sampled_logprobs``).
-    Only ids the tokenizer has are sampled, by both engines (a model's embedding may be padded beyond it).
+    The sampler's log-probs come back too when sampling (``Rollout.sampled_logprobs``). Only ids
+    the tokenizer has are sampled (a model's embedding may be padded beyond it).
     """
     pad_id = tokenizer.pad_token_id
     device = next(model.parameters()).device
-    rows = [ids for ids in prompt_ids for _ in range(num_generations)]
-    ids, mask = left_pad(rows, pad_id)
-    n = len(rows)
-    if engine == "r1zero":
-        if seed is None:  # unseeded: draw the key from the global RNG, as generate would
-            seed = int(torch.randint(0, 2**62, (1,)))
-        if cache == "auto":
-            cache = "static" if device.type == "cuda" else "dynamic"
-        sampled = temperature > 0
-        result = generate_ids(
-            model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-            pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
-            autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index, vocab_size=len(tokenizer),
-            max_cache_len=max_cache_len, with_logprobs=sampled)
-        completion_ids, logprobs = result if sampled else (result, None)
-        return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs)
-    if engine != "hf":
-        raise ValueError(f"engine: {engine!r} is not 'r1zero' or 'hf'")
-    completion_ids = _hf_generate(model, tokenizer, ids, mask, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
-                                  pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k,
-                                  batch_size=batch_size or n, seed=seed, autocast_dtype=autocast_dtype)
-    return _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id)
+    ids, mask = left_pad([p for p in prompt_ids for _ in range(num_generations)], pad_id)
+    if seed is None:  # unseeded: draw the key from the global RNG, as generate would
+        seed = int(torch.randint(0, 2**62, (1,)))
+    if cache == "auto":
+        cache = "static" if device.type == "cuda" else "dynamic"
+    sampled = temperature > 0
+    result = generate_ids(
+        model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
+        pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
+        autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index, vocab_size=len(tokenizer),
+        max_cache_len=max_cache_len, with_logprobs=sampled)
+    completion_ids, logprobs = result if sampled else (result, None)
+    return finish_rollout(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs)
 
 
-def _hf_generate(model, tokenizer, ids: torch.Tensor, mask: torch.Tensor, *, max_new_tokens: int,
-                 eos_ids: list[int], pad_id: int, temperature: float, top_p: float, top_k: int, batch_size: int,
-                 seed: int | None, autocast_dtype) -> torch.Tensor:
-    """transformers' ``generate`` on the left-padded rows ``ids``/``mask``, ``batch_size`` rows per call, in a
-    forked RNG (seeded with ``seed`` when given): the completion ids, padded with ``pad_id`` to the longest."""
-    device = next(model.parameters()).device
-    n = ids.shape[0]
-    was_training = model.training
-    model.eval()
-    gen_kwargs = dict(max_new_tokens=max_new_tokens, eos_token_id=eos_ids, pad_token_id=pad_id,
-                      use_cache=True)
-    model_vocab = model.get_output_embeddings().weight.shape[0]
-    if model_vocab > len(tokenizer):  # the same ids as the r1zero engine: only the tokenizer's
-        gen_kwargs["suppress_tokens"] = list(range(len(tokenizer), model_vocab))
-    if temperature > 0:
-        gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p, top_k=top_k or None)
-    else:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    outs = []
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        if seed is not None:
-            torch.manual_seed(seed)
-        for start in range(0, n, batch_size):
-            b_ids = ids[start:start + batch_size].to(device)
-            b_mask = mask[start:start + batch_size].to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                out = model.generate(input_ids=b_ids, attention_mask=b_mask, **gen_kwargs)
-            outs.append(out[:, ids.shape[1]:].cpu())
-    if was_training:
-        model.train()
-    width = max(o.shape[1] for o in outs)
-    completion_ids = torch.full((n, width), pad_id, dtype=torch.long)
-    for start, o in zip(range(0, n, batch_size), outs):
-        completion_ids[start:start + o.shape[0], :o.shape[1]] = o
-    return completion_ids
-
-
-def _finish(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs=None) -> Rollout:
+def finish_rollout(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs=None) -> Rollout:
+    """The Rollout of sampled ``completion_ids``: cut after each row's first EOS, padded, decoded."""
     n = completion_ids.shape[0]
     cmask, truncated = completion_mask_from_ids(completion_ids, eos_ids)
     completion_ids = completion_ids.masked_fill(cmask == 0, pad_id)

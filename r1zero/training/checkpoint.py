@@ -36,7 +36,7 @@ from r1zero.config.run_folder import (OPTIMIZER_DIR, STATE_JSON, STATE_PT, is_ch
 from r1zero.errors import ConfigError, disk_full, free_bytes, is_disk_full, size_text
 from r1zero.models import unsafe_globals
 from r1zero.observe.tracking import EVALS, read_jsonl
-from r1zero.testing import faults
+from r1zero.training.callbacks import NO_CALLBACKS, CallbackList
 
 log = logging.getLogger("r1zero")
 # Hidden folders of a checkpoint in flight: being written, moved away by a re-save, being removed.
@@ -47,7 +47,7 @@ _STRAYS = (".tmp-checkpoint-", ".old-checkpoint-", _DELETING + "checkpoint-")
 def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
                     *, heavy_state: dict[str, Any] | None = None, total_limit: int | None = None,
                     extra_models: dict[str, Any] | None = None, model_state_dict: dict | None = None,
-                    tmp: Path | None = None) -> Path:
+                    tmp: Path | None = None, callbacks: CallbackList = NO_CALLBACKS) -> Path:
     """Write ``checkpoint-<step>`` atomically and prune old ones down to ``total_limit``.
 
     ``state`` is JSON-serialisable (step, data position); ``heavy_state`` holds tensors
@@ -56,13 +56,14 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
     in sub-folders of that name.
     ``model_state_dict`` replaces the model's own weights (a sharded model's gathered ones);
     ``tmp`` is a folder from ``new_tmp`` that other processes already wrote parts into.
+    ``callbacks``: the save points of r1zero.training.callbacks, called as the save reaches them.
     """
     root = Path(output_dir)
     check_room(root, step)
     tmp = tmp or new_tmp(root, step)
     final = root / f"checkpoint-{step}"
     try:
-        faults.fill_disk("checkpoint", step)  # disk tests: the disk is full from here
+        callbacks.on_save_begin(step, tmp)  # inside the try: an OSError raised there fails the save
         model.save_pretrained(tmp, safe_serialization=True, state_dict=model_state_dict)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
@@ -70,7 +71,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
             extra.save_pretrained(tmp / name, safe_serialization=True, state_dict=extra_state)
         if heavy_state is not None:
             torch.save(heavy_state, tmp / STATE_PT)
-        faults.reached("checkpoint", step)  # crash tests kill here: files written, folder not yet complete
+        callbacks.on_save_written(step, tmp)  # files written, folder not yet complete
         # The JSON is written last: its presence marks the folder as complete.
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
         if final.exists():  # saving the same step again (after a resume): replace it
@@ -78,7 +79,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
             # as this complete .old- folder and the complete tmp one; recover() puts tmp in place.
             trash = root / f".old-{final.name}-{os.getpid()}"
             os.replace(final, trash)
-            faults.reached("resave", step)  # crash tests kill here: the old one moved away, the new not in place
+            callbacks.on_save_replacing(step)  # the old one moved away, the new not in place
             os.replace(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
         else:
@@ -92,6 +93,7 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     prune_checkpoints(root, total_limit)
+    callbacks.on_save_end(step, final)
     return final
 
 

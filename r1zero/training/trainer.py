@@ -69,9 +69,9 @@ from r1zero.sandbox.calls import TrainerState
 from r1zero.rewards.scoring import training_scorer
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
-from r1zero.testing import faults
 from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
+from r1zero.training.callbacks import Callback, CallbackList
 from r1zero.training.guards import RunHealth, check_output_dir
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, Reference
 from r1zero.training import lora, optim
@@ -88,11 +88,13 @@ class Trainer:
     """Builds everything from a TrainConfig and trains; see the module docstring. ``env`` is the
     process's place under torchrun (default: the initialised process group, or one process).
     r1zero.trl gives ``data`` (train and test rows) and ``reward_callables`` (reward_funcs entries
-    given as objects that a worker cannot import) in memory instead of by name."""
+    given as objects that a worker cannot import) in memory instead of by name. ``callbacks`` are called
+    at the loop's named points (r1zero.training.callbacks)."""
 
     def __init__(self, cfg: TrainConfig, env: dist.DistEnv | None = None, *,
-                 data: tuple[list[dict], list[dict]] | None = None, reward_callables: dict | None = None):
-        self.cfg = cfg
+                 data: tuple[list[dict], list[dict]] | None = None, reward_callables: dict | None = None,
+                 callbacks: list[Callback] | None = None):
+        self.cfg, self.callbacks = cfg, CallbackList(callbacks or ())
         self.env = env or dist.current()
         self.out = Path(cfg.output_dir)
         # Everything that can be refused is checked before a model is loaded or a file written.
@@ -127,7 +129,6 @@ class Trainer:
             return
 
         self._load_models(algorithm.uses_reference(cfg))
-        faults.watch(self)  # a crash-test hook; nothing unless R1ZERO_PAUSE_AT is set
         # After wrapping: FSDP2 has replaced the parameters with their shards.
         self.optimizer, self.scheduler = optim.make_optimizer(self.model, cfg, cfg.learning_rate, self.max_steps)
         self.passes = ForwardPasses(self.device, self.autocast_dtype, cfg.temperature, cfg.logprob_chunk_size,
@@ -215,7 +216,7 @@ class Trainer:
             model = self.model if self.adapter is None else self.adapter.writer(merged=self.step >= self.max_steps)
             final = ckpt.save_checkpoint(self.out, self.step, model, self.tokenizer, state, heavy_state=heavy,
                                          total_limit=self.cfg.save_total_limit, extra_models=extra,
-                                         model_state_dict=weights, tmp=tmp)
+                                         model_state_dict=weights, tmp=tmp, callbacks=self.callbacks)
         dist.barrier(self.env)  # nobody goes on (or resumes) before the checkpoint is in place
         return final
 
@@ -255,7 +256,7 @@ class Trainer:
         advantages, algo_metrics = self.algo.advantages(batch)
         update = run_update(algo=self.algo, batch=batch, advantages=advantages, policy=self.policy, model=self.model,
                             optimizer=self.optimizer, passes=self.passes, health=self.health, env=self.env,
-                            cfg=self.cfg, step=step, steps_done=self.step)
+                            cfg=self.cfg, step=step, steps_done=self.step, callbacks=self.callbacks)
         return advantages, algo_metrics, update
 
     def train_step(self) -> tuple[dict[str, Any], list[dict]]:
@@ -330,11 +331,13 @@ class Trainer:
             identity.record_changes(self.out, self.step, self.config_changes, cfg)
             save_config(cfg, self.out / identity.CONFIG)
             report.refresh(self.out, device=self.device)
-            tracker = Tracker(self.out, cfg.report_to, cfg.run_name or self.out.name, cfg.to_dict(), resume_step=self.step)
+            tracker = Tracker(self.out, cfg.report_to, cfg.run_name or self.out.name, cfg.to_dict(), resume_step=self.step,
+                              on_log=self.callbacks.on_log)
         else:
             tracker = NullTracker()
         result: dict[str, Any] = {"output_dir": str(self.out)}
         try:
+            self.callbacks.on_train_begin(self)
             if cfg.eval_on_start and self.step == 0:
                 result["eval_start"] = ev = self.run_eval()
                 tracker.log_eval(ev, 0)
@@ -360,6 +363,7 @@ class Trainer:
                     tracker.log_eval(self.run_eval(), self.step)
                 if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.max_steps:
                     self.save()
+                self.callbacks.on_step_end(self.step, metrics)
             bar.close()
             # Resumed at the last step (killed during the final evaluation): the checkpoint is there.
             done = self.step == self.resumed_step and ckpt.own_checkpoint(self.out, self.resume_from)
@@ -382,8 +386,4 @@ class Trainer:
         self.lock.release()
 
 
-def train(cfg: TrainConfig) -> dict[str, Any]:
-    return Trainer(cfg).train()
-
-
-__all__ = ["Trainer", "train", "ConfigError", "DataError", "TaskError"]
+__all__ = ["Trainer", "ConfigError", "DataError", "TaskError"]

@@ -38,8 +38,8 @@ import torch
 
 from r1zero.algorithms.losses import Normaliser
 from r1zero.observe import metrics as M
-from r1zero.testing import faults
 from r1zero.training import distributed as dist
+from r1zero.training.callbacks import NO_CALLBACKS, CallbackList
 from r1zero.training.optim import clip_and_step
 
 
@@ -148,10 +148,10 @@ def _update_metrics(algo, acc: MetricSums, grad_norms: list[float], updates: int
 
 
 def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, health, env, cfg, step: int,
-               steps_done: int) -> dict[str, float]:
+               steps_done: int, callbacks: CallbackList = NO_CALLBACKS) -> dict[str, float]:
     """Train on one step's rollouts (this process's rows of ``batch``); returns the step's update
     metrics, summed over processes: loss, grad_norm, entropy, the loss's clip/ratio/kl token means,
-    and whatever the algorithm adds (``end_update``)."""
+    and whatever the algorithm adds (``end_update``). ``callbacks.on_optimizer_step`` follows each step."""
     W = env.world_size
     n = len(batch)
     mini_rows = mini_batch_rows(cfg, W)
@@ -194,7 +194,7 @@ def run_update(*, algo, batch, advantages, policy, model, optimizer, passes, hea
                 grad_norms.append(clip_and_step(model, optimizer, cfg.max_grad_norm,
                                                 lambda gn: health.update_ok(gn, step)))
                 algo.entropy_coef.step(lambda values: dist.all_sum(values, env))  # use_adaptive_entropy
-                faults.reached("optimizer", step)  # crash tests kill here: weights moved, step unsaved
+                callbacks.on_optimizer_step(step)  # weights moved, step unsaved
             algo.end_mini_batch(acc)
             updates += 1
     optimizer.zero_grad(set_to_none=True)
