@@ -15,7 +15,7 @@ VOCABULARY = "observe/metrics.py"
 # class.method, "<module>" at the top level, word) -> what it names there. Each is the word of a
 # file format or a key someone types, which must not change when a metric is renamed.
 OTHER_VOCABULARIES = {
-    ("config/checks.py", "validate", M.LEARNING_RATE): "the config key",
+    ("config/checks.py", "_validate_values", M.LEARNING_RATE): "the config key",
     ("config/files.py", "<module>", M.REWARD): "the config key (the task's reward scheme)",
     ("observe/eval_settings.py", "<module>", M.REWARD): "the config key (the task's reward scheme)",
     ("cli.py", "_eval_flags", M.REWARD): "the config key --reward sets",
