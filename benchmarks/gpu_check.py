@@ -155,7 +155,7 @@ def grpo_config(model_dir: Path, out: Path, plan, max_steps: int, device: torch.
 
 
 def check_grpo(model_dir: Path, out: Path, plan, device, resume: bool) -> tuple[list[tuple[str, bool, str]], dict]:
-    from r1zero.observe import metrics as M
+    from r1zero.observe import metrics as metric_names
 
     results = []
     trainer = Trainer(grpo_config(model_dir, out, plan, 1 + resume, device))
@@ -163,10 +163,10 @@ def check_grpo(model_dir: Path, out: Path, plan, device, resume: bool) -> tuple[
         with Timer() as t:
             metrics, _ = trainer.train_step()
         trainer.step_time = t.s
-        ok = math.isfinite(metrics[M.LOSS]) and math.isfinite(metrics[M.GRAD_NORM])
+        ok = math.isfinite(metrics[metric_names.LOSS]) and math.isfinite(metrics[metric_names.GRAD_NORM])
         results.append(("GRPO step: finite loss and grad norm", ok,
-                        f"loss {metrics[M.LOSS]:.4g}, grad_norm {metrics[M.GRAD_NORM]:.4g}, sampler-trainer "
-                        f"|logp gap| {metrics.get(M.SAMPLING_LOGP_DIFF, float('nan')):.3g}"))
+                        f"loss {metrics[metric_names.LOSS]:.4g}, grad_norm {metrics[metric_names.GRAD_NORM]:.4g}, sampler-trainer "
+                        f"|logp gap| {metrics.get(metric_names.SAMPLING_LOGP_DIFF, float('nan')):.3g}"))
         step_time = t.s
         if resume:
             trainer.save()
@@ -178,7 +178,7 @@ def check_grpo(model_dir: Path, out: Path, plan, device, resume: bool) -> tuple[
         try:
             at = again.step
             metrics2, _ = again.train_step()
-            ok = at == 1 and again.step == 2 and math.isfinite(metrics2[M.LOSS])
+            ok = at == 1 and again.step == 2 and math.isfinite(metrics2[metric_names.LOSS])
             results.append(("resume: step 1 restored, step 2 trains", ok, f"resumed at {at}, now {again.step}"))
         finally:
             again.rewarder.close()

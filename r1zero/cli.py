@@ -15,7 +15,7 @@ from pathlib import Path
 
 from r1zero.config import config_reference, load_config, recipe_names
 from r1zero.errors import ConfigError, DiskFull, free_bytes, is_disk_full, size_text
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 from r1zero.training.guards import RunStopped
 
 log = logging.getLogger("r1zero")
@@ -67,9 +67,9 @@ def cmd_train(args) -> int:
         return 0
     start, end = result.get("eval_start"), result.get("eval_end")
     if start and end:
-        print(f"eval accuracy {start[M.ACCURACY]:.3f} -> {end[M.ACCURACY]:.3f}, "
-              f"format rate {start[M.FORMAT_RATE]:.3f} -> {end[M.FORMAT_RATE]:.3f}, "
-              f"mean reward {start[M.EVAL_MEAN_REWARD]:.3f} -> {end[M.EVAL_MEAN_REWARD]:.3f}")
+        print(f"eval accuracy {start[metric_names.ACCURACY]:.3f} -> {end[metric_names.ACCURACY]:.3f}, "
+              f"format rate {start[metric_names.FORMAT_RATE]:.3f} -> {end[metric_names.FORMAT_RATE]:.3f}, "
+              f"mean reward {start[metric_names.EVAL_MEAN_REWARD]:.3f} -> {end[metric_names.EVAL_MEAN_REWARD]:.3f}")
     print(f"model: {result['checkpoint']}")
     print(f"metrics: {Path(cfg.output_dir) / 'metrics.jsonl'}")
     print(f"report: {result['report']}" if result.get("report") else "report: not written (see the warning above)")

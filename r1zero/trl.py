@@ -33,7 +33,7 @@ from r1zero.config import TrainConfig, field_types
 from r1zero.config.checks import closest
 from r1zero.config.trl_keys import take_trl_keys
 from r1zero.errors import ConfigError
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 
 log = logging.getLogger("r1zero")
 
@@ -340,13 +340,13 @@ class GRPOTrainer:
         result = trainer.train()
         self.state.log_history = self._history()
         self.state.global_step, self.state.max_steps = trainer.step, trainer.max_steps
-        losses = [r[M.LOSS] for r in self.state.log_history if M.LOSS in r]
+        losses = [r[metric_names.LOSS] for r in self.state.log_history if metric_names.LOSS in r]
         metrics = dict(result.get("last_metrics") or {})
         return TrainOutput(trainer.step, sum(losses) / len(losses) if losses else math.nan, metrics)
 
     def _history(self) -> list[dict]:
         """metrics.jsonl's rows, with TRL's ``rewards/<function>/mean`` beside r1zero's ``reward/<function>``."""
-        from r1zero.observe import metrics as M
+        from r1zero.observe import metrics as metric_names
         from r1zero.observe.tracking import METRICS, read_jsonl
 
         path = Path(self.config.output_dir) / METRICS
@@ -355,8 +355,8 @@ class GRPOTrainer:
         for row in rows:
             row = dict(row)
             for k, v in list(row.items()):
-                if k.startswith(M.REWARD_PART):
-                    row[f"rewards/{k[len(M.REWARD_PART):]}/mean"] = v
+                if k.startswith(metric_names.REWARD_PART):
+                    row[f"rewards/{k[len(metric_names.REWARD_PART):]}/mean"] = v
             out.append(row)
         return out
 

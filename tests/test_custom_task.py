@@ -21,7 +21,7 @@ from r1zero import cli
 from r1zero.config import ConfigError, TrainConfig
 from r1zero.data.files import DataError, load_rows, read_file
 from r1zero.sandbox.calls import TrainerState
-from r1zero.rewards.scoring import RewardModel, Verdicts, correct_function, training_scorer
+from r1zero.rewards.scoring import RewardScorer, Verdicts, correct_function, training_scorer
 from r1zero.tasks import TaskError, build_task, get_task
 from r1zero.tasks.custom import template_columns
 from r1zero.training.guards import RunHealth
@@ -349,12 +349,12 @@ def test_refused_before_any_model_loads(name, tmp_path, capsys):
 
 def test_unchanged_trl_reward_functions_work():
     # Text prompts: TRL's quickstart function, on plain completions.
-    rm = RewardModel(get_task("custom"), [f"{TRL_REWARDS}:reward_len"])
+    rm = RewardScorer(get_task("custom"), [f"{TRL_REWARDS}:reward_len"])
     s = rm(["a" * 5, "b" * 20, "c" * 30], [{"prompt": "p"}] * 3, ["p"] * 3)
     assert s.parts["reward_len"] == [-15.0, 0.0, -10.0] and s.rewards == [-15.0, 0.0, -10.0] and not s.errors
     # Conversational prompts: TRL's documented format reward and TRL's own think_format_reward read
     # completion[0]["content"].
-    rm = RewardModel(get_task("custom"), [f"{TRL_REWARDS}:format_reward_func", "trl.rewards:think_format_reward"])
+    rm = RewardScorer(get_task("custom"), [f"{TRL_REWARDS}:format_reward_func", "trl.rewards:think_format_reward"])
     comps = ["<think>x</think><answer>y</answer>", "<think>\nx\n</think>\nso 4", "no tags"]
     s = rm(comps, [{"prompt": USER}] * 3, ["rendered"] * 3)
     assert s.parts == {"format_reward_func": [1.0, 0.0, 0.0], "think_format_reward": [1.0, 1.0, 0.0]}
@@ -365,12 +365,12 @@ def test_unchanged_trl_reward_functions_work():
     gsm8k = get_task("gsm8k")
     ex = {"question": "2+2?", "answer": "#### 4"}
     assert gsm8k.messages(ex) == [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": "2+2?"}]
-    rm = RewardModel(gsm8k, [f"{TRL_REWARDS}:format_reward_func"], scheme=False)
+    rm = RewardScorer(gsm8k, [f"{TRL_REWARDS}:format_reward_func"], scheme=False)
     assert rm(comps, [ex] * 3, ["rendered"] * 3).parts == {"format_reward_func": [1.0, 0.0, 0.0]}
 
 
 def test_the_arguments_are_the_ones_trl_gives(tokenizer):
-    """TRL 1.16's own GRPOTrainer._calculate_rewards (on a stand-in trainer) and r1zero's RewardModel
+    """TRL 1.16's own GRPOTrainer._calculate_rewards (on a stand-in trainer) and r1zero's RewardScorer
     call the same function with the same batch: the same keyword arguments, value for value."""
     from trl import GRPOTrainer
 
@@ -378,7 +378,7 @@ def test_the_arguments_are_the_ones_trl_gives(tokenizer):
             {"prompt": [{"role": "user", "content": "3+3?"}], "answer": 6, "topic": None}]
     inputs = [r for r in rows for _ in range(2)]  # TRL repeats each row per generation, as r1zero does
     texts, ids = ["4", "four", "6", "six!"], [[19, 2], [2345, 2], [21, 2], [5, 6, 7]]
-    rm = RewardModel(get_task("custom"), [f"{TRL_REWARDS}:capture"])
+    rm = RewardScorer(get_task("custom"), [f"{TRL_REWARDS}:capture"])
     capture = rm.funcs[0][1]
     captured = capture.__globals__["CAPTURED"]
     rm(texts, inputs, [chat(tokenizer, r["prompt"]) for r in inputs], completion_ids=ids,
@@ -406,7 +406,7 @@ def test_the_arguments_are_the_ones_trl_gives(tokenizer):
 
 
 def test_none_is_not_applicable_not_a_failure():
-    rm = RewardModel(get_task("custom"), [f"{TRL_REWARDS}:answer_in_text", f"{TOY}:constant"],
+    rm = RewardScorer(get_task("custom"), [f"{TRL_REWARDS}:answer_in_text", f"{TOY}:constant"],
                      scheme=False, verdicts=Verdicts("answer_in_text"))
     s = rm(["it is 4", "no", "x"], [{"prompt": "p", "answer": 4}, {"prompt": "p", "answer": 5},
                                     {"prompt": "p", "answer": None}], ["p"] * 3)
@@ -416,7 +416,7 @@ def test_none_is_not_applicable_not_a_failure():
 
 
 def test_verdicts_from_correct_reward_and_format_reward():
-    rm = RewardModel(get_task("custom"), [f"{TRL_REWARDS}:reward_len", f"{TOY}:vowel_share"], [0.0, 1.0],
+    rm = RewardScorer(get_task("custom"), [f"{TRL_REWARDS}:reward_len", f"{TOY}:vowel_share"], [0.0, 1.0],
                      scheme=False, verdicts=Verdicts("reward_len", -5.0, "vowel_share"))
     comps = ["a" * 16, "b" * 12, "xyz" * 5 + "ae"]  # reward_len -4, -8, -3; vowel share 1, 0, 2/17
     s = rm(comps, [{"prompt": "p"}] * 3, ["p"] * 3)
@@ -435,7 +435,7 @@ def test_a_batch_call_that_fails_fails_every_sample_and_is_counted(timeout):
     reasons = {"raise": "ZeroDivisionError: boom", "short": "returned 2 values for 3 completions",
                "long": "returned 4 values for 3 completions", "scalar": "returned float, not a list of 3 numbers",
                "text": "value 0 of 3: returned a str, not one number", "nan": "value 2 of 3: returned nan"}
-    rm = RewardModel(None, [f"{TRL_REWARDS}:by_first_word", f"{TOY}:vowel_share"], timeout=timeout)
+    rm = RewardScorer(None, [f"{TRL_REWARDS}:by_first_word", f"{TOY}:vowel_share"], timeout=timeout)
     try:
         for kind, why in reasons.items():
             comps = [f"{kind} a", "b", "c"]
@@ -454,7 +454,7 @@ def test_a_batch_call_that_fails_fails_every_sample_and_is_counted(timeout):
 
 
 def test_a_hanging_batch_call_is_killed_at_timeout_times_the_batch_size():
-    rm = RewardModel(None, [f"{TRL_REWARDS}:by_first_word"], timeout=0.5)
+    rm = RewardScorer(None, [f"{TRL_REWARDS}:by_first_word"], timeout=0.5)
     try:
         rm(["warm"], [{}])  # the worker started
         t0 = time.perf_counter()

@@ -18,7 +18,7 @@ from conftest import REPO, launch_train
 from safetensors.torch import load_file
 
 from r1zero.config import TrainConfig
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 from r1zero.training import distributed as dist
 from r1zero.training.trainer import Trainer
 
@@ -77,11 +77,11 @@ def full(model, tmp_path_factory) -> Path:
 
 def test_constant_groups_never_reach_the_loss_and_the_step_keeps_its_groups(full):
     metrics, samples = jsonl(full / "metrics.jsonl"), jsonl(full / "samples.jsonl")
-    assert sum(m[M.DS_DROPPED] for m in metrics) > 0 and max(m[M.DS_ROUNDS] for m in metrics) >= 2
+    assert sum(m[metric_names.DS_DROPPED] for m in metrics) > 0 and max(m[metric_names.DS_ROUNDS] for m in metrics) >= 2
     for m in metrics:
-        assert m[M.DS_SHORTFALL] == 0
+        assert m[metric_names.DS_SHORTFALL] == 0
         # frac_reward_zero_std describes every group sampled in the step: the dropped share.
-        assert m[M.ZERO_STD] == pytest.approx(m[M.DS_DROPPED] / (4 * m[M.DS_ROUNDS]))
+        assert m[metric_names.ZERO_STD] == pytest.approx(m[metric_names.DS_DROPPED] / (4 * m[metric_names.DS_ROUNDS]))
     for step in (1, 2):
         rows = [s for s in samples if s["step"] == step]
         assert len(rows) == 16  # 4 groups of 4: log_completions_rate=1 logs every trained completion
@@ -97,7 +97,7 @@ def test_constant_groups_never_reach_the_loss_and_the_step_keeps_its_groups(full
     assert abs(by_hand) > 1e-4
     # The data position advanced by every prompt drawn in the step's rounds.
     state = json.loads((full / "checkpoint-1" / "trainer_state.json").read_text())
-    assert state["data_position"] == {"epoch": 0, "offset": 4 * metrics[0][M.DS_ROUNDS]}
+    assert state["data_position"] == {"epoch": 0, "offset": 4 * metrics[0][metric_names.DS_ROUNDS]}
 
 
 def test_resume_equals_the_uninterrupted_run(full, model, tmp_path):
@@ -128,9 +128,9 @@ def test_a_shortfall_is_logged_and_the_step_trains_on_what_it_has(model, tmp_pat
     r = launch(recipe(model, out, max_sampling_rounds=1, max_steps=1, mini_batch_prompts=2))
     m = jsonl(out / "metrics.jsonl")[0]
     rows = jsonl(out / "samples.jsonl")
-    kept = 4 - m[M.DS_DROPPED]
-    assert 0 < kept < 4 and m[M.DS_ROUNDS] == 1
-    assert m[M.DS_SHORTFALL] == 4 - kept and len(rows) == 4 * kept
+    kept = 4 - m[metric_names.DS_DROPPED]
+    assert 0 < kept < 4 and m[metric_names.DS_ROUNDS] == 1
+    assert m[metric_names.DS_SHORTFALL] == 4 - kept and len(rows) == 4 * kept
     assert all(s["example"]["target"] % 2 == 1 for s in rows)
     assert f"{kept} of 4 groups have a reward spread after 1 rounds; the step trains on {kept}" in r.stderr
     assert max_diff(weights(out, 1), load_file(str(model / "model.safetensors"))) > 0
@@ -144,8 +144,8 @@ def test_no_group_with_a_spread_means_no_update(model, tmp_path):
         m, samples = tr.train_step()
     finally:
         tr.rewarder.close()
-    assert m[M.DS_ROUNDS] == 2 and m[M.DS_DROPPED] == 8 and m[M.DS_SHORTFALL] == 4 and samples == []
-    assert "loss" not in m and m[M.ZERO_STD] == 1.0
+    assert m[metric_names.DS_ROUNDS] == 2 and m[metric_names.DS_DROPPED] == 8 and m[metric_names.DS_SHORTFALL] == 4 and samples == []
+    assert "loss" not in m and m[metric_names.ZERO_STD] == 1.0
     assert all(torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
     assert tr.pos.offset == 8  # both rounds' prompts were drawn
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from r1zero.config import TrainConfig
-from r1zero.rewards.scoring import RewardModel
+from r1zero.rewards.scoring import RewardScorer
 from r1zero.sandbox.worker import worker_pid
 from r1zero.tasks import Score, TaskError, get_task
 from r1zero.tasks import math as math_task
@@ -349,7 +349,7 @@ def test_an_overrun_kills_the_worker_and_the_next_answer_is_judged():
 def test_reward_model_counts_an_overrun_as_a_failure_of_the_task():
     t = get_task("math", verify_timeout=1)
     try:
-        scores = RewardModel(t)([SLOW, "\\boxed{0.5}", "no box"], [ex("1"), ex("1/2"), ex("1")])
+        scores = RewardScorer(t)([SLOW, "\\boxed{0.5}", "no box"], [ex("1"), ex("1/2"), ex("1")])
     finally:
         t.close()
     assert scores.rewards == [0.0, 1.0, 0.0] and scores.correct == [False, True, False]

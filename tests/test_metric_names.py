@@ -1,12 +1,12 @@
 """Metric names are written in one place: r1zero/observe/metrics.py (its NAMES). Every other module
-of the package says M.LOSS, never "loss", so a name cannot drift between the code that logs a metric
+of the package says metric_names.LOSS, never "loss", so a name cannot drift between the code that logs a metric
 and the report, the tests or a user's dashboard that read it (issue 28, done-when 2)."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 
 PACKAGE = Path(__file__).resolve().parent.parent / "r1zero"
 VOCABULARY = "observe/metrics.py"
@@ -15,26 +15,26 @@ VOCABULARY = "observe/metrics.py"
 # class.method, "<module>" at the top level, word) -> what it names there. Each is the word of a
 # file format or a key someone types, which must not change when a metric is renamed.
 OTHER_VOCABULARIES = {
-    ("config/checks.py", "_validate_values", M.LEARNING_RATE): "the config key",
-    ("config/files.py", "<module>", M.REWARD): "the config key (the task's reward scheme)",
-    ("observe/eval_settings.py", "<module>", M.REWARD): "the config key (the task's reward scheme)",
-    ("cli.py", "_eval_flags", M.REWARD): "the config key --reward sets",
-    ("trl.py", "GRPOConfig.train_config", M.LEARNING_RATE): "TRL's GRPOConfig key",
-    ("config/trl_keys.py", "<module>", M.ENTROPY_COEF): "TRL's GRPOConfig key",
-    ("algorithms/reward_kl.py", "RewardKLAlgorithm.check_config", M.KL_COEF): "the config key",
-    ("algorithms/reward_kl.py", "RewardKLAlgorithm.state", M.KL_COEF): "its trainer_state.json key",
-    ("algorithms/reward_kl.py", "RewardKLAlgorithm.restore", M.KL_COEF): "its trainer_state.json key",
-    ("algorithms/entropy.py", "EntropyCoefficient.state", M.ENTROPY_COEF): "its trainer_state.json key",
-    ("algorithms/entropy.py", "EntropyCoefficient.restore", M.ENTROPY_COEF): "its trainer_state.json key",
-    ("training/samples.py", "sample_rows", M.REWARD): "a samples.jsonl field (one completion's reward)",
-    ("observe/report.py", "_sample_views", M.REWARD): "a samples.jsonl field (one completion's reward)",
-    ("observe/evaluate.py", "evaluate", M.REWARD): "an eval record field (one completion's reward)",
-    ("observe/compare.py", "_score_line", M.REWARD): "an eval record field (one completion's reward)",
-    ("observe/compare.py", "compare", M.REWARD): "compare's result field (the task's reward scheme)",
-    ("observe/compare.py", "format_terminal", M.REWARD): "compare's result field (the task's reward scheme)",
-    ("tasks/math.py", "<module>", M.ACCURACY): "a reward part's name (logged as reward/accuracy)",
-    ("tasks/math.py", "MathTask._score", M.ACCURACY): "a reward part's name (logged as reward/accuracy)",
-    ("rewards/scoring.py", "correct_function", M.ACCURACY): "a reward function's name (TRL's accuracy_reward)",
+    ("config/checks.py", "_validate_values", metric_names.LEARNING_RATE): "the config key",
+    ("config/files.py", "<module>", metric_names.REWARD): "the config key (the task's reward scheme)",
+    ("observe/eval_settings.py", "<module>", metric_names.REWARD): "the config key (the task's reward scheme)",
+    ("cli.py", "_eval_flags", metric_names.REWARD): "the config key --reward sets",
+    ("trl.py", "GRPOConfig.train_config", metric_names.LEARNING_RATE): "TRL's GRPOConfig key",
+    ("config/trl_keys.py", "<module>", metric_names.ENTROPY_COEF): "TRL's GRPOConfig key",
+    ("algorithms/reward_kl.py", "RewardKLAlgorithm.check_config", metric_names.KL_COEF): "the config key",
+    ("algorithms/reward_kl.py", "RewardKLAlgorithm.state", metric_names.KL_COEF): "its trainer_state.json key",
+    ("algorithms/reward_kl.py", "RewardKLAlgorithm.restore", metric_names.KL_COEF): "its trainer_state.json key",
+    ("algorithms/entropy.py", "EntropyCoefficient.state", metric_names.ENTROPY_COEF): "its trainer_state.json key",
+    ("algorithms/entropy.py", "EntropyCoefficient.restore", metric_names.ENTROPY_COEF): "its trainer_state.json key",
+    ("training/samples.py", "sample_rows", metric_names.REWARD): "a samples.jsonl field (one completion's reward)",
+    ("observe/report.py", "_sample_views", metric_names.REWARD): "a samples.jsonl field (one completion's reward)",
+    ("observe/evaluate.py", "evaluate", metric_names.REWARD): "an eval record field (one completion's reward)",
+    ("observe/compare.py", "_score_line", metric_names.REWARD): "an eval record field (one completion's reward)",
+    ("observe/compare.py", "compare", metric_names.REWARD): "compare's result field (the task's reward scheme)",
+    ("observe/compare.py", "format_terminal", metric_names.REWARD): "compare's result field (the task's reward scheme)",
+    ("tasks/math.py", "<module>", metric_names.ACCURACY): "a reward part's name (logged as reward/accuracy)",
+    ("tasks/math.py", "MathTask._score", metric_names.ACCURACY): "a reward part's name (logged as reward/accuracy)",
+    ("rewards/scoring.py", "correct_function", metric_names.ACCURACY): "a reward function's name (TRL's accuracy_reward)",
 }
 
 
@@ -48,7 +48,7 @@ def name_literals(source: str) -> list[tuple[str, str, int]]:
             inner = scope
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 inner = child.name if scope == "<module>" else f"{scope}.{child.name}"
-            if isinstance(child, ast.Constant) and isinstance(child.value, str) and child.value in M.NAMES:
+            if isinstance(child, ast.Constant) and isinstance(child.value, str) and child.value in metric_names.NAMES:
                 found.append((scope, child.value, child.lineno))
             walk(child, inner)
 
@@ -68,12 +68,12 @@ def stray_names(module: str, source: str, used: set | None = None) -> list[str]:
 
 
 def test_the_vocabulary_is_enumerable():
-    assert {M.LOSS, M.KL, M.ENTROPY, M.GRAD_NORM, M.CLIP_LOW, M.SAMPLER_RATIO_MEAN, M.CRITIC_VALUE_LOSS,
-            M.SKIPPED_UPDATES, M.EVAL_ROWS, M.REWARD_PART, M.EVAL_PREFIX} <= M.NAMES
-    assert all(isinstance(n, str) and n for n in M.NAMES)
+    assert {metric_names.LOSS, metric_names.KL, metric_names.ENTROPY, metric_names.GRAD_NORM, metric_names.CLIP_LOW, metric_names.SAMPLER_RATIO_MEAN, metric_names.CRITIC_VALUE_LOSS,
+            metric_names.SKIPPED_UPDATES, metric_names.EVAL_ROWS, metric_names.REWARD_PART, metric_names.EVAL_PREFIX} <= metric_names.NAMES
+    assert all(isinstance(n, str) and n for n in metric_names.NAMES)
     # Every LossStats statistic has a name.
     from r1zero.algorithms.stats import LossStats
-    assert [f for f, _ in M._LOSS_NAMES] == list(LossStats.__dataclass_fields__)
+    assert [f for f, _ in metric_names._LOSS_NAMES] == list(LossStats.__dataclass_fields__)
 
 
 def test_no_metric_name_literal_outside_the_vocabulary():
@@ -94,7 +94,7 @@ def update(acc, loss, v):
     acc.add("loss", loss)
     out = {"clip_ratio/low_mean": v, "not a metric": 1}
     tag = f"sampling/importance_sampling_ratio/mean"
-    return out, tag, "M.LOSS", "losses"
+    return out, tag, "metric_names.LOSS", "losses"
 '''
     assert [(s, n) for s, n, _ in name_literals(snippet)] == [
         ("update", "loss"), ("update", "clip_ratio/low_mean"), ("update", "sampling/importance_sampling_ratio/mean")]

@@ -9,7 +9,7 @@ from trl.rewards import get_soft_overlong_punishment
 from r1zero.config import ConfigError, TrainConfig
 from r1zero.rewards.overlong import overlong_penalty
 from r1zero.sandbox.functions import rollout_args
-from r1zero.rewards.scoring import RewardModel
+from r1zero.rewards.scoring import RewardScorer
 from r1zero.training.trainer import Trainer
 
 TOY = REPO / "tests" / "toy_rewards.py"
@@ -29,7 +29,7 @@ def test_overlong_penalty_at_inside_and_beyond_the_buffer():
 
 
 def test_reward_model_adds_the_overlong_part():
-    rm = RewardModel(None, [f"{TOY}:vowel_share"], overlong=(10, 4, 2.0))
+    rm = RewardScorer(None, [f"{TOY}:vowel_share"], overlong=(10, 4, 2.0))
     s = rm(["ab", "ab", "ab"], [{}] * 3, lengths=[6, 8, 10], truncated=[False, False, True])
     assert s.parts["overlong"] == [0.0, -1.0, -2.0]
     assert s.rewards == [0.5, -0.5, -1.5]

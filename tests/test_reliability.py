@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from r1zero import cli
 from r1zero.config import TrainConfig
 from r1zero.training.guards import RunHealth, RunStopped
-from r1zero.rewards.scoring import RewardModel
+from r1zero.rewards.scoring import RewardScorer
 from r1zero.sandbox.worker import RewardWorker, worker_pid
 from r1zero.training.trainer import Trainer
 
@@ -49,7 +49,7 @@ def test_every_kind_of_failure_scores_zero_and_is_counted():
             completions_here = [c for c in completions if not c.startswith("die")]  # would end pytest
         else:
             completions_here = completions
-        rm = RewardModel(None, [f"{HOSTILE}:misbehave", f"{HOSTILE}:good"], [1.0, 2.0], timeout=timeout)
+        rm = RewardScorer(None, [f"{HOSTILE}:misbehave", f"{HOSTILE}:good"], [1.0, 2.0], timeout=timeout)
         try:
             s = rm(completions_here, [{"target": 1}] * len(completions_here))
         finally:
@@ -64,7 +64,7 @@ def test_every_kind_of_failure_scores_zero_and_is_counted():
 
 
 def test_example_fields_and_prompt_reach_the_worker():
-    rm = RewardModel(None, [f"{HOSTILE}:echo_target"], timeout=5.0)
+    rm = RewardScorer(None, [f"{HOSTILE}:echo_target"], timeout=5.0)
     try:
         s = rm(["a", "b"], [{"target": 3}, {"target": 4}], ["P", "Q"])
     finally:
@@ -102,8 +102,8 @@ def test_worker_overhead_per_call_is_small():
     n = 2000
     comps = ["x" * 300] * n
     examples = [{"nums": [44, 19, 35], "target": 98}] * n
-    rm_in = RewardModel(None, [f"{HOSTILE}:good"], timeout=0.0)
-    rm_w = RewardModel(None, [f"{HOSTILE}:good"], timeout=10.0)
+    rm_in = RewardScorer(None, [f"{HOSTILE}:good"], timeout=0.0)
+    rm_w = RewardScorer(None, [f"{HOSTILE}:good"], timeout=10.0)
     try:
         rm_w(comps[:1], examples[:1])  # start the worker
         t0 = time.perf_counter()
@@ -196,7 +196,7 @@ def test_what_a_reward_prints_stays_out_of_the_trainers_output(capfd, caplog):
     from r1zero.sandbox.worker import OUTPUT_LINES
 
     caplog.set_level(logging.INFO, logger="r1zero")
-    rm = RewardModel(None, [f"{HOSTILE}:prints_a_lot"], timeout=30.0)
+    rm = RewardScorer(None, [f"{HOSTILE}:prints_a_lot"], timeout=30.0)
     try:
         s = rm(["a", "b"], [{}, {}])
     finally:
@@ -263,7 +263,7 @@ def test_a_reward_over_its_memory_limit_is_a_counted_failure():
         rm.close()
     assert s.parts["allocates"] == [0.5, 0.0, 0.5]
     assert s.errors == {"allocates": 1} and s.error_reasons["allocates"].startswith("MemoryError")
-    rm = RewardModel(None, [f"{HOSTILE}:allocates"], timeout=10.0, memory_limit=None)
+    rm = RewardScorer(None, [f"{HOSTILE}:allocates"], timeout=10.0, memory_limit=None)
     try:
         s = rm(["big"], [{}])
     finally:

@@ -335,12 +335,12 @@ def test_a_real_full_disk(base, tmp_path):
                                            r"checkpoint-2; the previous checkpoint .*checkpoint-1 is intact; it needs "
                                            r"about 12.1 MB \(the size of checkpoint-1\)"):
             ckpt.save_checkpoint(out, 2, model, None, {"step": 2, "data_position": {}},
-                                 heavy_state={"big": torch.zeros(size // 4)})
+                                 tensor_state={"big": torch.zeros(size // 4)})
         assert sorted(p.name for p in out.iterdir()) == ["checkpoint-1"]
         # The first save of another run has no size to check against: torch.save fails on the full disk.
         with pytest.raises(DiskFull, match=r"while writing checkpoint-1; the previous checkpoint \(none yet\) is intact"):
             ckpt.save_checkpoint(disk / "other", 1, model, None, {"step": 1, "data_position": {}},
-                                 heavy_state={"big": torch.zeros(3 * size // 4)})
+                                 tensor_state={"big": torch.zeros(3 * size // 4)})
         assert list((disk / "other").iterdir()) == []  # its half-written folder is gone
         assert ckpt.damage(first) is None  # the first run's checkpoint reads
         # A metrics line that does not fit is not written at all.

@@ -154,12 +154,12 @@ class Algorithm:
         """JSON state (trainer_state.json)."""
         return self.entropy_coef.state()
 
-    def heavy_state(self) -> dict:
+    def tensor_state(self) -> dict:
         """Tensor state (trainer_state.pt), e.g. a critic's schedule (its optimizer's shards under torchrun:
         the strategy saves those)."""
         return {}
 
-    def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
+    def restore(self, state: dict, tensor_state: dict | None, steps_done: int) -> None:
         self.entropy_coef.restore(state)
 
     def extra_models(self) -> dict:

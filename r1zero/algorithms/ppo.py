@@ -27,7 +27,7 @@ from r1zero.algorithms.reward_kl import RewardKLAlgorithm
 from r1zero.algorithms.tensors import AllSum, masked_mean, masked_whiten
 from r1zero.errors import need
 from r1zero.models import ModelError, disable_dropout, resolve_model_path
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 from r1zero.rollout.layout import position_ids_from_mask
 
 log = logging.getLogger("r1zero")
@@ -162,8 +162,8 @@ class PPO(RewardKLAlgorithm):
                                 self.ctx.global_sum)
         mask = batch.loss_mask
         return adv, self.returns, {
-            M.CRITIC_VALUES_MEAN: float(self.mean(self.values, mask)),
-            M.CRITIC_EXPLAINED_VARIANCE: explained_variance(self.values, self.returns, mask, self.ctx.global_sum)}
+            metric_names.CRITIC_VALUES_MEAN: float(self.mean(self.values, mask)),
+            metric_names.CRITIC_EXPLAINED_VARIANCE: explained_variance(self.values, self.returns, mask, self.ctx.global_sum)}
 
     # ---- the critic's update, inside the policy's loop -----------------------------------------------
     def start_mini_batch(self) -> None:
@@ -177,32 +177,32 @@ class PPO(RewardKLAlgorithm):
             vl, clipfrac = value_loss(v, self.values[rows].to(v.device), self.returns[rows].to(v.device), mask,
                                       self.cfg.cliprange_value, total_tokens=total_tokens)
             (vl * W).backward()  # this process's share of the mini-batch's token mean (see the update loop)
-        metrics.add(M.CRITIC_VALUE_LOSS, vl.detach())  # read after the update (r1zero.training.update.MetricSums)
-        metrics.add_weighted(M.CRITIC_VALUE_CLIP_FRAC, clipfrac, float(batch.loss_mask[rows].sum()))
+        metrics.add(metric_names.CRITIC_VALUE_LOSS, vl.detach())  # read after the update (r1zero.training.update.MetricSums)
+        metrics.add_weighted(metric_names.CRITIC_VALUE_CLIP_FRAC, clipfrac, float(batch.loss_mask[rows].sum()))
 
     def end_mini_batch(self, metrics) -> None:
         self.norms.append(self.trained.step())
 
     def end_update(self, metrics) -> dict[str, float]:
         self.trained.zero_grad()
-        out = {M.CRITIC_LEARNING_RATE: self.trained.learning_rate()}
+        out = {metric_names.CRITIC_LEARNING_RATE: self.trained.learning_rate()}
         self.trained.schedule_step()
-        out[M.CRITIC_VALUE_LOSS] = metrics.total(M.CRITIC_VALUE_LOSS) / len(self.norms)
-        out[M.CRITIC_GRAD_NORM] = sum(self.norms) / len(self.norms)
+        out[metric_names.CRITIC_VALUE_LOSS] = metrics.total(metric_names.CRITIC_VALUE_LOSS) / len(self.norms)
+        out[metric_names.CRITIC_GRAD_NORM] = sum(self.norms) / len(self.norms)
         self.norms = []
         return out
 
     # ---- checkpoint state (the optimizer's shards under torchrun: the strategy saves them) ------------
-    def heavy_state(self) -> dict:
-        return self.trained.heavy_state()
+    def tensor_state(self) -> dict:
+        return self.trained.tensor_state()
 
     def extra_models(self) -> dict:
         return {CRITIC_DIR: (self.critic, self.trained.full_state_dict())}
 
-    def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
-        super().restore(state, heavy, steps_done)
+    def restore(self, state: dict, tensor_state: dict | None, steps_done: int) -> None:
+        super().restore(state, tensor_state, steps_done)
         path = Path(self.ctx.resume_from)
         if not self.resumed_critic:
             log.warning("checkpoint %s has no critic: the critic restarts from %s", path,
                         self.cfg.critic_model_name_or_path or self.cfg.model_name_or_path)
-        self.trained.restore(heavy, path, steps_done)
+        self.trained.restore(tensor_state, path, steps_done)

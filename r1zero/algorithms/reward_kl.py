@@ -15,7 +15,7 @@ import torch
 from r1zero.algorithms.base import Algorithm, RolloutBatch
 from r1zero.algorithms.tensors import last_token_index, masked_mean
 from r1zero.errors import need
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 
 __all__ = ["KLController", "token_rewards", "RewardKLAlgorithm"]
 
@@ -81,20 +81,20 @@ class RewardKLAlgorithm(Algorithm):
         adv, returns, extra = self.estimate(batch, tok_r)
         mean = self.mean
         mask = batch.loss_mask
-        m: dict[str, float] = {M.KL_COEF: coef}
+        m: dict[str, float] = {metric_names.KL_COEF: coef}
         if batch.ref_logprobs is not None:
             seq_kl = masked_mean(kl, cmask, dim=-1)
             total, n = self.ctx.all_sum([seq_kl.sum(), seq_kl.numel()]) if self.ctx.strategy.distributed else (None, None)
             kl_mean = float(seq_kl.mean()) if total is None else total / n
-            m[M.KL_PENALTY] = kl_mean
+            m[metric_names.KL_PENALTY] = kl_mean
             self.kl_ctl.update(kl_mean, batch.rewards.numel() if n is None else int(n))
         adv_mean = mean(adv, mask)
-        m[M.ADVANTAGES_MEAN] = float(adv_mean)
-        m[M.ADVANTAGES_STD] = float(mean((adv - adv_mean) ** 2, mask).sqrt())
+        m[metric_names.ADVANTAGES_MEAN] = float(adv_mean)
+        m[metric_names.ADVANTAGES_STD] = float(mean((adv - adv_mean) ** 2, mask).sqrt())
         if returns is not None:
             rm = mean(returns, mask)
-            m[M.RETURNS_MEAN] = float(rm)
-            m[M.RETURNS_STD] = float(mean((returns - rm) ** 2, mask).sqrt())
+            m[metric_names.RETURNS_MEAN] = float(rm)
+            m[metric_names.RETURNS_STD] = float(mean((returns - rm) ** 2, mask).sqrt())
         m.update(extra)
         return adv, m
 
@@ -105,8 +105,8 @@ class RewardKLAlgorithm(Algorithm):
     def state(self) -> dict:
         return {**super().state(), "kl_coef": self.kl_ctl.value}
 
-    def restore(self, state: dict, heavy: dict | None, steps_done: int) -> None:
-        super().restore(state, heavy, steps_done)
+    def restore(self, state: dict, tensor_state: dict | None, steps_done: int) -> None:
+        super().restore(state, tensor_state, steps_done)
         if "kl_coef" in state:
             self.kl_ctl.value = float(state["kl_coef"])
 

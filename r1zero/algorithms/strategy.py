@@ -33,11 +33,11 @@ class TrainedModel(Protocol):
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         """The model's whole weights when they are sharded (every process calls it), else None."""
 
-    def heavy_state(self) -> dict[str, Any]:
+    def tensor_state(self) -> dict[str, Any]:
         """Its entries of trainer_state.pt: the schedule, and in one process the optimizer."""
 
-    def restore(self, heavy: dict[str, Any] | None, checkpoint: Path, steps_done: int) -> None:
-        """Put back what ``heavy_state`` and the strategy's sharded save wrote (the schedule alone
+    def restore(self, tensor_state: dict[str, Any] | None, checkpoint: Path, steps_done: int) -> None:
+        """Put back what ``tensor_state`` and the strategy's sharded save wrote (the schedule alone
         continues when the checkpoint has none)."""
 
 

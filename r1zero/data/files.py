@@ -2,7 +2,7 @@
 
 Every loader returns a plain ``list[dict]`` (one dict per row, the dataset's own fields), so tasks,
 tests and users handle one shape. Local files are read without the ``datasets`` library where we can
-(jsonl/json), so the common offline path has no heavy dependency; parquet and csv go through
+(jsonl/json), so the common offline path has no tensor_state dependency; parquet and csv go through
 ``pyarrow`` (csv columns get the types it infers, as ``datasets`` gives them), hub ids through ``datasets``.
 
 GSM8K (MIT, r1zero/data/gsm8k/: gzipped JSON lines and its license) ships with the package: the hub id

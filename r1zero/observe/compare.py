@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from r1zero.config import ConfigError
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 
 
 def _example_text(ex: dict, limit: int = 300) -> str:
@@ -104,8 +104,8 @@ def format_terminal(result: dict, width: int | None = None) -> str:
     lines.append("")
     for side in ("before", "after"):
         s = result[side]["summary"]
-        lines.append(f"{side:<6} accuracy {s[M.ACCURACY]:.3f}  format rate {s[M.FORMAT_RATE]:.3f}  "
-                     f"mean reward {s[M.EVAL_MEAN_REWARD]:.3f}  mean length {s[M.EVAL_MEAN_LENGTH]:.1f}  ({result[side]['model']})")
+        lines.append(f"{side:<6} accuracy {s[metric_names.ACCURACY]:.3f}  format rate {s[metric_names.FORMAT_RATE]:.3f}  "
+                     f"mean reward {s[metric_names.EVAL_MEAN_REWARD]:.3f}  mean length {s[metric_names.EVAL_MEAN_LENGTH]:.1f}  ({result[side]['model']})")
     return "\n".join(lines)
 
 

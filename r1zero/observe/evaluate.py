@@ -14,8 +14,8 @@ import torch
 
 from r1zero.data.split import load_data
 from r1zero.model_setup import Generator
-from r1zero.observe import metrics as M
-from r1zero.rewards.scoring import RewardModel, evaluation_scorer
+from r1zero.observe import metrics as metric_names
+from r1zero.rewards.scoring import RewardScorer, evaluation_scorer
 from r1zero.rollout.sampling import encode_prompts, generate
 from r1zero.tasks import build_task
 
@@ -24,11 +24,11 @@ from r1zero.tasks import build_task
 def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], max_new_tokens: int,
              samples: int = 1, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64,
              seed: int = 0, max_prompt_length: int | None = None,
-             autocast_dtype=None, scorer: RewardModel | None = None) -> tuple[dict[str, Any], list[dict]]:
+             autocast_dtype=None, scorer: RewardScorer | None = None) -> tuple[dict[str, Any], list[dict]]:
     """(summary, records). summary: accuracy (greedy pass@1), format_rate, mean_reward,
     mean_length, truncated_rate, n; with samples > 1 also mean@K and pass@K. ``scorer``: what scores
     (r1zero.rewards.scoring.evaluation_scorer(cfg, task)); default: the task's scheme."""
-    scorer = scorer or RewardModel(task)
+    scorer = scorer or RewardScorer(task)
     texts, ids = encode_prompts(task, tokenizer, rows, max_prompt_length)
     # The static cache (CUDA) at one length for every evaluation: one compiled shape.
     cache_len = (max_prompt_length or 0) + max_new_tokens
@@ -37,12 +37,12 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
     scores = _score(scorer, greedy, rows, texts)
     n = len(rows)
     summary: dict[str, Any] = {
-        M.EVAL_ROWS: n,
-        M.ACCURACY: sum(scores.correct) / n,
-        M.FORMAT_RATE: sum(scores.formatted) / n,
-        M.EVAL_MEAN_REWARD: sum(scores.rewards) / n,
-        M.EVAL_MEAN_LENGTH: float(greedy.lengths.float().mean()),
-        M.EVAL_TRUNCATED: float(greedy.truncated.float().mean()),
+        metric_names.EVAL_ROWS: n,
+        metric_names.ACCURACY: sum(scores.correct) / n,
+        metric_names.FORMAT_RATE: sum(scores.formatted) / n,
+        metric_names.EVAL_MEAN_REWARD: sum(scores.rewards) / n,
+        metric_names.EVAL_MEAN_LENGTH: float(greedy.lengths.float().mean()),
+        metric_names.EVAL_TRUNCATED: float(greedy.truncated.float().mean()),
     }
     records = [
         {"prompt": texts[i], "completion": greedy.completions[i], "reward": scores.rewards[i],
@@ -57,12 +57,12 @@ def evaluate(model, tokenizer, task, rows: list[dict], *, eos_ids: list[int], ma
         s = _score(scorer, sampled, [ex for ex in rows for _ in range(samples)],
                    [t for t in texts for _ in range(samples)])
         per_problem = [s.correct[i * samples:(i + 1) * samples] for i in range(n)]
-        summary[f"{M.EVAL_MEAN_AT}{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
-        summary[f"{M.EVAL_PASS_AT}{samples}"] = sum(any(p) for p in per_problem) / n
+        summary[f"{metric_names.EVAL_MEAN_AT}{samples}"] = sum(sum(p) for p in per_problem) / (n * samples)
+        summary[f"{metric_names.EVAL_PASS_AT}{samples}"] = sum(any(p) for p in per_problem) / n
     return summary, records
 
 
-def _score(scorer: RewardModel, roll, examples: list[dict], prompts: list[str]):
+def _score(scorer: RewardScorer, roll, examples: list[dict], prompts: list[str]):
     """The rollout's completions scored as training scores them (no trainer_state: not training)."""
     return scorer(roll.completions, examples, prompts, roll.lengths.tolist(), roll.truncated.tolist(),
                   roll.completion_id_lists)
@@ -75,7 +75,7 @@ class Evaluation:
     evaluation scores with (r1zero.rewards.scoring.evaluation_scorer)."""
 
     task: Any  # r1zero.tasks.Task
-    scorer: RewardModel
+    scorer: RewardScorer
     test_rows: list[dict]
     limit: int | None
     max_new_tokens: int
@@ -120,11 +120,11 @@ def build_evaluation(cfg, task=None, test_rows: list[dict] | None = None, *, lim
 
 def merge_summaries(summaries: list[dict[str, Any]]) -> dict[str, Any]:
     """One evaluation summary from several processes' (each a mean over its ``n`` rows): n-weighted means."""
-    n = sum(s.get(M.EVAL_ROWS, 0) for s in summaries)
-    out: dict[str, Any] = {M.EVAL_ROWS: n}
-    for key in (k for s in summaries if s.get(M.EVAL_ROWS) for k in s):
-        if key != M.EVAL_ROWS and key not in out:
-            out[key] = sum(s[key] * s[M.EVAL_ROWS] for s in summaries if s.get(M.EVAL_ROWS)) / max(n, 1)
+    n = sum(s.get(metric_names.EVAL_ROWS, 0) for s in summaries)
+    out: dict[str, Any] = {metric_names.EVAL_ROWS: n}
+    for key in (k for s in summaries if s.get(metric_names.EVAL_ROWS) for k in s):
+        if key != metric_names.EVAL_ROWS and key not in out:
+            out[key] = sum(s[key] * s[metric_names.EVAL_ROWS] for s in summaries if s.get(metric_names.EVAL_ROWS)) / max(n, 1)
     return out
 
 

@@ -29,8 +29,8 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from r1zero.observe.reflection import DEFAULT_THRESHOLD, DEFAULT_WORDS, first_step_over, reflection_by_step, reflection_pattern
-from r1zero.observe import metrics as M
-from r1zero.observe.metrics import LENGTH_KEYS, OUTCOMES
+from r1zero.observe import metrics as metric_names
+from r1zero.observe.metrics import LENGTH_KEYS, OUTCOMES, collapses
 from r1zero.observe.tracking import EVALS, METRICS, SAMPLES, read_jsonl
 
 REPORT_HTML = "report.html"
@@ -38,7 +38,7 @@ PLOT_DIR = "report"
 RUN_INFO = "run_info.json"
 
 # The optimisation panel, in this order; clip_ratio* and kl* keys are matched by prefix.
-TRAINING_KEYS = (M.LOSS, M.KL, M.ENTROPY, M.CLIP_RATIO, M.GRAD_NORM, M.LEARNING_RATE, M.ZERO_STD, M.TOKENS_PER_SECOND)
+TRAINING_KEYS = (metric_names.LOSS, metric_names.KL, metric_names.ENTROPY, metric_names.CLIP_RATIO, metric_names.GRAD_NORM, metric_names.LEARNING_RATE, metric_names.ZERO_STD, metric_names.TOKENS_PER_SECOND)
 SAMPLES_PER_STEP = 4
 
 
@@ -91,7 +91,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     config_text = (d / "config.yaml").read_text(encoding="utf-8") if (d / "config.yaml").is_file() else ""
     config = (yaml.safe_load(config_text) or {}) if config_text else {}
     # metrics.jsonl also holds the eval/* lines of evaluations: a training row has a non-eval key.
-    train = [r for r in read_jsonl(d / METRICS) if any(k != "step" and not k.startswith(M.EVAL_PREFIX) for k in r)]
+    train = [r for r in read_jsonl(d / METRICS) if any(k != "step" and not k.startswith(metric_names.EVAL_PREFIX) for k in r)]
     info = json.loads((d / RUN_INFO).read_text(encoding="utf-8")) if (d / RUN_INFO).is_file() else {}
     return Run(d, config, config_text, train, read_jsonl(d / EVALS), read_jsonl(d / SAMPLES), info)
 
@@ -183,39 +183,39 @@ def _small_multiples(run: Run, keys: Sequence[str], title: str):
 def _rewards_plot(run: Run):
     plt = _pyplot()
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    keys = [k for k in run.numeric_keys() if k == M.REWARD or k.startswith(M.REWARD_PART)]
+    keys = [k for k in run.numeric_keys() if k == metric_names.REWARD or k.startswith(metric_names.REWARD_PART)]
     for k in keys:
-        _line(a, *run.series(k), label=k, linewidth=2.2 if k == M.REWARD else 1.2)
+        _line(a, *run.series(k), label=k, linewidth=2.2 if k == metric_names.REWARD else 1.2)
     a.set_title("reward per reward function")
-    for k, label in ((M.ACCURACY, "train accuracy"), (M.FORMAT_RATE, "train format rate")):
+    for k, label in ((metric_names.ACCURACY, "train accuracy"), (metric_names.FORMAT_RATE, "train format rate")):
         s, v = run.series(k)
         if s:
             _line(b, s, v, label=label)
-    ev = [(int(r["step"]), _number(r.get(M.ACCURACY))) for r in run.evals if _number(r.get(M.ACCURACY)) is not None]
+    ev = [(int(r["step"]), _number(r.get(metric_names.ACCURACY))) for r in run.evals if _number(r.get(metric_names.ACCURACY)) is not None]
     if ev:
         b.plot([s for s, _ in ev], [v for _, v in ev], "s--", color="black", label="eval accuracy (greedy)")
     b.set_ylim(-0.03, 1.03)
-    b.set_title(M.ACCURACY)
+    b.set_title(metric_names.ACCURACY)
     for ax in (a, b):
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, keys + [M.ACCURACY, M.FORMAT_RATE]
+    return fig, keys + [metric_names.ACCURACY, metric_names.FORMAT_RATE]
 
 
 def _length_plot(run: Run):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    styles = {M.MEAN_LENGTH: dict(linewidth=2.2), M.P90_LENGTH: dict(linewidth=1.5),
-              M.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey")}
+    styles = {metric_names.MEAN_LENGTH: dict(linewidth=2.2), metric_names.P90_LENGTH: dict(linewidth=1.5),
+              metric_names.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey")}
     note = ""
     for k in LENGTH_KEYS:
         s, v = run.series(k)
         if s:
             _line(ax, s, v, label=k.split("/")[1], **styles[k])
-        elif k == M.P90_LENGTH:
+        elif k == metric_names.P90_LENGTH:
             note = "This run did not log completions/p90_length (older trainer): mean and max only."
     ax.set_xlabel("step")
     ax.set_ylabel("tokens")
@@ -338,12 +338,12 @@ def timing_summary(run: Run) -> list[tuple[str, str]]:
         max_steps = run.config.get("max_steps")
         out.append(("steps logged", f"{len(steps)} (last step {max(steps)}"
                     + (f" of {max_steps})" if isinstance(max_steps, int) and max_steps > 0 else ")")))
-    for key, label in ((M.TIME_STEP, "time per step"), (M.TIME_GENERATE, "generation per step"),
-                       (M.TIME_UPDATE, "update per step")):
+    for key, label in ((metric_names.TIME_STEP, "time per step"), (metric_names.TIME_GENERATE, "generation per step"),
+                       (metric_names.TIME_UPDATE, "update per step")):
         _, v = run.series(key)
         if v:
             out.append((label, f"{sum(v) / len(v):.2f} s mean, {sum(v):.1f} s total over logged steps"))
-    _, v = run.series(M.TOKENS_PER_SECOND)
+    _, v = run.series(metric_names.TOKENS_PER_SECOND)
     if v:
         out.append(("generation speed", f"{sum(v) / len(v):.1f} tokens/s mean"))
     return out
@@ -387,7 +387,7 @@ class Report:
 def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
     """Plot metrics.jsonl through ``add``: reward and accuracy, length, the outcome breakdown, the
     optimisation keys, then every numeric key not shown yet. Returns the outcome table."""
-    shown: set[str] = {M.EPOCH}
+    shown: set[str] = {metric_names.EPOCH}
     if run.train:
         fig, keys = _rewards_plot(run)
         shown.update(keys)
@@ -401,7 +401,7 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
             "Share of each step's completions: badly formatted, formatted but wrong, correct.")
         shown.update(k for k, _, _ in OUTCOMES)
     numeric = run.numeric_keys()
-    train_keys = [k for k in numeric if k in TRAINING_KEYS or k.startswith((M.CLIP_RATIO, M.KL))]
+    train_keys = [k for k in numeric if k in TRAINING_KEYS or k.startswith((metric_names.CLIP_RATIO, metric_names.KL))]
     train_keys.sort(key=lambda k: next(i for i, p in enumerate(TRAINING_KEYS) if k.startswith(p))
                     if any(k.startswith(p) for p in TRAINING_KEYS) else len(TRAINING_KEYS))
     if train_keys:
@@ -417,7 +417,7 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
 def _step_rows(run: Run, shares: dict[int, float]) -> tuple[list[str], list[dict]]:
     """The per-step table: the columns the run logged and one row per training step."""
     step_rows = []
-    cols = [M.REWARD, M.ACCURACY, M.FORMAT_RATE, *(k for k, _, _ in OUTCOMES), M.MEAN_LENGTH]
+    cols = [metric_names.REWARD, metric_names.ACCURACY, metric_names.FORMAT_RATE, *(k for k, _, _ in OUTCOMES), metric_names.MEAN_LENGTH]
     cols = [c for c in cols if any(c in r for r in run.train)]
     for r in run.train:
         step = int(r["step"])
@@ -440,7 +440,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
     plot_dir = run.dir / PLOT_DIR
     plot_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Plot] = {}
-    notes: list[str] = M.collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
+    notes: list[str] = collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
 
     def add(name: str, title: str, fig, note: str = "") -> None:
         png = _png(fig)
@@ -463,7 +463,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
         notes.append("No samples.jsonl rows (log_completions_rate=0): no reflection tracking or sample completions.")
 
     cols, step_rows = _step_rows(run, shares)
-    eval_cols = [k for k in (M.ACCURACY, M.FORMAT_RATE, M.EVAL_MEAN_REWARD, M.EVAL_MEAN_LENGTH, M.EVAL_TRUNCATED, M.EVAL_ROWS)
+    eval_cols = [k for k in (metric_names.ACCURACY, metric_names.FORMAT_RATE, metric_names.EVAL_MEAN_REWARD, metric_names.EVAL_MEAN_LENGTH, metric_names.EVAL_TRUNCATED, metric_names.EVAL_ROWS)
                  if any(k in e for e in run.evals)]
     eval_cols += sorted({k for e in run.evals for k in e if "@" in k})
 

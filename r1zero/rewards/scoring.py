@@ -96,7 +96,7 @@ def _usable(score: Any) -> bool:
         return False
 
 
-class RewardModel:
+class RewardScorer:
     """The task's scheme (when ``scheme``; default: unless the task's scheme is ``none``) plus weighted
     user functions, with ``verdicts`` for a run without a scheme.
 
@@ -250,8 +250,8 @@ def correct_function(cfg) -> str | None:
     return named[0] if len(named) == 1 else None
 
 
-def training_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardModel:
-    """The RewardModel a config (r1zero.config.TrainConfig) trains with: the task's scheme (unless
+def training_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardScorer:
+    """The RewardScorer a config (r1zero.config.TrainConfig) trains with: the task's scheme (unless
     ``reward: none`` or the task has none) plus ``reward_funcs`` and the overlong punishment."""
     scheme, verdicts = _judging(cfg, task)
     if verdicts is not None and verdicts.correct is None and cfg.reward_funcs:
@@ -261,8 +261,8 @@ def training_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]]
     return _scorer(cfg, task, cfg.reward_funcs, overlong, scheme, verdicts, callables)
 
 
-def evaluation_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardModel:
-    """The RewardModel a config's run is evaluated with: what the task's scheme says, as it always has;
+def evaluation_scorer(cfg, task: Task, callables: Mapping[str, Callable[..., Any]] | None = None) -> RewardScorer:
+    """The RewardScorer a config's run is evaluated with: what the task's scheme says, as it always has;
     a run without a scheme is evaluated with its ``reward_funcs`` (no overlong punishment: that is a
     training signal, not a verdict)."""
     scheme, verdicts = _judging(cfg, task)
@@ -282,7 +282,7 @@ def _judging(cfg, task: Task) -> tuple[bool, Verdicts | None]:
     return False, Verdicts(correct_function(cfg), cfg.correct_threshold, cfg.format_reward)
 
 
-def _scorer(cfg, task: Task, funcs, overlong, scheme: bool, verdicts: Verdicts | None, callables) -> RewardModel:
-    return RewardModel(task, funcs, cfg.reward_weights if funcs else None, timeout=cfg.reward_timeout,
+def _scorer(cfg, task: Task, funcs, overlong, scheme: bool, verdicts: Verdicts | None, callables) -> RewardScorer:
+    return RewardScorer(task, funcs, cfg.reward_weights if funcs else None, timeout=cfg.reward_timeout,
                        overlong=overlong, scheme=scheme, verdicts=verdicts, callables=callables,
                        memory_limit=int(cfg.reward_memory_limit * 2 ** 30))

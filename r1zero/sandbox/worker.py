@@ -12,7 +12,7 @@ whole batch) scores 0 and is counted, and a fresh worker takes the rest of the b
 
 The user's file is imported in the worker, never in the trainer: an import that raises, loops or
 exits (``os._exit(0)``) is one RewardError line naming the file, raised when the worker starts
-(RewardModel starts its workers before any model loads), and the import gets the time limit too
+(RewardScorer starts its workers before any model loads), and the import gets the time limit too
 (``load_timeout``). What the worker prints (stdout and stderr, its children's included) goes to a pipe
 the trainer drains: the first OUTPUT_LINES lines go to the log, the rest is counted and dropped, so a
 reward printing 50 MB neither floods the trainer's output nor blocks on a full pipe.

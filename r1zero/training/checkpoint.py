@@ -45,12 +45,12 @@ _STRAYS = (".tmp-checkpoint-", ".old-checkpoint-", _DELETING + "checkpoint-")
 
 
 def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, state: dict[str, Any],
-                    *, heavy_state: dict[str, Any] | None = None, total_limit: int | None = None,
+                    *, tensor_state: dict[str, Any] | None = None, total_limit: int | None = None,
                     extra_models: dict[str, Any] | None = None, model_state_dict: dict | None = None,
                     tmp: Path | None = None, callbacks: CallbackList = NO_CALLBACKS) -> Path:
     """Write ``checkpoint-<step>`` atomically and prune old ones down to ``total_limit``.
 
-    ``state`` is JSON-serialisable (step, data position); ``heavy_state`` holds tensors
+    ``state`` is JSON-serialisable (step, data position); ``tensor_state`` holds tensors
     (optimizer, scheduler, RNG) and is skipped when None (optimizer state is optional).
     ``extra_models`` (name -> (model, its gathered state dict or None), e.g. PPO's critic) are saved
     in sub-folders of that name.
@@ -69,8 +69,8 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, model, tokenizer, 
             tokenizer.save_pretrained(tmp)
         for name, (extra, extra_state) in (extra_models or {}).items():
             extra.save_pretrained(tmp / name, safe_serialization=True, state_dict=extra_state)
-        if heavy_state is not None:
-            torch.save(heavy_state, tmp / STATE_PT)
+        if tensor_state is not None:
+            torch.save(tensor_state, tmp / STATE_PT)
         callbacks.on_save_written(step, tmp)  # files written, folder not yet complete
         # The JSON is written last: its presence marks the folder as complete.
         (tmp / STATE_JSON).write_text(json.dumps(state, indent=2), encoding="utf-8")
@@ -148,7 +148,7 @@ def load_state_json(checkpoint: str | os.PathLike) -> dict[str, Any]:
     return json.loads((Path(checkpoint) / STATE_JSON).read_text(encoding="utf-8"))
 
 
-def load_heavy(path: Path, *, mmap: bool = False) -> dict[str, Any]:
+def load_tensor_state(path: Path, *, mmap: bool = False) -> dict[str, Any]:
     """``trainer_state.pt`` read as tensors and plain values only; anything else is refused in one line
     without being run (``mmap``: storages are mapped, not read, for a check of the file)."""
     try:
@@ -165,10 +165,10 @@ def load_state(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], dict[str,
     """(json state, tensor state or None) of a checkpoint folder."""
     checkpoint = Path(checkpoint)
     state = load_state_json(checkpoint)
-    heavy = None
+    tensor_state = None
     if (checkpoint / STATE_PT).is_file():
-        heavy = load_heavy(checkpoint / STATE_PT)
-    return state, heavy
+        tensor_state = load_tensor_state(checkpoint / STATE_PT)
+    return state, tensor_state
 
 
 def damage(checkpoint: Path) -> str | None:
@@ -197,7 +197,7 @@ def damage(checkpoint: Path) -> str | None:
             return f"{where(f)} is damaged or cut short ({_first_line(e)})"
     if (checkpoint / STATE_PT).is_file():
         try:
-            load_heavy(checkpoint / STATE_PT, mmap=True)
+            load_tensor_state(checkpoint / STATE_PT, mmap=True)
         except ConfigError:
             raise
         except Exception as e:
@@ -277,10 +277,10 @@ def rng_state() -> dict[str, Any]:
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
-def restore_rng(heavy: dict[str, Any]) -> None:
-    """Put back the generators' states that ``rng_state`` saved into ``heavy``."""
-    random.setstate(heavy["python_rng"])
-    torch.set_rng_state(heavy["torch_rng"])
-    if torch.cuda.is_available() and heavy.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state_all(heavy["cuda_rng"])
+def restore_rng(tensor_state: dict[str, Any]) -> None:
+    """Put back the generators' states that ``rng_state`` saved into ``tensor_state``."""
+    random.setstate(tensor_state["python_rng"])
+    torch.set_rng_state(tensor_state["torch_rng"])
+    if torch.cuda.is_available() and tensor_state.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state_all(tensor_state["cuda_rng"])
 

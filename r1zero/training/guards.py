@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from r1zero.config import ConfigError
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 
 log = logging.getLogger("r1zero")
 
@@ -94,7 +94,7 @@ class RunHealth:
                     f"stopped at step {step}: reward '{name}' failed on every sample for {streak} consecutive steps "
                     f"(e.g. {why}); fix it or remove it from reward_funcs, or raise max_failed_reward_steps "
                     f"({self.max_failed})")
-        out = {M.SKIPPED_UPDATES: float(self.skipped_in_step)}
+        out = {metric_names.SKIPPED_UPDATES: float(self.skipped_in_step)}
         self.skipped_in_step = 0
         return out
 

@@ -46,19 +46,19 @@ class RunLock:
         me = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
         # Written whole beside the lock, then linked into place (fails if a lock is there): a lock file
         # is never seen half-written, also when its run is killed while taking it.
-        mine = self.path.with_name(f"{LOCK}.{me['pid']}.tmp")
-        mine.write_text(json.dumps(me), encoding="utf-8")
+        own_note = self.path.with_name(f"{LOCK}.{me['pid']}.tmp")
+        own_note.write_text(json.dumps(me), encoding="utf-8")
         try:
             for _ in range(10):  # each round either takes the lock or removes one stale lock
                 try:
-                    os.link(mine, self.path)
+                    os.link(own_note, self.path)
                 except FileExistsError:
                     self._take_over_or_refuse(me)
                     continue
                 self.held = True
                 return
         finally:
-            mine.unlink(missing_ok=True)
+            own_note.unlink(missing_ok=True)
         raise ConfigError(f"output_dir: could not take {self.path} (other runs keep taking it); try again")
 
     def _take_over_or_refuse(self, me: dict) -> None:

@@ -26,14 +26,14 @@ class StepSamples:
     scores: BatchScores
 
     @classmethod
-    def gather(cls, mine: list[int], prompts, examples, roll: Rollout, scores: BatchScores,
+    def gather(cls, my_prompts: list[int], prompts, examples, rollout: Rollout, scores: BatchScores,
                env: dist.DistEnv) -> "StepSamples":
-        """The whole step from every rank's share; ``mine`` holds the global indices of this rank's
+        """The whole step from every rank's share; ``my_prompts`` holds the global indices of this rank's
         prompts (in one process: all of them, in order, and nothing is communicated)."""
-        local = dict(index=mine, prompts=prompts, examples=examples, completions=roll.completions,
-                     lengths=roll.lengths.tolist(), truncated=roll.truncated.tolist(), scores=scores)
+        local = dict(index=my_prompts, prompts=prompts, examples=examples, completions=rollout.completions,
+                     lengths=rollout.lengths.tolist(), truncated=rollout.truncated.tolist(), scores=scores)
         shares = dist.gather(local, env)
-        G = len(roll.completions) // max(len(mine), 1)
+        G = len(rollout.completions) // max(len(my_prompts), 1)
         # (rank, position in its share) of every prompt, in global order, then of every completion.
         where = [rp for _, rp in sorted((p, (r, i)) for r, sh in enumerate(shares) for i, p in enumerate(sh["index"]))]
         rows = [(r, i * G + g) for r, i in where for g in range(G)]
@@ -51,17 +51,17 @@ class StepSamples:
                    torch.tensor(per_row(lambda sh: sh["truncated"]), dtype=torch.bool), merged)
 
 
-def rollout_batch(cfg, roll: Rollout, rewards: torch.Tensor, rows: torch.Tensor) -> RolloutBatch:
-    """This process's RolloutBatch: the rollout ``roll`` of its rows, which sit at ``rows`` of the
+def rollout_batch(cfg, rollout: Rollout, rewards: torch.Tensor, rows: torch.Tensor) -> RolloutBatch:
+    """This process's RolloutBatch: the rollout ``rollout`` of its rows, which sit at ``rows`` of the
     step's ``rewards`` (every process's, in the step's order). The loss counts each completion's tokens
     up to its EOS, none of a truncated one with ``mask_truncated_completions``."""
-    loss_mask = roll.completion_mask.float()
+    loss_mask = rollout.completion_mask.float()
     if cfg.mask_truncated_completions:
-        loss_mask = loss_mask * (~roll.truncated).float().unsqueeze(1)
-    return RolloutBatch(input_ids=roll.input_ids, attention_mask=roll.attention_mask,
-                        prompt_width=roll.prompt_ids.shape[1], completion_mask=roll.completion_mask,
+        loss_mask = loss_mask * (~rollout.truncated).float().unsqueeze(1)
+    return RolloutBatch(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                        prompt_width=rollout.prompt_ids.shape[1], completion_mask=rollout.completion_mask,
                         loss_mask=loss_mask, rewards=rewards[rows], global_rewards=rewards, global_rows=rows,
-                        group_size=cfg.num_generations, sampled_logprobs=roll.sampled_logprobs)
+                        group_size=cfg.num_generations, sampled_logprobs=rollout.sampled_logprobs)
 
 
 def sample_rows(cfg, step: int, batch: StepSamples, advantages) -> list[dict]:

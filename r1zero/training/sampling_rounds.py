@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from r1zero.data.split import DataPosition, draw_batch
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 from r1zero.rewards.scoring import BatchScores
 from r1zero.rollout.sampling import Rollout
 from r1zero.training import distributed as dist
@@ -45,15 +45,16 @@ RolloutFn = Callable[[list[int], list[int]], tuple[list[str], list[dict], Rollou
 
 @dataclass
 class StepDraw:
-    mine: list[int]          # this rank's prompts, by index in the trained batch
-    roll: Rollout            # this rank's rows of the trained batch
-    samples: StepSamples     # the trained batch, every rank's rows in global order
-    seen: StepSamples        # every completion sampled in the step (all rounds): metrics and reward health
-    pos: DataPosition        # the data position after every draw of the step
+    my_prompts: list[int]     # this rank's prompts, by index in the trained batch
+    my_rollout: Rollout       # this rank's rows of the trained batch
+    samples: StepSamples      # the trained batch, every rank's rows in global order
+    all_sampled: StepSamples  # every completion sampled in the step (all rounds): metrics and reward health
+    pos: DataPosition         # the data position after every draw of the step
     metrics: dict
 
 
-def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: int, rollout: RolloutFn) -> StepDraw:
+def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: int,
+              sample_and_score: RolloutFn) -> StepDraw:
     """The step's prompts, sampled and scored (see the module docstring)."""
     P, G = cfg.prompts_per_step, cfg.num_generations
     mini = cfg.mini_batch_prompts or P
@@ -62,11 +63,11 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
     kept: list[tuple[int, int]] = []  # (round, prompt) of every group with a spread, in draw order
     for r in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
         idx, pos = draw_batch(n_rows, pos, P, cfg.seed)
-        prompts, examples, roll, scores = rollout([idx[i] for i in share], [r * P + i for i in share])
-        samples = StepSamples.gather(share, prompts, examples, roll, scores, env)
+        prompts, examples, rollout, scores = sample_and_score([idx[i] for i in share], [r * P + i for i in share])
+        samples = StepSamples.gather(share, prompts, examples, rollout, scores, env)
         if not cfg.dynamic_sampling:
-            return StepDraw(share, roll, samples, samples, pos, {})
-        rounds.append((samples, dist.gather((share, roll), env)))
+            return StepDraw(my_prompts=share, my_rollout=rollout, samples=samples, all_sampled=samples, pos=pos, metrics={})
+        rounds.append((samples, dist.gather((share, rollout), env)))
         rewards = torch.tensor(samples.scores.rewards, dtype=torch.float64).view(P, G)
         kept += [(r, int(i)) for i in torch.nonzero(rewards.amax(1) != rewards.amin(1)).flatten()]
         if len(kept) >= P:
@@ -78,20 +79,22 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
     if n < P and env.is_main:
         log.warning("dynamic sampling: %d of %d groups have a reward spread after %d rounds; the step trains on %d",
                     len(kept), P, len(rounds), n)
-    seen = select_with_errors([s for s, _ in rounds], [(r, i) for r in range(len(rounds)) for i in range(P)], G)
-    metrics = {M.DS_ROUNDS: len(rounds), M.DS_DROPPED: len(rounds) * P - len(kept),
-               M.DS_SHORTFALL: P - n, M.DS_SURPLUS: len(kept) - n}
-    mine = dist.prompt_share(n, mini, env)
+    all_sampled = select_with_errors([s for s, _ in rounds], [(r, i) for r in range(len(rounds)) for i in range(P)], G)
+    metrics = {metric_names.DS_ROUNDS: len(rounds), metric_names.DS_DROPPED: len(rounds) * P - len(kept),
+               metric_names.DS_SHORTFALL: P - n, metric_names.DS_SURPLUS: len(kept) - n}
+    my_prompts = dist.prompt_share(n, mini, env)
     if chosen == [(0, i) for i in range(P)]:  # nothing dropped in round 1: what the plain step trains
-        return StepDraw(mine, rounds[0][1][env.rank][1], rounds[0][0], seen, pos, metrics)
+        return StepDraw(my_prompts=my_prompts, my_rollout=rounds[0][1][env.rank][1], samples=rounds[0][0],
+                        all_sampled=all_sampled, pos=pos, metrics=metrics)
     pieces = []
-    for f in mine:
+    for f in my_prompts:
         r, i = chosen[f]
-        for rank_share, roll in rounds[r][1]:
+        for rank_share, rollout in rounds[r][1]:
             if i in rank_share:
                 j = rank_share.index(i)
-                pieces.append((roll, list(range(j * G, (j + 1) * G))))
-    return StepDraw(mine, merge_rows(pieces, pad_id), select([s for s, _ in rounds], chosen, G), seen, pos, metrics)
+                pieces.append((rollout, list(range(j * G, (j + 1) * G))))
+    return StepDraw(my_prompts=my_prompts, my_rollout=merge_rows(pieces, pad_id),
+                    samples=select([s for s, _ in rounds], chosen, G), all_sampled=all_sampled, pos=pos, metrics=metrics)
 
 
 def select_with_errors(parts: list[StepSamples], picks: list[tuple[int, int]], G: int) -> StepSamples:
@@ -119,21 +122,21 @@ def select(parts: list[StepSamples], picks: list[tuple[int, int]], G: int) -> St
 def merge_rows(pieces: list[tuple[Rollout, list[int]]], pad_id: int) -> Rollout:
     """One Rollout of the given rows of several rollouts, re-padded to the widest prompt (left) and
     completion (right) among them."""
-    rows = [(roll, j) for roll, js in pieces for j in js]
-    P = max((int(roll.prompt_mask[j].sum()) for roll, j in rows), default=0)
-    C = max((int(roll.completion_mask[j].sum()) for roll, j in rows), default=0)
+    rows = [(rollout, j) for rollout, js in pieces for j in js]
+    P = max((int(rollout.prompt_mask[j].sum()) for rollout, j in rows), default=0)
+    C = max((int(rollout.completion_mask[j].sum()) for rollout, j in rows), default=0)
     n = len(rows)
     p_ids, p_mask = torch.full((n, P), pad_id, dtype=torch.long), torch.zeros((n, P), dtype=torch.long)
     c_ids, c_mask = torch.full((n, C), pad_id, dtype=torch.long), torch.zeros((n, C), dtype=torch.long)
-    with_lp = bool(rows) and all(roll.sampled_logprobs is not None for roll, _ in rows)
+    with_lp = bool(rows) and all(rollout.sampled_logprobs is not None for rollout, _ in rows)
     c_lp = torch.zeros((n, C), dtype=torch.float32) if with_lp else None
-    for k, (roll, j) in enumerate(rows):
-        w = min(P, roll.prompt_ids.shape[1])
+    for k, (rollout, j) in enumerate(rows):
+        w = min(P, rollout.prompt_ids.shape[1])
         if w:
-            p_ids[k, P - w:], p_mask[k, P - w:] = roll.prompt_ids[j, -w:], roll.prompt_mask[j, -w:]
-        w = min(C, roll.completion_ids.shape[1])
-        c_ids[k, :w], c_mask[k, :w] = roll.completion_ids[j, :w], roll.completion_mask[j, :w]
+            p_ids[k, P - w:], p_mask[k, P - w:] = rollout.prompt_ids[j, -w:], rollout.prompt_mask[j, -w:]
+        w = min(C, rollout.completion_ids.shape[1])
+        c_ids[k, :w], c_mask[k, :w] = rollout.completion_ids[j, :w], rollout.completion_mask[j, :w]
         if with_lp:
-            c_lp[k, :w] = roll.sampled_logprobs[j, :w]
-    truncated = torch.tensor([bool(roll.truncated[j]) for roll, j in rows], dtype=torch.bool)
-    return Rollout(p_ids, p_mask, c_ids, c_mask, truncated, [roll.completions[j] for roll, j in rows], c_lp)
+            c_lp[k, :w] = rollout.sampled_logprobs[j, :w]
+    truncated = torch.tensor([bool(rollout.truncated[j]) for rollout, j in rows], dtype=torch.bool)
+    return Rollout(p_ids, p_mask, c_ids, c_mask, truncated, [rollout.completions[j] for rollout, j in rows], c_lp)

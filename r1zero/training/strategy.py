@@ -47,24 +47,24 @@ class OptimizedModel:
     def full_state_dict(self) -> dict[str, torch.Tensor] | None:
         return dist.full_state_dict(self.model)
 
-    def heavy_state(self) -> dict[str, Any]:
-        heavy = {self.scheduler_key: self.scheduler.state_dict()}
+    def tensor_state(self) -> dict[str, Any]:
+        tensor_state = {self.scheduler_key: self.scheduler.state_dict()}
         if not self.env.enabled:
-            heavy[self.optimizer_key] = self.optimizer.state_dict()
-        return heavy
+            tensor_state[self.optimizer_key] = self.optimizer.state_dict()
+        return tensor_state
 
     def save_sharded(self, folder: Path) -> None:
         """Under torchrun: every rank writes its part of the optimizer state into ``folder``."""
         dist.save_optimizer(self.module, self.optimizer, Path(folder) / self.optimizer_key)
 
-    def restore(self, heavy: dict[str, Any] | None, checkpoint: Path, steps_done: int) -> None:
-        if heavy is not None and self.scheduler_key in heavy:
+    def restore(self, tensor_state: dict[str, Any] | None, checkpoint: Path, steps_done: int) -> None:
+        if tensor_state is not None and self.scheduler_key in tensor_state:
             config = optim.settings(self.optimizer, self.scheduler)
-            if self.optimizer_key in heavy:
-                self.optimizer.load_state_dict(heavy[self.optimizer_key])
+            if self.optimizer_key in tensor_state:
+                self.optimizer.load_state_dict(tensor_state[self.optimizer_key])
             elif (Path(checkpoint) / self.optimizer_key).is_dir():
                 dist.load_optimizer(self.module, self.optimizer, Path(checkpoint) / self.optimizer_key)
-            self.scheduler.load_state_dict(heavy[self.scheduler_key])
+            self.scheduler.load_state_dict(tensor_state[self.scheduler_key])
             optim.apply_settings(self.optimizer, self.scheduler, config)  # a learning rate changed on resume applies
         else:
             for _ in range(steps_done):

@@ -60,10 +60,10 @@ from r1zero.data.files import DataError, write_jsonl
 from r1zero.data.split import DataPosition, load_data
 from r1zero.model_setup import Generator, load_policy
 from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_tokenizer, synchronize
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
 from r1zero.observe import report
 from r1zero.observe.evaluate import build_evaluation, format_summary, merge_summaries
-from r1zero.observe.metrics import step_metrics
+from r1zero.observe.metrics import CollapseWatch, step_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.sandbox.calls import TrainerState
 from r1zero.rewards.scoring import training_scorer
@@ -135,7 +135,7 @@ class Trainer:
                                     cfg.micro_batch_size)
         self.strategy = RunStrategy(cfg, self.env, self.max_steps)  # how the algorithm trains a model of its own
         self.algo = algorithm(cfg, UpdateContext(self.device, self.strategy, self.passes, self.max_steps, self.resume_from))
-        self.collapse = M.CollapseWatch(cfg.collapse_steps)
+        self.collapse = CollapseWatch(cfg.collapse_steps)
         self.step = 0
         self.pos = DataPosition()
         if self.resume_from:
@@ -171,23 +171,23 @@ class Trainer:
 
     # ---- checkpoints ----------------------------------------------------------------------------
     def _restore(self, path: Path) -> None:
-        state, heavy = ckpt.load_state(path)
+        state, tensor_state = ckpt.load_state(path)
         self.step = int(state["step"])
         self.pos = DataPosition(**state["data_position"])
-        if heavy is not None:
+        if tensor_state is not None:
             config = optim.settings(self.optimizer, self.scheduler)
-            if "optimizer" in heavy:
-                self.optimizer.load_state_dict(heavy["optimizer"])
+            if "optimizer" in tensor_state:
+                self.optimizer.load_state_dict(tensor_state["optimizer"])
             else:  # saved under torchrun: every rank's part, in torch.distributed.checkpoint format
                 dist.load_optimizer(self.policy, self.optimizer, path / ckpt.OPTIMIZER_DIR)
-            self.scheduler.load_state_dict(heavy["scheduler"])
+            self.scheduler.load_state_dict(tensor_state["scheduler"])
             optim.apply_settings(self.optimizer, self.scheduler, config)  # a learning rate changed on resume applies
-            ckpt.restore_rng(heavy)
+            ckpt.restore_rng(tensor_state)
         else:
             log.warning("checkpoint %s has no optimizer state: optimizer restarts, schedule continues", path)
             for _ in range(self.step):
                 self.scheduler.step()
-        self.algo.restore(state.get("algorithm", {}), heavy, self.step)
+        self.algo.restore(state.get("algorithm", {}), tensor_state, self.step)
         log.info("resumed from %s at step %d", path, self.step)
 
     def save(self) -> Path:
@@ -197,15 +197,15 @@ class Trainer:
                  "model_name_or_path": self.cfg.model_name_or_path, "world_size": self.env.world_size}
         if self.algo.state():
             state["algorithm"] = self.algo.state()
-        heavy = None
+        tensor_state = None
         if self.cfg.save_optimizer_state:
-            heavy = {"scheduler": self.scheduler.state_dict(), **ckpt.rng_state(), **self.algo.heavy_state()}
+            tensor_state = {"scheduler": self.scheduler.state_dict(), **ckpt.rng_state(), **self.algo.tensor_state()}
             if not self.env.enabled:
-                heavy["optimizer"] = self.optimizer.state_dict()
+                tensor_state["optimizer"] = self.optimizer.state_dict()
         tmp = None
         if self.env.enabled:
             tmp = Path(dist.broadcast(str(ckpt.new_tmp(self.out, self.step)) if self.env.is_main else None, self.env))
-            if heavy is not None:
+            if tensor_state is not None:
                 dist.save_optimizer(self.policy, self.optimizer, tmp / ckpt.OPTIMIZER_DIR)
                 self.strategy.save_sharded(tmp)  # the algorithm's own models' (PPO's critic)
         # Gathered shards under FSDP (every rank takes part), None otherwise.
@@ -214,7 +214,7 @@ class Trainer:
         if self.env.is_main:
             # LoRA: the adapter, and in the run's last checkpoint also the merged model.
             model = self.model if self.adapter is None else self.adapter.writer(merged=self.step >= self.max_steps)
-            final = ckpt.save_checkpoint(self.out, self.step, model, self.tokenizer, state, heavy_state=heavy,
+            final = ckpt.save_checkpoint(self.out, self.step, model, self.tokenizer, state, tensor_state=tensor_state,
                                          total_limit=self.cfg.save_total_limit, extra_models=extra,
                                          model_state_dict=weights, tmp=tmp, callbacks=self.callbacks)
         dist.barrier(self.env)  # nobody goes on (or resumes) before the checkpoint is in place
@@ -232,7 +232,7 @@ class Trainer:
         prompts, prompt_ids = encode_prompts(self.task, self.tokenizer, examples, cfg.max_prompt_length)
         t0 = time.perf_counter()
         with dist.full_weights(self.policy):  # FSDP: whole weights, no communication while decoding
-            roll = generate(self._sampler(), self.tokenizer, prompt_ids, num_generations=G,
+            rollout = generate(self._sampler(), self.tokenizer, prompt_ids, num_generations=G,
                             max_new_tokens=cfg.max_completion_length, eos_ids=self.eos_ids,
                             temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                             batch_size=cfg.sampling_batch_size, seed=cfg.seed * 1_000_003 + step,
@@ -241,10 +241,10 @@ class Trainer:
                             max_cache_len=(cfg.max_prompt_length or 0) + cfg.max_completion_length)
         synchronize(self.device)  # timings measure the work, not its queueing
         t_gen.append(time.perf_counter() - t0)
-        scores = self.rewarder(roll.completions, [ex for ex in examples for _ in range(G)],
-                               [p for p in prompts for _ in range(G)], roll.lengths.tolist(), roll.truncated.tolist(),
-                               roll.completion_id_lists, TrainerState(step - 1, self.max_steps))
-        return prompts, examples, roll, scores
+        scores = self.rewarder(rollout.completions, [ex for ex in examples for _ in range(G)],
+                               [p for p in prompts for _ in range(G)], rollout.lengths.tolist(), rollout.truncated.tolist(),
+                               rollout.completion_id_lists, TrainerState(step - 1, self.max_steps))
+        return prompts, examples, rollout, scores
 
     def _learn(self, batch: RolloutBatch, step: int):
         """(advantages, algorithm metrics, update metrics) of this rank's rows: pi_old and reference passes,
@@ -263,16 +263,16 @@ class Trainer:
         cfg, G = self.cfg, self.cfg.num_generations
         step = self.step + 1
         t0, t_gen = time.perf_counter(), []
-        # The step's prompts (more rounds with dynamic_sampling), sampled and scored; `mine` holds this
-        # rank's prompts (all of them in one process) by their index in the trained batch.
-        draw = draw_step(cfg, self.env, self.pos, len(self.train_rows), self.tokenizer.pad_token_id,
-                         lambda rows, index: self._rollout(step, rows, index, t_gen))
-        samples, mine, roll, seen = draw.samples, draw.mine, draw.roll, draw.seen
+        # The step's prompts (more rounds with dynamic_sampling), sampled and scored; `my_prompts` holds
+        # this rank's prompts (all of them in one process) by their index in the trained batch.
+        step_draw = draw_step(cfg, self.env, self.pos, len(self.train_rows), self.tokenizer.pad_token_id,
+                              lambda rows, index: self._rollout(step, rows, index, t_gen))
+        samples, my_prompts, all_sampled = step_draw.samples, step_draw.my_prompts, step_draw.all_sampled
         t_gen = sum(t_gen)
         # The whole step on every rank: advantages (batch statistics included) and metrics see all of it.
         rewards = torch.tensor(samples.scores.rewards, dtype=torch.float32)
-        rows = torch.tensor([i * G + g for i in mine for g in range(G)], dtype=torch.long)
-        batch = rollout_batch(cfg, roll, rewards, rows)
+        rows = torch.tensor([i * G + g for i in my_prompts for g in range(G)], dtype=torch.long)
+        batch = rollout_batch(cfg, step_draw.my_rollout, rewards, rows)
         t1 = time.perf_counter()
         # No rows: dynamic sampling found no group with a reward spread; the step makes no update.
         advantages, algo_metrics, update = self._learn(batch, step) if len(batch) else (torch.zeros(0), {}, {})
@@ -280,34 +280,35 @@ class Trainer:
         t_upd = time.perf_counter() - t1
         lr = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
-        self.step, self.pos = step, draw.pos
+        self.step, self.pos = step, step_draw.pos
 
-        n = len(seen.scores.rewards)
-        m: dict[str, Any] = {
-            **step_metrics(seen.scores, seen.lengths, seen.truncated,
-                           group_stats(torch.tensor(seen.scores.rewards, dtype=torch.float32), G)),
-            **draw.metrics, **algo_metrics, **update, M.LEARNING_RATE: lr,
-            M.EPOCH: self.pos.epoch + self.pos.offset / len(self.train_rows),
-            M.TIME_STEP: time.perf_counter() - t0, M.TIME_GENERATE: t_gen, M.TIME_UPDATE: t_upd,
-            M.TOKENS_PER_SECOND: float(seen.lengths.float().sum()) / max(
+        n = len(all_sampled.scores.rewards)
+        metrics: dict[str, Any] = {
+            **step_metrics(all_sampled.scores, all_sampled.lengths, all_sampled.truncated,
+                           group_stats(torch.tensor(all_sampled.scores.rewards, dtype=torch.float32), G)),
+            **step_draw.metrics, **algo_metrics, **update, metric_names.LEARNING_RATE: lr,
+            metric_names.EPOCH: self.pos.epoch + self.pos.offset / len(self.train_rows),
+            metric_names.TIME_STEP: time.perf_counter() - t0, metric_names.TIME_GENERATE: t_gen,
+            metric_names.TIME_UPDATE: t_upd,
+            metric_names.TOKENS_PER_SECOND: float(all_sampled.lengths.float().sum()) / max(
                 dist.all_sum([t_gen], self.env)[0] / self.env.world_size, 1e-9),
         }
-        m.update(self.health.end_step(step, n, seen.scores))
-        if (collapse := self.collapse.add(step, m)) is not None:
+        metrics.update(self.health.end_step(step, n, all_sampled.scores))
+        if (collapse := self.collapse.add(step, metrics)) is not None:
             log.warning(collapse)
         seq_adv = gather_rows(self.algo.sequence_advantages(advantages, batch.loss_mask), rows, len(rewards), self.env)
-        return m, sample_rows(cfg, step, samples, seq_adv)
+        return metrics, sample_rows(cfg, step, samples, seq_adv)
 
     def run_eval(self) -> dict[str, Any]:
         rows = self.evaluation.rows
         if not rows:
             return {}
-        mine = rows[dist.row_share(len(rows), self.env)]  # under torchrun each rank evaluates a share
-        summary, records = {M.EVAL_ROWS: 0}, []
+        my_rows = rows[dist.row_share(len(rows), self.env)]  # under torchrun each rank evaluates a share
+        summary, records = {metric_names.EVAL_ROWS: 0}, []
         with dist.full_weights(self.policy):
-            if mine:
+            if my_rows:
                 sampler = Generator(self._sampler(), self.tokenizer, self.eos_ids, self.device, self.autocast_dtype)
-                summary, records = self.evaluation.run(sampler, mine)
+                summary, records = self.evaluation.run(sampler, my_rows)
         self.model.train()
         if self.env.enabled:
             parts = dist.gather((summary, records), self.env)
@@ -357,8 +358,8 @@ class Trainer:
                 if main and cfg.report_steps and self.step % cfg.report_steps == 0 and self.step < self.max_steps:
                     report.refresh(self.out, live=True)
                 bar.update(1)
-                bar.set_postfix(reward=f"{metrics[M.REWARD]:.3f}", acc=f"{metrics[M.ACCURACY]:.2f}",
-                                len=f"{metrics[M.MEAN_LENGTH]:.0f}")
+                bar.set_postfix(reward=f"{metrics[metric_names.REWARD]:.3f}", acc=f"{metrics[metric_names.ACCURACY]:.2f}",
+                                len=f"{metrics[metric_names.MEAN_LENGTH]:.0f}")
                 if cfg.eval_steps and self.step % cfg.eval_steps == 0 and self.step < self.max_steps:
                     tracker.log_eval(self.run_eval(), self.step)
                 if cfg.save_steps and self.step % cfg.save_steps == 0 and self.step < self.max_steps:

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 
 from r1zero.algorithms.losses import Normaliser
-from r1zero.observe import metrics as M
+from r1zero.observe import metrics as metric_names
+from r1zero.observe.metrics import loss_metrics
 from r1zero.training import distributed as dist
 from r1zero.training.callbacks import NO_CALLBACKS, CallbackList
 from r1zero.training.optim import clip_and_step
@@ -125,14 +126,14 @@ def _add_micro_batch(acc: MetricSums, loss, entropy, stats, mask, dev_mask, old,
     """A micro-batch's loss, token entropy and loss statistics (r1zero.algorithms.stats.LossStats),
     kept on the device (read once, after the update): no host sync here."""
     tok = float(mask.sum())  # the mask lives on the CPU
-    acc.add(M.LOSS, loss.detach())
-    acc.add_ratio(M.ENTROPY, (entropy.detach() * dev_mask).sum(), tok)
-    for k, v in M.loss_metrics(stats).items():
+    acc.add(metric_names.LOSS, loss.detach())
+    acc.add_ratio(metric_names.ENTROPY, (entropy.detach() * dev_mask).sum(), tok)
+    for k, v in loss_metrics(stats).items():
         acc.add_weighted(k, v, tok)
     if first_pass and sampled is not None:
         # pi_old's log-probs as the trainer computes them against the sampler's own.
         gap = (old - sampled).abs() * dev_mask
-        acc.add_ratio(M.SAMPLING_LOGP_DIFF, gap.sum(), tok)
+        acc.add_ratio(metric_names.SAMPLING_LOGP_DIFF, gap.sum(), tok)
 
 
 def _update_metrics(algo, acc: MetricSums, grad_norms: list[float], updates: int, trained: bool) -> dict[str, float]:
@@ -140,9 +141,9 @@ def _update_metrics(algo, acc: MetricSums, grad_norms: list[float], updates: int
     then the policy's loss and gradient norm per optimizer update, then the token means."""
     out = algo.end_update(acc)
     if trained:
-        out.update({M.LOSS: acc.total(M.LOSS) / updates, M.GRAD_NORM: sum(grad_norms) / len(grad_norms)})
+        out.update({metric_names.LOSS: acc.total(metric_names.LOSS) / updates, metric_names.GRAD_NORM: sum(grad_norms) / len(grad_norms)})
         if algo.entropy_coef.adaptive:
-            out[M.ENTROPY_COEF] = algo.entropy_coef.coef  # for the next update (TRL's metric)
+            out[metric_names.ENTROPY_COEF] = algo.entropy_coef.coef  # for the next update (TRL's metric)
     out.update(acc.means())
     return out
 
