@@ -8,7 +8,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-import r1zero.training.trainer
+import r1zero.model_setup
 from r1zero import cli
 
 TOY = f"{REPO / 'tests' / 'toy_rewards.py'}"
@@ -143,13 +143,13 @@ def test_refused_before_loading_with_one_line_and_nothing_written(name, tiny_qwe
     before = snapshot(out)
 
     loaded = []
-    real_load = r1zero.training.trainer.load_model
+    real_load = r1zero.model_setup.load_model
 
     def spy(*args, **kwargs):  # records, then loads for real: a case that gets here fails below
         loaded.append(args)
         return real_load(*args, **kwargs)
 
-    monkeypatch.setattr(r1zero.training.trainer, "load_model", spy)
+    monkeypatch.setattr(r1zero.model_setup, "load_model", spy)
     path = tmp_path / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     capsys.readouterr()

@@ -317,12 +317,12 @@ def test_lora_keys_without_use_peft_are_ignored_as_in_trl():
 @pytest.fixture
 def no_weights(monkeypatch):
     """Model-dependent refusals come before the weights load: loading them fails the test."""
-    import r1zero.training.trainer as trainer_mod
+    import r1zero.model_setup as model_setup
 
     def refuse(*a, **k):
         raise AssertionError("the model's weights were loaded before the refusal")
 
-    monkeypatch.setattr(trainer_mod, "load_model", refuse)
+    monkeypatch.setattr(model_setup, "load_model", refuse)
 
 
 @pytest.mark.parametrize("override,needle", [

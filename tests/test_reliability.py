@@ -166,7 +166,7 @@ def test_a_reward_file_that_hangs_exits_or_fails_at_import_is_one_line(body, wor
     exit status 2, within the time limit (reward_timeout, here 6 s), before any model loads."""
     import yaml
 
-    import r1zero.training.trainer
+    import r1zero.model_setup
 
     bad = tmp_path / "grader.py"
     bad.write_text(body + "def score(completion, **fields):\n    return 1.0\n")
@@ -174,7 +174,7 @@ def test_a_reward_file_that_hangs_exits_or_fails_at_import_is_one_line(body, wor
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(config(tiny_qwen2, out, reward_funcs=[f"{bad}:score"], reward_timeout=6.0).to_dict()))
     loaded = []
-    monkeypatch.setattr(r1zero.training.trainer, "load_model", lambda *a, **k: loaded.append(a))
+    monkeypatch.setattr(r1zero.model_setup, "load_model", lambda *a, **k: loaded.append(a))
     capsys.readouterr()
     t0 = time.perf_counter()
     rc = cli.main(["train", "--config", str(path)])
