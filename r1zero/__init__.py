@@ -1,7 +1,8 @@
 """r1zero: R1-Zero style reinforcement learning from verifiable rewards for small language models.
 
-The pipeline, one module each: data -> tasks (prompt, reward) -> rollout -> rewards -> grpo
-(advantage, loss) -> trainer (update) -> tracking / checkpoint. ``GRPOConfig`` and ``GRPOTrainer``
+The pipeline, one subpackage per stage, imports only going down it: config -> data -> tasks
+(prompt, reward scheme) -> models / rollout (sampling) -> rewards (scoring) -> algorithms (advantage,
+loss) -> observe (metrics, evaluation, report) -> training (the loop: update, checkpoint) -> cli. ``GRPOConfig`` and ``GRPOTrainer``
 (r1zero.trl) take a TRL script as it is: change ``from trl import`` to ``from r1zero import``.
 """
 __version__ = "0.1.0"

@@ -115,11 +115,11 @@ class Algorithm:
         return True
 
     def policy_loss(self, logprobs, entropy, old, ref, advantages, mask, norm: Normaliser, sampled=None):
-        """(loss, metrics) of one micro-batch, normalised as ``norm`` says (its share of the
+        """(loss, LossStats) of one micro-batch, normalised as ``norm`` says (its share of the
         mini-batch included): the registered ``loss_type`` objective, minus ``entropy_coeff`` x the
         entropy reduced the same way. ``sampled``: the sampler's log-probs of these rows, if any."""
         cfg = self.cfg
-        loss, metrics = policy_loss(
+        loss, stats = policy_loss(
             logprobs, old, advantages, mask, loss_type=cfg.loss_type, epsilon=cfg.epsilon,
             epsilon_high=cfg.epsilon_high, ref_logprobs=ref if cfg.beta > 0 else None, beta=cfg.beta,
             kl_estimator=cfg.kl_estimator, max_completion_length=norm.max_completion_length,
@@ -132,7 +132,7 @@ class Algorithm:
             self.entropy_coef.observe((entropy.detach() * mask).sum(), mask.sum())
         if coef > 0:
             loss = loss - coef * aggregate(entropy, mask, get_policy_loss(cfg.loss_type).reduction, norm)
-        return loss, metrics
+        return loss, stats
 
     def sequence_advantages(self, advantages: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N,) one number per completion for samples.jsonl."""
