@@ -355,7 +355,9 @@ def test_one_megabyte_adversarial_completion_is_fast(name):
             t0 = time.perf_counter()
             s = task.score(text, EX)
             best = min(best, time.perf_counter() - t0)
-        assert best < 0.010, f"{name}: {best * 1e3:.1f} ms"
+        # Linear-time checks take a few ms on 1 MB (10.0 ms for "whitespace" on an AVX2-only 2-core CPU
+        # in CI, 2026-12-02); a quadratic one takes seconds. 50 ms keeps the two apart on a slow machine.
+        assert best < 0.050, f"{name}: {best * 1e3:.1f} ms"
         assert math.isfinite(s.reward) and s.reward <= 3.5
 
 
