@@ -118,6 +118,45 @@ class Task:
         None (the prompt is text). TRL-form reward functions get it as their ``prompts``."""
         return None
 
+    # ---- the think part (R1-Zero's "<think> ... </think> <answer> ... </answer>") ------------------
+    # A template whose completions reason before they answer says so with ``think_style``; the
+    # evaluation then also asks with the thinking taken away (``no_think_prefill``), and the trainer
+    # logs the think part's length (``think_text``). Other templates: None, and nothing changes.
+    THINK_OPEN, THINK_CLOSE, ANSWER_OPEN = "<think>", "</think>", "<answer>"
+
+    def think_style(self) -> str | None:
+        """None: this template's completions have no think part. "prefilled": the rendered prompt
+        ends with ``THINK_OPEN`` (the completion starts inside the think part). "written": the
+        model writes ``THINK_OPEN`` itself."""
+        return None
+
+    def no_think_prefill(self) -> str | None:
+        """The text appended to a rendered prompt so that the model answers without thinking: the
+        think part closed empty and the answer opened. The scorer sees it as the completion's start
+        (the model wrote none of it, but the verdict is on the whole assistant turn). None for a
+        template without a think part."""
+        style = self.think_style()
+        if style is None:
+            return None
+        opener = "" if style == "prefilled" else self.THINK_OPEN
+        return f"{opener}\n{self.THINK_CLOSE}\n{self.ANSWER_OPEN}"
+
+    def think_text(self, completion: str) -> str | None:
+        """The think part of ``completion``: from the opener (the prompt's, when prefilled) to the
+        first ``THINK_CLOSE``, or to the end when the model never closed it (truncated, or gave up
+        the format); "" when a "written" opener never came. None for a template without one."""
+        style = self.think_style()
+        if style is None:
+            return None
+        start = 0
+        if style == "written":
+            at = completion.find(self.THINK_OPEN)
+            if at < 0:
+                return ""
+            start = at + len(self.THINK_OPEN)
+        end = completion.find(self.THINK_CLOSE, start)
+        return completion[start:] if end < 0 else completion[start:end]
+
     # ---- reward -----------------------------------------------------------------------------
     def score(self, completion: str, example: Mapping[str, Any]) -> Score:
         raise NotImplementedError

@@ -65,6 +65,23 @@ CHAT_USER = (
     "<answer> 2 + 5 </answer>."
 )
 
+# Our own R1-Zero-style prompts for small instruct models: the reasoning in <think> </think>, the
+# answer in <answer> </answer>, the assistant turn prefilled with "<think>" (as TinyZero's base
+# template ends). "chat-think" shows no example; "chat-think-example" shows one short worked example
+# of the tags in use: a weak model otherwise rarely closes the think part (benchmarks/RESULTS.md
+# measures both on the embedded model).
+CHAT_THINK_USER = (
+    "Using the numbers {numbers}, create an equation that equals {target}. You can use basic "
+    "arithmetic operations (+, -, *, /) and each number can only be used once. First think it through "
+    "in <think> </think> tags, then give the final equation in <answer> </answer> tags."
+)
+CHAT_THINK_EXAMPLE = (
+    " For example, for the numbers [6, 2] and the target 3: <think> 6 + 2 = 8, no. 6 - 2 = 4, no. "
+    "6 / 2 = 3, yes. </think> <answer> 6 / 2 </answer>"
+)
+_CHAT_USERS = {"datawhale": DATAWHALE_USER, "chat": CHAT_USER, "chat-answer": CHAT_USER,
+               "chat-think": CHAT_THINK_USER, "chat-think-example": CHAT_THINK_USER + CHAT_THINK_EXAMPLE}
+
 # What follows the assistant marker ("Assistant:" / "<|im_start|>assistant") in each template, up
 # to where the completion starts. TinyZero scores "the last line of the text after the marker";
 # the completion continues this text, so its last line is that of prefix + completion.
@@ -76,6 +93,8 @@ ASSISTANT_PREFIX = {
     # For very weak models (the embedded CPU default): the assistant turn is prefilled with the
     # opening tag, so the model only has to write the equation and close the tag.
     "chat-answer": "<answer>",
+    "chat-think": "<think>",
+    "chat-think-example": "<think>",
 }
 
 # Allowed totals of each scheme (used by tests and handy for sanity checks).
@@ -83,6 +102,7 @@ REWARD_VALUES = {
     "tinyzero": (0.0, 0.1, 1.0),
     "datawhale": (0.0, 1.0, 2.0, 3.0),
     "shaped": (0.0, 0.25, 0.5, 1.5),
+    "think": (0.0, 0.25, 1.25),
 }
 
 # ---- the task -----------------------------------------------------------------------------------
@@ -98,8 +118,8 @@ class CountdownTask(Task):
     given: ``min_numbers`` 3, ``max_numbers`` 4, ``max_number`` 99, ``operators`` "+-*/",
     ``min_target`` 1, ``max_target`` 100, ``train_size`` 10000, ``test_size`` 256."""
 
-    templates = ("base", "qwen-instruct", "datawhale", "chat", "chat-answer")
-    reward_schemes = ("tinyzero", "datawhale", "shaped")
+    templates = ("base", "qwen-instruct", "datawhale", "chat", "chat-answer", "chat-think", "chat-think-example")
+    reward_schemes = ("tinyzero", "datawhale", "shaped", "think")
     default_template = "base"
     default_reward = "tinyzero"
     required_fields = ("nums", "target")
@@ -110,6 +130,10 @@ class CountdownTask(Task):
         gen = {k: options.pop(k) for k in GENERATOR_OPTIONS if k in options}
         super().__init__(reward=reward, template=template, **options)
         self.gen_options = check_gen_options(**gen)
+        if self.reward_scheme == "think" and self.think_style() is None:
+            thinking = [t for t in self.templates if ASSISTANT_PREFIX[t].endswith(self.THINK_OPEN)]
+            raise TaskError(f"reward: 'think' scores a think part, which template '{self.template}' has not; "
+                            f"use one of the templates {', '.join(thinking)}")
         for key, value in (("train_size", train_size), ("test_size", test_size)):
             if not is_int(value) or value < 0:
                 raise TaskError(f"task_args: {key} must be a non-negative integer, got {value!r}")
@@ -168,7 +192,11 @@ class CountdownTask(Task):
     # ---- prompt ---------------------------------------------------------------------------------
     @property
     def prompt_is_chat(self) -> bool:
-        return self.template in ("datawhale", "chat", "chat-answer")
+        return self.template in _CHAT_USERS
+
+    def think_style(self) -> str | None:
+        # Every template that asks for a think part opens it in the prompt.
+        return "prefilled" if ASSISTANT_PREFIX[self.template].endswith(self.THINK_OPEN) else None
 
     def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
         numbers = str(as_int_list(example["nums"]))  # Python list repr: "[44, 19, 35]"
@@ -177,7 +205,7 @@ class CountdownTask(Task):
             return BASE_TEMPLATE.format(numbers=numbers, target=target)
         if self.template == "qwen-instruct":
             return QWEN_INSTRUCT_TEMPLATE.format(numbers=numbers, target=target)
-        user = DATAWHALE_USER if self.template == "datawhale" else CHAT_USER
+        user = _CHAT_USERS[self.template]
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise TaskError(
                 f"template: '{self.template}' needs a tokenizer with a chat template; "
@@ -206,6 +234,8 @@ class CountdownTask(Task):
             )
         if self.reward_scheme == "datawhale":
             return score_datawhale(completion, nums, target, reference_quirks=self.reference_quirks)
+        if self.reward_scheme == "think":
+            return score_think(self.THINK_OPEN + completion, nums, target)
         # The prefilled part of the answer (chat-answer's "<answer>") is the model's answer too.
         prefilled = ASSISTANT_PREFIX[self.template] if self.template == "chat-answer" else ""
         return score_shaped(prefilled + completion, nums, target)
@@ -215,6 +245,7 @@ _PART_NAMES = {
     "tinyzero": ("answer",),
     "datawhale": ("format", "equation", "thought_length"),
     "shaped": ("format", "numbers", "equation"),
+    "think": ("format", "equation"),
 }
 
 
@@ -278,3 +309,17 @@ def score_shaped(completion: str, nums: list[int], target: int) -> Score:
     return Score(sum(parts.values()), right, fmt > 0, parts)
 
 
+
+
+def score_think(text: str, nums: list[int], target: int) -> Score:
+    """Ours, R1-Zero's two rules: 0.25 for the format (a think part, closed, then a non-empty
+    <answer>), +1.0 for the right answer in that place (the given numbers, each once, reaching the
+    target; no decimals). ``text`` is the assistant turn from "<think>" on. Nothing is paid for the
+    think part's length or words: an empty one (the no-think evaluation's) is in the format."""
+    close = text.find("</think>")
+    answer = last_tag_content(text[close + len("</think>"):]) if close >= 0 and text.startswith("<think>") else None
+    answer = answer.strip() if answer is not None else ""
+    fmt = 0.25 if answer else 0.0
+    right = bool(fmt) and numbers_ok(answer, nums) and evaluate(answer, allow_decimals=False) == target
+    parts = {"format": fmt, "equation": 1.0 if right else 0.0}
+    return Score(sum(parts.values()), right, fmt > 0, parts)
