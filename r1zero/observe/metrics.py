@@ -69,6 +69,13 @@ DS_SHORTFALL, DS_SURPLUS = "dynamic_sampling/shortfall", "dynamic_sampling/surpl
 # per prompt mean@k and pass@k (prefixes: + k).
 EVAL_ROWS, EVAL_MEAN_REWARD, EVAL_MEAN_LENGTH, EVAL_TRUNCATED = "n", "mean_reward", "mean_length", "truncated_rate"
 EVAL_MEAN_AT, EVAL_PASS_AT = "mean@", "pass@"
+# The same evaluation asked again with the thinking taken away (r1zero.tasks.Task.no_think_prefill:
+# the think part closed empty, the answer opened), for tasks whose template has a think part:
+# "does the thinking matter?" is ACCURACY minus ACCURACY_NO_THINK.
+ACCURACY_NO_THINK, FORMAT_RATE_NO_THINK = "accuracy_no_think", "format_rate_no_think"
+# The think part's length in tokens over a step's completions (r1zero.tasks.Task.think_text), for
+# tasks whose template has one.
+THINK_MEAN_LENGTH, THINK_P90_LENGTH = "think/mean_length", "think/p90_length"
 
 # Every name above, for the test that no other module writes one (a prefix counts as a name).
 NAMES = frozenset(v for k, v in dict(globals()).items() if k.isupper() and isinstance(v, str))
