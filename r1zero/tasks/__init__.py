@@ -7,5 +7,6 @@ from r1zero.tasks import countdown as _countdown  # noqa: F401,E402
 from r1zero.tasks import custom as _custom  # noqa: F401,E402
 from r1zero.tasks import gsm8k as _gsm8k  # noqa: F401,E402
 from r1zero.tasks import math as _math  # noqa: F401,E402
+from r1zero.tasks import sums as _sums  # noqa: F401,E402
 
 __all__ = ["Score", "Task", "TaskError", "build_task", "get_task", "register_task", "task_class", "task_names"]
