@@ -3,7 +3,7 @@
     python benchmarks/think_candidates.py                      # every candidate below
     python benchmarks/think_candidates.py --only cd2-4op-example --problems 16 --samples 8
 
-For each candidate (a countdown setting and a think template), ``--problems`` training problems are
+For each candidate (a task setting and a think template), ``--problems`` training problems are
 asked ``--samples`` times at temperature 1, as a training step would sample them, twice: with the
 thinking (the prompt ends with "<think>") and with the thinking taken away (the task's
 ``no_think_prefill``: the think part closed empty and the answer opened). A table gives, for each,
@@ -27,12 +27,21 @@ from r1zero.models import EMBEDDED_MODEL  # noqa: E402
 from r1zero.rollout.sampling import generate, tokenize_prompts  # noqa: E402
 from r1zero.tasks import get_task  # noqa: E402
 
-# name -> (countdown task_args, template)
+# name -> (task, task_args, template). Countdown: TinyZero's search-and-verify in miniature (the
+# operator must be found and checked); sums: one small addition per written step.
+CD2 = {"min_numbers": 2, "max_numbers": 2, "max_number": 20, "operators": "+-*/"}
 CANDIDATES = {
-    "cd2-4op": ({"min_numbers": 2, "max_numbers": 2, "max_number": 20, "operators": "+-*/"}, "chat-think"),
-    "cd2-4op-example": ({"min_numbers": 2, "max_numbers": 2, "max_number": 20, "operators": "+-*/"}, "chat-think-example"),
-    "cd3-pm-example": ({"min_numbers": 3, "max_numbers": 3, "max_number": 20, "operators": "+-"}, "chat-think-example"),
-    "cd3-plus-example": ({"min_numbers": 3, "max_numbers": 3, "max_number": 20, "operators": "+"}, "chat-think-example"),
+    "countdown-2x20-4op": ("countdown", CD2, "chat-think"),
+    "countdown-2x20-4op-example": ("countdown", CD2, "chat-think-example"),
+    "countdown-3x20-pm-example": ("countdown", {"min_numbers": 3, "max_numbers": 3, "max_number": 20, "operators": "+-"},
+                                  "chat-think-example"),
+    "sums-3x9": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 9}, "chat-think"),
+    "sums-3x9-example": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 9}, "chat-think-example"),
+    "sums-4x9-example": ("sums", {"min_terms": 4, "max_terms": 4, "max_number": 9}, "chat-think-example"),
+    "sums-2x20-example": ("sums", {"min_terms": 2, "max_terms": 2, "max_number": 20}, "chat-think-example"),
+    "sums-5x9-example": ("sums", {"min_terms": 5, "max_terms": 5, "max_number": 9}, "chat-think-example"),
+    "sums-3x20-example": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 20}, "chat-think-example"),
+    "sums-4x20-example": ("sums", {"min_terms": 4, "max_terms": 4, "max_number": 20}, "chat-think-example"),
 }
 
 
@@ -64,8 +73,8 @@ def main(argv=None) -> int:
             "no-think: right | greedy acc think | greedy acc no-think | seconds")
     lines = []
     for name in args.only or CANDIDATES:
-        task_args, template = CANDIDATES[name]
-        task = get_task("countdown", reward="think", template=template, **task_args, train_size=args.problems, test_size=8)
+        task_name, task_args, template = CANDIDATES[name]
+        task = get_task(task_name, reward="think", template=template, **task_args, train_size=args.problems, test_size=8)
         rows = task.load_split("train")[: args.problems]
         t0 = time.perf_counter()
         f, r, tl, n, comps = ask(gen, task, rows, "", samples=args.samples, max_new_tokens=args.max_new_tokens,
@@ -81,7 +90,7 @@ def main(argv=None) -> int:
                 f"{secs:.0f}")
         print(line, flush=True)
         lines.append(line)
-    print(f"task_args: {', '.join(f'{k}={CANDIDATES[k][0]}' for k in (args.only or CANDIDATES))}")
+    print(f"task_args: {'; '.join(f'{k}={CANDIDATES[k][0]} {CANDIDATES[k][1]}' for k in (args.only or CANDIDATES))}")
     print(f"{args.problems} train problems x {args.samples} samples at temperature 1, think up to "
           f"{args.max_new_tokens} tokens, no-think up to 24; greedy: 1 answer per problem")
     print("| " + head + " |")

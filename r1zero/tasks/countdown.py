@@ -68,19 +68,21 @@ CHAT_USER = (
 # Our own R1-Zero-style prompts for small instruct models: the reasoning in <think> </think>, the
 # answer in <answer> </answer>, the assistant turn prefilled with "<think>" (as TinyZero's base
 # template ends). "chat-think" shows no example; "chat-think-example" shows one short worked example
-# of the tags in use: a weak model otherwise rarely closes the think part (benchmarks/RESULTS.md
-# measures both on the embedded model).
+# as an earlier turn of the conversation, which a weak model copies far more readily than an example
+# inside the question. Even so the embedded model's arithmetic is too weak for this task
+# (benchmarks/RESULTS.md: 0 right answers untrained); r1zero.tasks.sums is its thinking task.
 CHAT_THINK_USER = (
     "Using the numbers {numbers}, create an equation that equals {target}. You can use basic "
     "arithmetic operations (+, -, *, /) and each number can only be used once. First think it through "
     "in <think> </think> tags, then give the final equation in <answer> </answer> tags."
 )
-CHAT_THINK_EXAMPLE = (
-    " For example, for the numbers [6, 2] and the target 3: <think> 6 + 2 = 8, no. 6 - 2 = 4, no. "
-    "6 / 2 = 3, yes. </think> <answer> 6 / 2 </answer>"
-)
+CHAT_THINK_EXAMPLE = [
+    {"role": "user", "content": CHAT_THINK_USER.format(numbers="[6, 2]", target=3)},
+    {"role": "assistant", "content": "<think> 6 + 2 = 8, no. 6 - 2 = 4, no. 6 * 2 = 12, no. 6 / 2 = 3, yes. "
+                                     "</think> <answer> 6 / 2 </answer>"},
+]
 _CHAT_USERS = {"datawhale": DATAWHALE_USER, "chat": CHAT_USER, "chat-answer": CHAT_USER,
-               "chat-think": CHAT_THINK_USER, "chat-think-example": CHAT_THINK_USER + CHAT_THINK_EXAMPLE}
+               "chat-think": CHAT_THINK_USER, "chat-think-example": CHAT_THINK_USER}
 
 # What follows the assistant marker ("Assistant:" / "<|im_start|>assistant") in each template, up
 # to where the completion starts. TinyZero scores "the last line of the text after the marker";
@@ -211,8 +213,9 @@ class CountdownTask(Task):
                 f"template: '{self.template}' needs a tokenizer with a chat template; "
                 "use template 'base' for base models"
             )
+        shown = CHAT_THINK_EXAMPLE if self.template == "chat-think-example" else []
         text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": user.format(numbers=numbers, target=target)}],
+            [*shown, {"role": "user", "content": user.format(numbers=numbers, target=target)}],
             tokenize=False,
             add_generation_prompt=True,
         )
