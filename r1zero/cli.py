@@ -70,6 +70,10 @@ def cmd_train(args) -> int:
         print(f"eval accuracy {start[metric_names.ACCURACY]:.3f} -> {end[metric_names.ACCURACY]:.3f}, "
               f"format rate {start[metric_names.FORMAT_RATE]:.3f} -> {end[metric_names.FORMAT_RATE]:.3f}, "
               f"mean reward {start[metric_names.EVAL_MEAN_REWARD]:.3f} -> {end[metric_names.EVAL_MEAN_REWARD]:.3f}")
+        if metric_names.ACCURACY_NO_THINK in start and metric_names.ACCURACY_NO_THINK in end:  # eval_no_think
+            print(f"accuracy without thinking {start[metric_names.ACCURACY_NO_THINK]:.3f} -> "
+                  f"{end[metric_names.ACCURACY_NO_THINK]:.3f}, format rate without thinking "
+                  f"{start[metric_names.FORMAT_RATE_NO_THINK]:.3f} -> {end[metric_names.FORMAT_RATE_NO_THINK]:.3f}")
     print(f"model: {result['checkpoint']}")
     print(f"metrics: {Path(cfg.output_dir) / 'metrics.jsonl'}")
     print(f"report: {result['report']}" if result.get("report") else "report: not written (see the warning above)")
@@ -119,7 +123,7 @@ def _eval_flags(args) -> dict:
     pairs = {"task": args.task, "dataset_test_split": args.split, "dataset_name": args.dataset, "reward": args.reward,
              "template": args.template, "eval_max_completion_length": args.max_new_tokens,
              "sampling_batch_size": args.batch_size, "device": args.device,
-             "temperature": getattr(args, "temperature", None)}
+             "temperature": getattr(args, "temperature", None), "eval_no_think": getattr(args, "no_think", None)}
     return {k: v for k, v in pairs.items() if v is not None}
 
 
@@ -220,6 +224,13 @@ def _add_eval_command(sub) -> None:
     e.add_argument("--batch-size", type=int, default=None,
                    help="sequences per generate call (config key: sampling_batch_size; default: the run's, else 64)")
     e.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N (config key: device; default: the run's, else auto)")
+    # Two flags of one key (argparse's BooleanOptionalAction would read "--no-think" as "think: false").
+    e.add_argument("--no-think", dest="no_think", action="store_const", const=True, default=None,
+                   help="also answer with the thinking taken away (the think part closed empty in the prompt): "
+                        "accuracy_no_think beside accuracy (config key: eval_no_think; default: the run's, else when "
+                        "the template has a think part)")
+    e.add_argument("--no-no-think", dest="no_think", action="store_const", const=False,
+                   help="do not (config key: eval_no_think: false)")
     e.add_argument("--seed", type=int, default=0, help="seed of the sampled answers (--samples > 1)")
     e.add_argument("--out", default=None, help="JSON file for the results (default: eval-TASK-SPLIT.json)")
     e.set_defaults(func=cmd_eval)

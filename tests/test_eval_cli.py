@@ -180,3 +180,57 @@ def test_compare_takes_the_same_settings(run):
     assert result["after"]["model"] == str(out / "checkpoint-2") and result["max_new_tokens"] == 12
     assert [r["after"] for r in result["rows"]] == read_jsonl(out / "eval" / "step-2.jsonl")[:3]
     assert [r["before"] for r in result["rows"]] == read_jsonl(out / "eval" / "step-0.jsonl")[:3]
+
+
+# ---- the evaluation with the thinking taken away (eval_no_think) ---------------------------------
+
+THINK = ["template=chat-think", "reward=think", "max_completion_length=4", "eval_limit=2", "report_to=[]",
+         "disable_tqdm=true", "reward_timeout=0"]
+
+
+def test_train_and_eval_report_the_accuracy_without_thinking(tiny_qwen2, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(RECIPE), f"model_name_or_path={tiny_qwen2}", "max_steps=1",
+                 "dynamic_sampling=false", f"output_dir={out}", *THINK]) == 0
+    printed = capsys.readouterr().out
+    evals = read_jsonl(out / "eval_results.jsonl")
+    assert [e["step"] for e in evals] == [0, 1]
+    start, end = evals
+    # Every evaluation of a chat-think run (eval_no_think: None, auto) asked again without the thinking.
+    assert (f"accuracy without thinking {start['accuracy_no_think']:.3f} -> {end['accuracy_no_think']:.3f}, "
+            f"format rate without thinking {start['format_rate_no_think']:.3f} -> {end['format_rate_no_think']:.3f}"
+            in printed.splitlines())
+    records = read_jsonl(out / "eval" / "step-1.jsonl")
+    assert end["accuracy_no_think"] == sum(r["correct_no_think"] for r in records) / len(records)
+    assert all(isinstance(r["completion_no_think"], str) for r in records)
+
+    # r1zero eval of the checkpoint prints both accuracies, from the run's settings, as the run's last evaluation.
+    dest = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(out / "checkpoint-1"), "--out", str(dest)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    for key in ("accuracy", "accuracy_no_think", "format_rate_no_think"):
+        assert f"{key}: {end[key]:.4f}" in lines, key
+    assert json.loads(dest.read_text(encoding="utf-8"))["records"] == records
+    # --no-no-think (config key eval_no_think: false): one pass, no no-think figures.
+    assert main(["eval", "--model", str(out / "checkpoint-1"), "--no-no-think", "--out", str(dest)]) == 0
+    assert "accuracy_no_think" not in capsys.readouterr().out
+    assert "completion_no_think" not in json.loads(dest.read_text(encoding="utf-8"))["records"][0]
+
+
+def test_eval_no_think_without_a_think_part_is_refused_before_loading(tiny_qwen2, tmp_path, capsys, monkeypatch):
+    import r1zero.model_setup
+
+    def no_loading(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(r1zero.model_setup, "load_generator", no_loading)
+    want = ("r1zero: error: config: 'eval_no_think' is true, but template 'chat-answer' of task 'countdown' has no "
+            "think part to take away; remove it, or use a template whose completions think in <think> </think> "
+            "(countdown: chat-think)")
+    assert main(["eval", "--model", str(tiny_qwen2), "--config", str(RECIPE), "--no-think"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [want]
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(RECIPE), f"model_name_or_path={tiny_qwen2}", f"output_dir={out}",
+                 "eval_no_think=true", "report_to=[]"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [want]
+    assert not out.exists()

@@ -106,3 +106,115 @@ def test_evaluate_figures_equal_a_hand_count(task, eos_rich_model, monkeypatch):
     assert summary[f"pass@{K}"] == pytest.approx(pass_k, abs=1e-12)
     # Sampled, not greedy: the K answers of a problem differ.
     assert any(len(set(sampled.completions[i * K:(i + 1) * K])) > 1 for i in range(n))
+
+
+# ---- the evaluation with the thinking taken away (eval_no_think) ---------------------------------
+
+class ThinkProbe(LetterProbe):
+    """LetterProbe with a think part opened in the prompt: correct when the completion holds the
+    example's letter, formatted (and paid 0.25) when it closes the think part. So a no-think answer
+    scored without its prefill ("\\n</think>\\n<answer>", which also holds some of the letters)
+    would score differently."""
+
+    templates = ("think",)
+    default_template = "think"
+
+    def think_style(self):
+        return "prefilled"
+
+    def render_prompt(self, example, tokenizer=None):
+        return f"{example['word']}? {example['letter']}\n{self.THINK_OPEN}"
+
+    def score(self, completion, example):
+        correct = example["letter"] in completion.lower()
+        formatted = self.THINK_CLOSE in completion
+        parts = {"hit": 1.0 if correct else 0.0, "closed": 0.25 if formatted else 0.0}
+        return Score(sum(parts.values()), correct, formatted, parts)
+
+
+@pytest.fixture(scope="module")
+def think_task():
+    if "think_probe" not in task_names():
+        register_task("think_probe")(ThinkProbe)
+    return get_task("think_probe")
+
+
+def prompts_fed(model, calls: list):
+    """Record each prompt batch the model is fed (the forward that gets more than one token per row:
+    the prefill), as (input_ids, attention_mask); returns the hook's handle."""
+    def hook(module, args, kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if ids is not None and ids.shape[1] > 1:
+            calls.append((ids.clone(), kwargs["attention_mask"].clone()))
+
+    return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+
+def test_no_think_feeds_the_prefill_and_scores_it_with_the_answer(think_task, eos_rich_model, monkeypatch):
+    tok = load_tokenizer(str(eos_rich_model))
+    model = load_model(str(eos_rich_model), torch.device("cpu"), trainable=False)
+    eos = eos_token_ids(tok, model)
+    rows = think_task.load_split("test")
+    n, prefill = len(rows), think_task.no_think_prefill()
+    assert prefill == "\n</think>\n<answer>"
+    rec, calls = RolloutRecorder(monkeypatch), []
+    handle = prompts_fed(model, calls)
+    try:
+        summary, records = evaluate(model, tok, think_task, rows, eos_ids=eos, max_new_tokens=MAX_NEW,
+                                    batch_size=n, no_think=True, max_prompt_length=64)
+    finally:
+        handle.remove()
+
+    # Two greedy passes, one prefill forward each: the second fed every prompt with the prefill appended.
+    greedy, no_think = rec.rollouts
+    assert len(calls) == 2
+    for (ids, mask), suffix in zip(calls, ("", prefill)):
+        fed = [tok.decode(row[m.bool()].tolist(), skip_special_tokens=True) for row, m in zip(ids, mask)]
+        assert fed == [think_task.render_prompt(ex) + suffix for ex in rows]
+    assert all(f.endswith(prefill) for f in fed)
+    # The records hold what the model wrote (without the prefill) and the prompt as rendered.
+    assert [r["completion"] for r in records] == greedy.completions
+    assert [r["completion_no_think"] for r in records] == no_think.completions
+    assert [r["prompt"] for r in records] == [think_task.render_prompt(ex) for ex in rows]
+
+    # Both accuracies from the records, and again from task.score of prefill + the recorded answer.
+    verdicts = [think_task.score(prefill + r["completion_no_think"], ex) for r, ex in zip(records, rows)]
+    for r, v in zip(records, verdicts):
+        assert (r["correct_no_think"], r["formatted_no_think"], r["reward_no_think"]) == (v.correct, v.formatted, v.reward)
+    hits = sum(v.correct for v in verdicts)
+    assert 0 < hits < n, hits  # a count that can be wrong both ways
+    assert summary["accuracy_no_think"] == sum(r["correct_no_think"] for r in records) / n == hits / n
+    assert summary["format_rate_no_think"] == sum(v.formatted for v in verdicts) / n == 1.0
+    assert summary["accuracy"] == sum(r["correct"] for r in records) / n
+    assert summary["accuracy"] == sum(think_task.score(r["completion"], ex).correct for r, ex in zip(records, rows)) / n
+    assert summary["accuracy"] != summary["accuracy_no_think"]  # the two passes are told apart
+    assert summary["format_rate"] == 0.0  # a random model never closes the think part itself
+
+
+def test_no_think_without_a_think_part_adds_nothing(task, eos_rich_model, monkeypatch):
+    tok = load_tokenizer(str(eos_rich_model))
+    model = load_model(str(eos_rich_model), torch.device("cpu"), trainable=False)
+    rows = task.load_split("test")[:4]
+    assert task.no_think_prefill() is None
+    rec = RolloutRecorder(monkeypatch)
+    summary, records = evaluate(model, tok, task, rows, eos_ids=eos_token_ids(tok, model), max_new_tokens=MAX_NEW,
+                                no_think=True)
+    assert len(rec.rollouts) == 1  # no second generation
+    assert not any("no_think" in k for k in summary)
+    assert not any("no_think" in k for r in records for k in r)
+
+
+def test_eval_no_think_is_resolved_and_refused_from_the_config(think_task, task):
+    from r1zero.config import ConfigError, TrainConfig
+    from r1zero.observe.evaluate import no_think_setting
+
+    # None (auto): on exactly when the template has a think part; false turns it off.
+    assert no_think_setting(TrainConfig(), think_task) is True
+    assert no_think_setting(TrainConfig(), task) is False
+    assert no_think_setting(TrainConfig(eval_no_think=False), think_task) is False
+    assert no_think_setting(TrainConfig(eval_no_think=True), think_task) is True
+    with pytest.raises(ConfigError) as e:
+        no_think_setting(TrainConfig(eval_no_think=True), task)
+    assert str(e.value) == ("config: 'eval_no_think' is true, but template 'plain' of task 'letter_probe' has no think "
+                            "part to take away; remove it, or use a template whose completions think in <think> "
+                            "</think> (countdown: chat-think)")

@@ -326,6 +326,13 @@ class TrainConfig:
     eval_on_end: bool = _f(True, "Evaluate after the last step.")
     eval_limit: Optional[int] = _f(256, "Test rows used per evaluation (None = all).")
     eval_max_completion_length: Optional[int] = _f(None, "Generation length in evaluation. Default: max_completion_length.")
+    eval_no_think: Optional[bool] = _f(
+        None, "Also evaluate with the thinking taken away: the same rows answered greedily with the think part "
+        "closed empty and the answer opened in the prompt (e.g. '\\n</think>\\n<answer>' after the prompt's "
+        "<think>), logged as accuracy_no_think and format_rate_no_think beside accuracy: does the thinking matter? "
+        "None (auto): when the task's template has a think part (countdown: chat-think, chat-think-example, base, "
+        "qwen-instruct, datawhale); true for a template without one is refused. Costs a second greedy pass."
+    )
 
     # ---- outputs -------------------------------------------------------------------------------
     output_dir: str = _f("runs/r1zero", "Run folder: config, metrics, samples, checkpoints, eval results.")

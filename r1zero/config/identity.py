@@ -30,6 +30,8 @@ FREE = frozenset({
     "reflection_threshold", "collapse_steps",
     # when it saves and evaluates (evaluation is greedy and keyed: it draws no training randomness)
     "save_steps", "save_total_limit", "save_optimizer_state", "eval_steps", "eval_on_start", "eval_on_end",
+    # an evaluation's second pass without the thinking: beside the first, which it leaves as it was
+    "eval_no_think",
     # memory: the samples are keyed per prompt and sample, the sums are the same
     "sampling_batch_size", "micro_batch_size", "logprob_chunk_size", "gradient_checkpointing",
     "ref_model_offload", "fsdp_cpu_offload",

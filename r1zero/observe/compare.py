@@ -104,7 +104,9 @@ def format_terminal(result: dict, width: int | None = None) -> str:
     lines.append("")
     for side in ("before", "after"):
         s = result[side]["summary"]
-        lines.append(f"{side:<6} accuracy {s[metric_names.ACCURACY]:.3f}  format rate {s[metric_names.FORMAT_RATE]:.3f}  "
+        no_think = (f"  without thinking {s[metric_names.ACCURACY_NO_THINK]:.3f}"
+                    if metric_names.ACCURACY_NO_THINK in s else "")  # eval_no_think
+        lines.append(f"{side:<6} accuracy {s[metric_names.ACCURACY]:.3f}{no_think}  format rate {s[metric_names.FORMAT_RATE]:.3f}  "
                      f"mean reward {s[metric_names.EVAL_MEAN_REWARD]:.3f}  mean length {s[metric_names.EVAL_MEAN_LENGTH]:.1f}  ({result[side]['model']})")
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ from r1zero.config.run_folder import is_checkpoint_name, latest_checkpoint, list
 EVAL_KEYS = ("model_name_or_path", "task", "template", "reward", "task_args", "reference_quirks", "dataset_name",
              "dataset_config", "dataset_train_split", "dataset_test_split", "data_shuffle_seed", "data_max_rows", "train_size",
              "test_size", "eval_limit", "max_prompt_length", "max_completion_length", "eval_max_completion_length",
-             "sampling_batch_size", "temperature", "top_p", "bf16", "device", "trust_remote_code",
+             "eval_no_think", "sampling_batch_size", "temperature", "top_p", "bf16", "device", "trust_remote_code",
              "prompt_template", "system_prompt", "chat_template_kwargs", "reward_funcs", "reward_weights",
              "reward_timeout", "reward_memory_limit", "correct_reward", "correct_threshold", "format_reward")
 # What a run's config.yaml still says when a later layer names another task: nothing about the task.

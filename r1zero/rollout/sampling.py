@@ -125,20 +125,25 @@ class PromptTooLong(ValueError):
     pass
 
 
-def encode_prompts(task, tokenizer, examples, max_prompt_length: int | None = None) -> tuple[list[str], list[list[int]]]:
+def encode_prompts(task, tokenizer, examples, max_prompt_length: int | None = None,
+                   suffix: str = "") -> tuple[list[str], list[list[int]]]:
     """Render each example with the task's template and tokenize it.
 
     Chat-rendered prompts already hold their special tokens, so nothing is added; raw-text
     templates get the tokenizer's usual BOS (none for Qwen). A prompt longer than
     ``max_prompt_length`` is refused, not silently cut (a cut prompt is a different problem).
+    ``suffix`` is appended to each rendered prompt before it is tokenized, and counts toward
+    ``max_prompt_length`` (the no-think evaluation's prefill, Task.no_think_prefill); the texts
+    returned are the rendered prompts without it.
     """
     texts = [task.render_prompt(ex, tokenizer) for ex in examples]
-    ids = tokenize_prompts(tokenizer, texts, add_special_tokens=not task.prompt_is_chat)
+    ids = tokenize_prompts(tokenizer, [t + suffix for t in texts], add_special_tokens=not task.prompt_is_chat)
     if max_prompt_length is not None:
         for i, seq in enumerate(ids):
             if len(seq) > max_prompt_length:
                 raise PromptTooLong(
-                    f"max_prompt_length: a prompt has {len(seq)} tokens (> {max_prompt_length}); "
+                    f"max_prompt_length: a prompt has {len(seq)} tokens (> {max_prompt_length})"
+                    f"{f' with {suffix!r} appended' if suffix else ''}; "
                     f"raise max_prompt_length or shorten the data (first words: {texts[i][:60]!r})"
                 )
     return texts, ids
