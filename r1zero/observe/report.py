@@ -205,25 +205,34 @@ def _rewards_plot(run: Run):
     return fig, keys + [metric_names.ACCURACY, metric_names.FORMAT_RATE]
 
 
-def _length_plot(run: Run):
+# Token-length lines: the completion's and the think part's (the reasoning panel), mean and p90 alike.
+_LENGTH_STYLES = {metric_names.MEAN_LENGTH: dict(linewidth=2.2), metric_names.P90_LENGTH: dict(linewidth=1.5),
+                  metric_names.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey"),
+                  metric_names.THINK_MEAN_LENGTH: dict(linewidth=2.2, color="#9467bd"),
+                  metric_names.THINK_P90_LENGTH: dict(linewidth=1.5, color="#c5b0d5")}
+
+
+def _lengths_plot(run: Run, keys: Sequence[str], title: str):
+    """One line per length key of ``keys`` the run logged, in tokens, labelled by its last part."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
-    styles = {metric_names.MEAN_LENGTH: dict(linewidth=2.2), metric_names.P90_LENGTH: dict(linewidth=1.5),
-              metric_names.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey")}
-    note = ""
-    for k in LENGTH_KEYS:
+    for k in keys:
         s, v = run.series(k)
         if s:
-            _line(ax, s, v, label=k.split("/")[1], **styles[k])
-        elif k == metric_names.P90_LENGTH:
-            note = "This run did not log completions/p90_length (older trainer): mean and max only."
+            _line(ax, s, v, label=k.split("/")[1], **_LENGTH_STYLES[k])
     ax.set_xlabel("step")
     ax.set_ylabel("tokens")
-    ax.set_title("completion length")
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return fig, note
+    return fig
+
+
+def _length_plot(run: Run):
+    note = "" if run.series(metric_names.P90_LENGTH)[0] else (
+        "This run did not log completions/p90_length (older trainer): mean and max only.")
+    return _lengths_plot(run, LENGTH_KEYS, "completion length"), note
 
 
 def outcome_table(run: Run) -> list[dict]:
@@ -272,6 +281,75 @@ def _reflection_plot(shares: Mapping[int, float], threshold: float, first: int |
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
     return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The reasoning panel, for runs whose completions reason in a think part before they answer.
+
+REASONING_PLOTS = ("think_length", "reflection", "think_accuracy")  # the panel's plots, in its order
+REASONING_SAMPLES = 2  # per picked step: the page's sample section has them all
+
+
+def has_think_part(run: Run) -> bool:
+    """Whether the run's completions have a think part, from what only such runs log: the trainer's
+    think length (r1zero.tasks.Task.think_style) or an evaluation asked without thinking. Not from the
+    samples: any completion may contain a stray "<think>"."""
+    return (any(metric_names.THINK_MEAN_LENGTH in r for r in run.train)
+            or any(metric_names.ACCURACY_NO_THINK in e for e in run.evals))
+
+
+def think_eval_rows(run: Run) -> list[dict]:
+    """Per evaluation with an accuracy: its step, the accuracy with thinking and without (None: not
+    asked without) and their difference (what the thinking is worth)."""
+    rows = []
+    for e in run.evals:
+        acc, bare = _number(e.get(metric_names.ACCURACY)), _number(e.get(metric_names.ACCURACY_NO_THINK))
+        if acc is not None:
+            rows.append({"step": int(e["step"]), metric_names.ACCURACY: acc, metric_names.ACCURACY_NO_THINK: bare,
+                         "difference": None if bare is None else acc - bare})
+    return rows
+
+
+def _think_accuracy_plot(rows: list[dict]):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    for key, label, style in ((metric_names.ACCURACY, "with thinking", dict(color="#9467bd", linewidth=2, marker="s")),
+                              (metric_names.ACCURACY_NO_THINK, "without thinking (think part closed empty)",
+                               dict(color="#555555", linestyle="--", marker="o"))):
+        points = [(r["step"], r[key]) for r in rows if r[key] is not None]
+        if points:
+            _line(ax, [p for p, _ in points], [v for _, v in points], label=label, **style)
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("step")
+    ax.set_ylabel("eval accuracy")
+    ax.set_title("accuracy with and without thinking")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _reasoning_panel(run: Run, add: Callable[..., None], sample_steps: list[dict]) -> dict:
+    """Plot the think part's length and accuracy with and without it through ``add`` (the reflection plot
+    is added already), and the panel's data: eval rows and the picked steps' samples with a think part."""
+    notes = []
+    if run.series(metric_names.THINK_MEAN_LENGTH)[0]:
+        add("think_length", "Think length", _lengths_plot(run, metric_names.THINK_KEYS, "think part length"),
+            "Tokens between the think part's opening and its first close (to the end when never closed), "
+            "over every completion of the step.")
+    else:
+        notes.append("This run did not log think/mean_length (older trainer): no think length plot.")
+    rows = think_eval_rows(run)
+    if rows:
+        add("think_accuracy", "Accuracy with and without thinking", _think_accuracy_plot(rows),
+            "Greedy evaluation accuracy as trained, and asked again with the think part closed empty and the "
+            "answer opened: the gap is what the thinking is worth.")
+    else:
+        notes.append("No evaluation yet: accuracy with and without thinking appears after the first one.")
+    samples = [{"step": g["step"], "samples": [s for s in g["samples"] if any(k == "think" for k, _ in s["segments"])][:REASONING_SAMPLES]}
+               for g in sample_steps]
+    return {"notes": notes, "evals": rows, "samples": [g for g in samples if g["samples"]],
+            "eval_cols": [metric_names.ACCURACY, metric_names.ACCURACY_NO_THINK, "difference"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,12 +460,13 @@ class Report:
     first_reflection_step: int | None
     threshold: float
     notes: list[str] = field(default_factory=list)
+    reasoning: dict | None = None  # the reasoning panel's data (None: the run's completions have no think part)
 
 
 def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
     """Plot metrics.jsonl through ``add``: reward and accuracy, length, the outcome breakdown, the
     optimisation keys, then every numeric key not shown yet. Returns the outcome table."""
-    shown: set[str] = {metric_names.EPOCH}
+    shown: set[str] = {metric_names.EPOCH, *metric_names.THINK_KEYS}  # the think keys: the reasoning panel
     if run.train:
         fig, keys = _rewards_plot(run)
         shown.update(keys)
@@ -426,6 +505,29 @@ def _step_rows(run: Run, shares: dict[int, float]) -> tuple[list[str], list[dict
     return cols, step_rows
 
 
+def _add_reflection(run: Run, words: list[str], threshold: float, add: Callable[..., None]):
+    """Plot the reflection share per step through ``add`` (when samples were logged); returns
+    reflection_by_step's {step: (share, completions)} and the first step reaching ``threshold``."""
+    by_step = reflection_by_step(run.samples, words)
+    shares = {s: v[0] for s, v in by_step.items()}
+    first = first_step_over(shares, threshold)
+    if shares:
+        n = sum(c for _, c in by_step.values()) / len(by_step)
+        add("reflection", "Reflection tracking", _reflection_plot(shares, threshold, first),
+            f"Share of the logged completions of each step (about {n:.0f} per step, log_completions_rate) "
+            f"containing one of: {', '.join(words)}. "
+            + (f"It first reaches {threshold:g} at step {first}." if first is not None
+               else f"It never reaches {threshold:g}."))
+    return by_step, first
+
+
+def _eval_cols(run: Run) -> list[str]:
+    """The evaluation table's columns: the summary keys any evaluation logged, then mean@k / pass@k."""
+    keys = (metric_names.ACCURACY, metric_names.ACCURACY_NO_THINK, metric_names.FORMAT_RATE, metric_names.FORMAT_RATE_NO_THINK,
+            metric_names.EVAL_MEAN_REWARD, metric_names.EVAL_MEAN_LENGTH, metric_names.EVAL_TRUNCATED, metric_names.EVAL_ROWS)
+    return [k for k in keys if any(k in e for e in run.evals)] + sorted({k for e in run.evals for k in e if "@" in k})
+
+
 def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = None, threshold: float | None = None,
                  live: bool = False) -> Report:
     """Write RUN_DIR/report.html and RUN_DIR/report/*.png. ``words``/``threshold`` default to the run's
@@ -449,38 +551,32 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
         plots[name] = Plot(name, title, png, path, note)
 
     outcomes = _metric_plots(run, add)
-    by_step = reflection_by_step(run.samples, words)
+    by_step, first = _add_reflection(run, words, threshold, add)
     shares = {s: v[0] for s, v in by_step.items()}
-    first = first_step_over(shares, threshold)
-    if shares:
-        n = sum(c for _, c in by_step.values()) / len(by_step)
-        add("reflection", "Reflection tracking", _reflection_plot(shares, threshold, first),
-            f"Share of the logged completions of each step (about {n:.0f} per step, log_completions_rate) "
-            f"containing one of: {', '.join(words)}. "
-            + (f"It first reaches {threshold:g} at step {first}." if first is not None
-               else f"It never reaches {threshold:g}."))
-    else:
+    if not shares:
         notes.append("No samples.jsonl rows (log_completions_rate=0): no reflection tracking or sample completions.")
-
+    sample_steps = _sample_views(run.samples, pattern)
+    # A run without a think part gets no panel: its page is what it was before the panel existed.
+    reasoning = _reasoning_panel(run, add, sample_steps) if has_think_part(run) else None
+    in_panel = [n for n in REASONING_PLOTS if n in plots] if reasoning else []
     cols, step_rows = _step_rows(run, shares)
-    eval_cols = [k for k in (metric_names.ACCURACY, metric_names.FORMAT_RATE, metric_names.EVAL_MEAN_REWARD, metric_names.EVAL_MEAN_LENGTH, metric_names.EVAL_TRUNCATED, metric_names.EVAL_ROWS)
-                 if any(k in e for e in run.evals)]
-    eval_cols += sorted({k for e in run.evals for k in e if "@" in k})
 
     page = get_template("report.html.j2").render(
         title=run.config.get("run_name") or run.dir.resolve().name, run_dir=str(run.dir.resolve()),
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), live=live,
         config=run.config, config_text=run.config_text, info=run.info, timing=timing_summary(run),
-        plots=list(plots.values()), notes=notes, sample_steps=_sample_views(run.samples, pattern),
-        step_cols=cols, step_rows=step_rows, evals=run.evals, eval_cols=eval_cols,
+        plots=[p for n, p in plots.items() if n not in in_panel], notes=notes, sample_steps=sample_steps,
+        reasoning=reasoning and {**reasoning, "plots": [plots[n] for n in in_panel]},
+        step_cols=cols, step_rows=step_rows, evals=run.evals, eval_cols=_eval_cols(run),
         first_reflection=first, threshold=threshold)
     html = run.dir / REPORT_HTML
     write_atomic(html, page.encode("utf-8"))
-    return Report(html, plots, outcomes, shares, {s: v[1] for s, v in by_step.items()}, first, threshold, notes)
+    return Report(html, plots, outcomes, shares, {s: v[1] for s, v in by_step.items()}, first, threshold, notes,
+                  reasoning)
 
 
 __all__ = ["build_report", "load_run", "Report", "ReportError", "split_completion", "outcome_table",
-           "pick_sample_steps", "write_run_info", "run_info", "DEFAULT_WORDS"]
+           "pick_sample_steps", "has_think_part", "think_eval_rows", "write_run_info", "run_info", "DEFAULT_WORDS"]
 
 
 def refresh(run_dir: str | os.PathLike, *, device: Any = None, live: bool = False) -> str | None:
