@@ -3,7 +3,7 @@
 Everything comes from the files the trainer writes (metrics.jsonl, samples.jsonl,
 eval_results.jsonl, config.yaml, run_info.json), so ``r1zero report RUN_DIR`` works on a finished
 run, on a run still going, and on a copy of the folder on another machine. Plots are drawn with
-matplotlib (Agg: no display needed), written as PNG files under ``RUN_DIR/report/`` and embedded in
+matplotlib (r1zero.observe.figures), written as PNG files under ``RUN_DIR/report/`` and embedded in
 the page as base64 data URIs, so the page needs no network and no sibling files. The page is a
 jinja2 template (``r1zero/templates/report.html.j2``) with autoescaping: completions are shown as
 text, never as markup.
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import io
 import json
-import math
 import logging
 import os
 import platform
@@ -29,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from r1zero.observe.reflection import DEFAULT_THRESHOLD, DEFAULT_WORDS, first_step_over, reflection_by_step, reflection_pattern
+from r1zero.observe import figures
 from r1zero.observe import metrics as metric_names
 from r1zero.observe.metrics import LENGTH_KEYS, OUTCOMES, collapses
 from r1zero.observe.tracking import EVALS, METRICS, SAMPLES, read_jsonl
@@ -49,12 +48,6 @@ class ReportError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Reading the run folder.
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
 
 @dataclass
 class Run:
@@ -69,7 +62,7 @@ class Run:
     def series(self, key: str) -> tuple[list[int], list[float]]:
         steps, vals = [], []
         for row in self.train:
-            v = _number(row.get(key))
+            v = figures.number(row.get(key))
             if v is not None:
                 steps.append(int(row["step"]))
                 vals.append(v)
@@ -79,7 +72,7 @@ class Run:
         keys: dict[str, None] = {}
         for row in self.train:
             for k, v in row.items():
-                if k != "step" and _number(v) is not None:
+                if k != "step" and figures.number(v) is not None:
                     keys[k] = None
         return list(keys)
 
@@ -119,7 +112,7 @@ def write_run_info(run_dir: str | os.PathLike, device: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plots.
+# Plots (drawn by r1zero.observe.figures).
 
 @dataclass
 class Plot:
@@ -134,153 +127,20 @@ class Plot:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # no display: a server or a CI box has none
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)  # tight_layout already ran; "tight" bbox would draw twice
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def _line(ax, steps, vals, label=None, **kw):
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-    # Markers make a run of one or two steps visible at all.
-    kw.setdefault("marker", "o" if len(steps) <= 30 else None)
-    kw.setdefault("markersize", 3)
-    ax.plot(steps, vals, label=label, **kw)
-
-
-def _small_multiples(run: Run, keys: Sequence[str], title: str):
-    plt = _pyplot()
-    ncols = min(4, len(keys))
-    nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        _line(ax, *run.series(key))
-        ax.set_title(key, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.supxlabel("step", fontsize=9)
-    # Fixed spacing: tight_layout would lay out every panel's ticks once more (seconds on a busy CPU).
-    height = 2.4 * nrows  # inches: room for the title and the x label in absolute terms
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.45 / height, top=1 - 0.6 / height, hspace=0.5, wspace=0.3)
-    return fig
-
-
-def _rewards_plot(run: Run):
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    keys = [k for k in run.numeric_keys() if k == metric_names.REWARD or k.startswith(metric_names.REWARD_PART)]
-    for k in keys:
-        _line(a, *run.series(k), label=k, linewidth=2.2 if k == metric_names.REWARD else 1.2)
-    a.set_title("reward per reward function")
-    for k, label in ((metric_names.ACCURACY, "train accuracy"), (metric_names.FORMAT_RATE, "train format rate")):
-        s, v = run.series(k)
-        if s:
-            _line(b, s, v, label=label)
-    ev = [(int(r["step"]), _number(r.get(metric_names.ACCURACY))) for r in run.evals if _number(r.get(metric_names.ACCURACY)) is not None]
-    if ev:
-        b.plot([s for s, _ in ev], [v for _, v in ev], "s--", color="black", label="eval accuracy (greedy)")
-    b.set_ylim(-0.03, 1.03)
-    b.set_title(metric_names.ACCURACY)
-    for ax in (a, b):
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, keys + [metric_names.ACCURACY, metric_names.FORMAT_RATE]
-
-
-# Token-length lines: the completion's and the think part's (the reasoning panel), mean and p90 alike.
-_LENGTH_STYLES = {metric_names.MEAN_LENGTH: dict(linewidth=2.2), metric_names.P90_LENGTH: dict(linewidth=1.5),
-                  metric_names.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey"),
-                  metric_names.THINK_MEAN_LENGTH: dict(linewidth=2.2, color="#9467bd"),
-                  metric_names.THINK_P90_LENGTH: dict(linewidth=1.5, color="#c5b0d5")}
-
-
-def _lengths_plot(run: Run, keys: Sequence[str], title: str):
-    """One line per length key of ``keys`` the run logged, in tokens, labelled by its last part."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for k in keys:
-        s, v = run.series(k)
-        if s:
-            _line(ax, s, v, label=k.split("/")[1], **_LENGTH_STYLES[k])
-    ax.set_xlabel("step")
-    ax.set_ylabel("tokens")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
 def _length_plot(run: Run):
     note = "" if run.series(metric_names.P90_LENGTH)[0] else (
         "This run did not log completions/p90_length (older trainer): mean and max only.")
-    return _lengths_plot(run, LENGTH_KEYS, "completion length"), note
+    return figures.lengths_plot(run, LENGTH_KEYS, "completion length"), note
 
 
 def outcome_table(run: Run) -> list[dict]:
     """Per training step: share of bad-format / wrong / correct completions (sums to 1)."""
     rows = []
     for r in run.train:
-        vals = [_number(r.get(k)) for k, _, _ in OUTCOMES]
+        vals = [figures.number(r.get(k)) for k, _, _ in OUTCOMES]
         if all(v is not None for v in vals):
             rows.append({"step": int(r["step"]), **{k: v for (k, _, _), v in zip(OUTCOMES, vals)}})
     return rows
-
-
-def _outcome_plot(table: list[dict]):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    steps = [r["step"] for r in table]
-    ax.stackplot(steps, *[[r[k] for r in table] for k, _, _ in OUTCOMES],
-                 labels=[label for _, label, _ in OUTCOMES], colors=[c for _, _, c in OUTCOMES], alpha=0.85)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, 1)
-    ax.set_xlim(min(steps), max(steps) if len(steps) > 1 else min(steps) + 1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share of completions")
-    ax.set_title("outcome breakdown")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
-
-
-def _reflection_plot(shares: Mapping[int, float], threshold: float, first: int | None):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    _line(ax, list(shares), list(shares.values()), label="completions with a reflection phrase", color="#9467bd")
-    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    if first is not None:
-        ax.axvline(first, color="#9467bd", linestyle=":", linewidth=1.5)
-        ax.annotate(f"first at step {first}", (first, threshold), xytext=(5, 8), textcoords="offset points",
-                    fontsize=9, color="#9467bd")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share")
-    ax.set_title("reflection: self-checking language")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -303,30 +163,11 @@ def think_eval_rows(run: Run) -> list[dict]:
     asked without) and their difference (what the thinking is worth)."""
     rows = []
     for e in run.evals:
-        acc, bare = _number(e.get(metric_names.ACCURACY)), _number(e.get(metric_names.ACCURACY_NO_THINK))
+        acc, bare = figures.number(e.get(metric_names.ACCURACY)), figures.number(e.get(metric_names.ACCURACY_NO_THINK))
         if acc is not None:
             rows.append({"step": int(e["step"]), metric_names.ACCURACY: acc, metric_names.ACCURACY_NO_THINK: bare,
                          "difference": None if bare is None else acc - bare})
     return rows
-
-
-def _think_accuracy_plot(rows: list[dict]):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    for key, label, style in ((metric_names.ACCURACY, "with thinking", dict(color="#9467bd", linewidth=2, marker="s")),
-                              (metric_names.ACCURACY_NO_THINK, "without thinking (think part closed empty)",
-                               dict(color="#555555", linestyle="--", marker="o"))):
-        points = [(r["step"], r[key]) for r in rows if r[key] is not None]
-        if points:
-            _line(ax, [p for p, _ in points], [v for _, v in points], label=label, **style)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("step")
-    ax.set_ylabel("eval accuracy")
-    ax.set_title("accuracy with and without thinking")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
 
 
 def _reasoning_panel(run: Run, add: Callable[..., None], sample_steps: list[dict]) -> dict:
@@ -334,14 +175,14 @@ def _reasoning_panel(run: Run, add: Callable[..., None], sample_steps: list[dict
     is added already), and the panel's data: eval rows and the picked steps' samples with a think part."""
     notes = []
     if run.series(metric_names.THINK_MEAN_LENGTH)[0]:
-        add("think_length", "Think length", _lengths_plot(run, metric_names.THINK_KEYS, "think part length"),
+        add("think_length", "Think length", figures.lengths_plot(run, metric_names.THINK_KEYS, "think part length"),
             "Tokens between the think part's opening and its first close (to the end when never closed), "
             "over every completion of the step.")
     else:
         notes.append("This run did not log think/mean_length (older trainer): no think length plot.")
     rows = think_eval_rows(run)
     if rows:
-        add("think_accuracy", "Accuracy with and without thinking", _think_accuracy_plot(rows),
+        add("think_accuracy", "Accuracy with and without thinking", figures.think_accuracy_plot(rows),
             "Greedy evaluation accuracy as trained, and asked again with the think part closed empty and the "
             "answer opened: the gap is what the thinking is worth.")
     else:
@@ -398,7 +239,7 @@ def _sample_views(samples: Sequence[Mapping], pattern: re.Pattern) -> list[dict]
     for step in pick_sample_steps(samples):
         rows = [s for s in samples if int(s["step"]) == step][:SAMPLES_PER_STEP]
         views.append({"step": step, "samples": [{
-            "prompt": s.get("prompt", ""), "reward": _number(s.get("reward")), "advantage": _number(s.get("advantage")),
+            "prompt": s.get("prompt", ""), "reward": figures.number(s.get("reward")), "advantage": figures.number(s.get("advantage")),
             "correct": s.get("correct"), "formatted": s.get("formatted"), "truncated": s.get("truncated"),
             "length": s.get("length"), "parts": s.get("parts") or {}, "reflects": bool(pattern.search(s.get("completion", ""))),
             "segments": [(kind, _highlight(t, pattern)) for kind, t in split_completion(s.get("completion", ""))],
@@ -468,7 +309,7 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
     optimisation keys, then every numeric key not shown yet. Returns the outcome table."""
     shown: set[str] = {metric_names.EPOCH, *metric_names.THINK_KEYS}  # the think keys: the reasoning panel
     if run.train:
-        fig, keys = _rewards_plot(run)
+        fig, keys = figures.rewards_plot(run)
         shown.update(keys)
         add("rewards", "Reward and accuracy", fig)
         fig, note = _length_plot(run)
@@ -476,7 +317,7 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
         add("length", "Completion length", fig, note)
     outcomes = outcome_table(run)
     if outcomes:
-        add("outcomes", "Outcome breakdown", _outcome_plot(outcomes),
+        add("outcomes", "Outcome breakdown", figures.outcome_plot(outcomes),
             "Share of each step's completions: badly formatted, formatted but wrong, correct.")
         shown.update(k for k, _, _ in OUTCOMES)
     numeric = run.numeric_keys()
@@ -484,11 +325,11 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
     train_keys.sort(key=lambda k: next(i for i, p in enumerate(TRAINING_KEYS) if k.startswith(p))
                     if any(k.startswith(p) for p in TRAINING_KEYS) else len(TRAINING_KEYS))
     if train_keys:
-        add("training", "Optimisation", _small_multiples(run, train_keys, "optimisation"))
+        add("training", "Optimisation", figures.small_multiples(run, train_keys, "optimisation"))
         shown.update(train_keys)
     other = [k for k in numeric if k not in shown]
     if other:
-        add("other", "Other metrics", _small_multiples(run, other, "other metrics"),
+        add("other", "Other metrics", figures.small_multiples(run, other, "other metrics"),
             "Every other numeric key of metrics.jsonl.")
     return outcomes
 
@@ -500,7 +341,7 @@ def _step_rows(run: Run, shares: dict[int, float]) -> tuple[list[str], list[dict
     cols = [c for c in cols if any(c in r for r in run.train)]
     for r in run.train:
         step = int(r["step"])
-        step_rows.append({"step": step, "values": [(c, _number(r.get(c))) for c in cols],
+        step_rows.append({"step": step, "values": [(c, figures.number(r.get(c))) for c in cols],
                           "reflection": shares.get(step)})
     return cols, step_rows
 
@@ -513,7 +354,7 @@ def _add_reflection(run: Run, words: list[str], threshold: float, add: Callable[
     first = first_step_over(shares, threshold)
     if shares:
         n = sum(c for _, c in by_step.values()) / len(by_step)
-        add("reflection", "Reflection tracking", _reflection_plot(shares, threshold, first),
+        add("reflection", "Reflection tracking", figures.reflection_plot(shares, threshold, first),
             f"Share of the logged completions of each step (about {n:.0f} per step, log_completions_rate) "
             f"containing one of: {', '.join(words)}. "
             + (f"It first reaches {threshold:g} at step {first}." if first is not None
@@ -545,7 +386,7 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
     notes: list[str] = collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
 
     def add(name: str, title: str, fig, note: str = "") -> None:
-        png = _png(fig)
+        png = figures.png(fig)
         path = plot_dir / f"{name}.png"
         write_atomic(path, png)
         plots[name] = Plot(name, title, png, path, note)
