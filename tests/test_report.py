@@ -278,3 +278,68 @@ def test_report_config_refused(bad, key):
 
     with pytest.raises(ConfigError, match=f"'{key}'"):
         TrainConfig(**bad)
+
+
+# A run whose completions reason in a think part (countdown's chat-think prefills "<think>", so a
+# completion starts inside it): think lengths per step, evaluations with and without thinking.
+THINK_EVALS = [(0, 0.125, 0.125), (3, 0.375, 0.25), (6, 0.625, 0.3125)]  # step, accuracy, accuracy_no_think
+THINK_SAMPLE = "I try 44 - 19 = 25, then 25 * 3 = 75. Let me check: 75 is the target.</think>\n<answer>(44 - 19) * 3</answer>"
+
+
+def think_run(run: Path, steps: int = 6) -> Path:
+    """A hand-made run folder of a think template (what the trainer and the evaluation write)."""
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": "countdown", "template": "chat-think", "reward": "think",
+                                                     "max_steps": steps, "run_name": "think-demo"}))
+    with open(run / "metrics.jsonl", "w") as f:
+        for step in range(1, steps + 1):
+            acc = 0.1 * step
+            f.write(json.dumps({"step": step, "reward": 0.25 + acc, "accuracy": acc, "format_rate": 0.9,
+                                "outcome/bad_format": 0.1, "outcome/wrong": 0.9 - acc, "outcome/correct": acc,
+                                "completions/mean_length": 40.0 + 10 * step, "completions/p90_length": 60.0 + 12 * step,
+                                "completions/max_length": 128.0, "think/mean_length": 20.0 + 8 * step,
+                                "think/p90_length": 35.0 + 10 * step}) + "\n")
+        for step, acc, bare in THINK_EVALS:
+            f.write(json.dumps({"step": step, "eval/accuracy": acc, "eval/accuracy_no_think": bare}) + "\n")
+    with open(run / "eval_results.jsonl", "w") as f:
+        for step, acc, bare in THINK_EVALS:
+            f.write(json.dumps({"step": step, "n": 16, "accuracy": acc, "accuracy_no_think": bare, "format_rate": 1.0,
+                                "format_rate_no_think": 0.875, "mean_reward": 0.25 + acc}) + "\n")
+    with open(run / "samples.jsonl", "w") as f:
+        for step in range(1, steps + 1):
+            texts = [THINK_SAMPLE if step == steps else f"step {step}: 3 + 5 = 8, wait, that is not it</think>\n<answer>3 + 5</answer>",
+                     "answering straight away</think>\n<answer>44</answer>", "still thinking when the tokens ran out"]
+            for t in texts:
+                f.write(json.dumps({"step": step, "prompt": "Using [44, 19, 3], make 75.", "completion": t, "reward": 0.25,
+                                    "correct": t == THINK_SAMPLE, "formatted": "</answer>" in t, "parts": {"think": 0.25}}) + "\n")
+    return run
+
+
+def test_reasoning_panel(tmp_path):
+    rep = build_report(think_run(tmp_path / "think"))
+    page = rep.html.read_text(encoding="utf-8")
+    panel = page[page.index('<section id="reasoning"'):page.index('<section id="samples">')]
+    assert "<h2>Reasoning</h2>" in panel and '<a href="#reasoning">Reasoning</a>' in page
+    # Its plots (think length, the reflection share, accuracy with and without thinking) are in the panel
+    # alone, and the think keys are not plotted again among "other metrics".
+    for name in ("think_length", "reflection", "think_accuracy"):
+        assert f'data-plot="{name}"' in panel and page.count(f'data-plot="{name}"') == 1
+        assert "data:image/png;base64," + base64.b64encode(rep.plots[name].png).decode() in panel
+    assert "other" not in rep.plots
+    # Accuracy with and without thinking, side by side, per evaluation.
+    table = panel[panel.index('<table id="think-accuracy">'):]
+    assert table_values(table, "accuracy") == {s: a for s, a, _ in THINK_EVALS}
+    assert table_values(table, "accuracy_no_think") == {s: b for s, _, b in THINK_EVALS}
+    assert table_values(table, "difference") == {s: pytest.approx(a - b) for s, a, b in THINK_EVALS}
+    assert "<th>accuracy_no_think</th>" in page[page.index('<section id="evals">'):]  # the evaluation table too
+    # The first, middle and last steps' samples, the think part set apart from the answer.
+    assert [g["step"] for g in rep.reasoning["samples"]] == [1, 4, 6]
+    for step in (1, 4, 6):
+        assert f"<h4>Step {step}</h4>" in panel
+    answer = str(escape(split_completion(THINK_SAMPLE)[1][1]))
+    assert '<div class="seg think"><span class="label">think</span><pre>I try 44 - 19 = 25, then 25 * 3 = 75. <mark>Let me check</mark>: ' in panel
+    assert f'<div class="seg answer"><span class="label">answer</span><pre>{answer}</pre>' in panel
+
+    # A run without a think part has no panel.
+    plain = build_report(copy_run(RECORDED, tmp_path / "plain"))
+    assert plain.reasoning is None and 'id="reasoning"' not in plain.html.read_text(encoding="utf-8")

@@ -91,6 +91,7 @@ OUTCOMES = ((OUTCOME_BAD_FORMAT, "badly formatted", "#d62728"),
             (OUTCOME_WRONG, "formatted but wrong", "#ff7f0e"),
             (OUTCOME_CORRECT, "correct", "#2ca02c"))
 LENGTH_KEYS = (MEAN_LENGTH, P90_LENGTH, MAX_LENGTH)
+THINK_KEYS = (THINK_MEAN_LENGTH, THINK_P90_LENGTH)
 
 
 def loss_metrics(stats) -> dict[str, Any]:
@@ -124,6 +125,24 @@ def step_metrics(scores, lengths: torch.Tensor, truncated: torch.Tensor, group) 
     for name, count in scores.errors.items():
         m[f"{REWARD_ERRORS}{name}"] = count
     return m
+
+
+def think_metrics(task, tokenizer, completions: list[str]) -> dict[str, float]:
+    """The think part's length in tokens over a step's completions (every process's: the trainer passes
+    the gathered texts), {} for a task whose template has no think part.
+
+    The count is of ``task.think_text`` (a part never closed runs to the end of the completion)
+    tokenized again with the run's tokenizer, no special tokens: the sampled token ids are only this
+    process's and do not say where a think part ends, while the texts are every process's already and
+    think_text is the one definition of the part. A re-tokenization can split a tag's neighbourhood
+    differently from what was sampled (a token at the boundary); at the scale of a think part that is
+    noise, and it costs one batched call of a fast tokenizer per step."""
+    if task.think_style() is None or not completions:
+        return {}
+    texts = [task.think_text(c) or "" for c in completions]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    lengths = torch.tensor([len(i) for i in ids], dtype=torch.float32)
+    return {THINK_MEAN_LENGTH: float(lengths.mean()), THINK_P90_LENGTH: float(torch.quantile(lengths, 0.9))}
 
 
 def collapse_message(rows: list[dict[str, Any]]) -> str:

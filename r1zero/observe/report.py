@@ -3,7 +3,7 @@
 Everything comes from the files the trainer writes (metrics.jsonl, samples.jsonl,
 eval_results.jsonl, config.yaml, run_info.json), so ``r1zero report RUN_DIR`` works on a finished
 run, on a run still going, and on a copy of the folder on another machine. Plots are drawn with
-matplotlib (Agg: no display needed), written as PNG files under ``RUN_DIR/report/`` and embedded in
+matplotlib (r1zero.observe.figures), written as PNG files under ``RUN_DIR/report/`` and embedded in
 the page as base64 data URIs, so the page needs no network and no sibling files. The page is a
 jinja2 template (``r1zero/templates/report.html.j2``) with autoescaping: completions are shown as
 text, never as markup.
@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import io
 import json
-import math
 import logging
 import os
 import platform
@@ -29,6 +27,7 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from r1zero.observe.reflection import DEFAULT_THRESHOLD, DEFAULT_WORDS, first_step_over, reflection_by_step, reflection_pattern
+from r1zero.observe import figures
 from r1zero.observe import metrics as metric_names
 from r1zero.observe.metrics import LENGTH_KEYS, OUTCOMES, collapses
 from r1zero.observe.tracking import EVALS, METRICS, SAMPLES, read_jsonl
@@ -49,12 +48,6 @@ class ReportError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # Reading the run folder.
 
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
 
 @dataclass
 class Run:
@@ -69,7 +62,7 @@ class Run:
     def series(self, key: str) -> tuple[list[int], list[float]]:
         steps, vals = [], []
         for row in self.train:
-            v = _number(row.get(key))
+            v = figures.number(row.get(key))
             if v is not None:
                 steps.append(int(row["step"]))
                 vals.append(v)
@@ -79,7 +72,7 @@ class Run:
         keys: dict[str, None] = {}
         for row in self.train:
             for k, v in row.items():
-                if k != "step" and _number(v) is not None:
+                if k != "step" and figures.number(v) is not None:
                     keys[k] = None
         return list(keys)
 
@@ -119,7 +112,7 @@ def write_run_info(run_dir: str | os.PathLike, device: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Plots.
+# Plots (drawn by r1zero.observe.figures).
 
 @dataclass
 class Plot:
@@ -134,144 +127,70 @@ class Plot:
         return "data:image/png;base64," + base64.b64encode(self.png).decode("ascii")
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # no display: a server or a CI box has none
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)  # tight_layout already ran; "tight" bbox would draw twice
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def _line(ax, steps, vals, label=None, **kw):
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
-    # Markers make a run of one or two steps visible at all.
-    kw.setdefault("marker", "o" if len(steps) <= 30 else None)
-    kw.setdefault("markersize", 3)
-    ax.plot(steps, vals, label=label, **kw)
-
-
-def _small_multiples(run: Run, keys: Sequence[str], title: str):
-    plt = _pyplot()
-    ncols = min(4, len(keys))
-    nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
-        _line(ax, *run.series(key))
-        ax.set_title(key, fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    fig.suptitle(title)
-    fig.supxlabel("step", fontsize=9)
-    # Fixed spacing: tight_layout would lay out every panel's ticks once more (seconds on a busy CPU).
-    height = 2.4 * nrows  # inches: room for the title and the x label in absolute terms
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.45 / height, top=1 - 0.6 / height, hspace=0.5, wspace=0.3)
-    return fig
-
-
-def _rewards_plot(run: Run):
-    plt = _pyplot()
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    keys = [k for k in run.numeric_keys() if k == metric_names.REWARD or k.startswith(metric_names.REWARD_PART)]
-    for k in keys:
-        _line(a, *run.series(k), label=k, linewidth=2.2 if k == metric_names.REWARD else 1.2)
-    a.set_title("reward per reward function")
-    for k, label in ((metric_names.ACCURACY, "train accuracy"), (metric_names.FORMAT_RATE, "train format rate")):
-        s, v = run.series(k)
-        if s:
-            _line(b, s, v, label=label)
-    ev = [(int(r["step"]), _number(r.get(metric_names.ACCURACY))) for r in run.evals if _number(r.get(metric_names.ACCURACY)) is not None]
-    if ev:
-        b.plot([s for s, _ in ev], [v for _, v in ev], "s--", color="black", label="eval accuracy (greedy)")
-    b.set_ylim(-0.03, 1.03)
-    b.set_title(metric_names.ACCURACY)
-    for ax in (a, b):
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, keys + [metric_names.ACCURACY, metric_names.FORMAT_RATE]
-
-
 def _length_plot(run: Run):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    styles = {metric_names.MEAN_LENGTH: dict(linewidth=2.2), metric_names.P90_LENGTH: dict(linewidth=1.5),
-              metric_names.MAX_LENGTH: dict(linewidth=1, linestyle=":", color="grey")}
-    note = ""
-    for k in LENGTH_KEYS:
-        s, v = run.series(k)
-        if s:
-            _line(ax, s, v, label=k.split("/")[1], **styles[k])
-        elif k == metric_names.P90_LENGTH:
-            note = "This run did not log completions/p90_length (older trainer): mean and max only."
-    ax.set_xlabel("step")
-    ax.set_ylabel("tokens")
-    ax.set_title("completion length")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig, note
+    note = "" if run.series(metric_names.P90_LENGTH)[0] else (
+        "This run did not log completions/p90_length (older trainer): mean and max only.")
+    return figures.lengths_plot(run, LENGTH_KEYS, "completion length"), note
 
 
 def outcome_table(run: Run) -> list[dict]:
     """Per training step: share of bad-format / wrong / correct completions (sums to 1)."""
     rows = []
     for r in run.train:
-        vals = [_number(r.get(k)) for k, _, _ in OUTCOMES]
+        vals = [figures.number(r.get(k)) for k, _, _ in OUTCOMES]
         if all(v is not None for v in vals):
             rows.append({"step": int(r["step"]), **{k: v for (k, _, _), v in zip(OUTCOMES, vals)}})
     return rows
 
 
-def _outcome_plot(table: list[dict]):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    steps = [r["step"] for r in table]
-    ax.stackplot(steps, *[[r[k] for r in table] for k, _, _ in OUTCOMES],
-                 labels=[label for _, label, _ in OUTCOMES], colors=[c for _, _, c in OUTCOMES], alpha=0.85)
-    from matplotlib.ticker import MaxNLocator
+# ---------------------------------------------------------------------------------------------
+# The reasoning panel, for runs whose completions reason in a think part before they answer.
 
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, 1)
-    ax.set_xlim(min(steps), max(steps) if len(steps) > 1 else min(steps) + 1)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share of completions")
-    ax.set_title("outcome breakdown")
-    ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    return fig
+REASONING_PLOTS = ("think_length", "reflection", "think_accuracy")  # the panel's plots, in its order
+REASONING_SAMPLES = 2  # per picked step: the page's sample section has them all
 
 
-def _reflection_plot(shares: Mapping[int, float], threshold: float, first: int | None):
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    _line(ax, list(shares), list(shares.values()), label="completions with a reflection phrase", color="#9467bd")
-    ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label=f"threshold {threshold:g}")
-    if first is not None:
-        ax.axvline(first, color="#9467bd", linestyle=":", linewidth=1.5)
-        ax.annotate(f"first at step {first}", (first, threshold), xytext=(5, 8), textcoords="offset points",
-                    fontsize=9, color="#9467bd")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share")
-    ax.set_title("reflection: self-checking language")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
+def has_think_part(run: Run) -> bool:
+    """Whether the run's completions have a think part, from what only such runs log: the trainer's
+    think length (r1zero.tasks.Task.think_style) or an evaluation asked without thinking. Not from the
+    samples: any completion may contain a stray "<think>"."""
+    return (any(metric_names.THINK_MEAN_LENGTH in r for r in run.train)
+            or any(metric_names.ACCURACY_NO_THINK in e for e in run.evals))
+
+
+def think_eval_rows(run: Run) -> list[dict]:
+    """Per evaluation with an accuracy: its step, the accuracy with thinking and without (None: not
+    asked without) and their difference (what the thinking is worth)."""
+    rows = []
+    for e in run.evals:
+        acc, bare = figures.number(e.get(metric_names.ACCURACY)), figures.number(e.get(metric_names.ACCURACY_NO_THINK))
+        if acc is not None:
+            rows.append({"step": int(e["step"]), metric_names.ACCURACY: acc, metric_names.ACCURACY_NO_THINK: bare,
+                         "difference": None if bare is None else acc - bare})
+    return rows
+
+
+def _reasoning_panel(run: Run, add: Callable[..., None], sample_steps: list[dict]) -> dict:
+    """Plot the think part's length and accuracy with and without it through ``add`` (the reflection plot
+    is added already), and the panel's data: eval rows and the picked steps' samples with a think part."""
+    notes = []
+    if run.series(metric_names.THINK_MEAN_LENGTH)[0]:
+        add("think_length", "Think length", figures.lengths_plot(run, metric_names.THINK_KEYS, "think part length"),
+            "Tokens between the think part's opening and its first close (to the end when never closed), "
+            "over every completion of the step.")
+    else:
+        notes.append("This run did not log think/mean_length (older trainer): no think length plot.")
+    rows = think_eval_rows(run)
+    if rows:
+        add("think_accuracy", "Accuracy with and without thinking", figures.think_accuracy_plot(rows),
+            "Greedy evaluation accuracy as trained, and asked again with the think part closed empty and the "
+            "answer opened: the gap is what the thinking is worth.")
+    else:
+        notes.append("No evaluation yet: accuracy with and without thinking appears after the first one.")
+    samples = [{"step": g["step"], "samples": [s for s in g["samples"] if any(k == "think" for k, _ in s["segments"])][:REASONING_SAMPLES]}
+               for g in sample_steps]
+    return {"notes": notes, "evals": rows, "samples": [g for g in samples if g["samples"]],
+            "eval_cols": [metric_names.ACCURACY, metric_names.ACCURACY_NO_THINK, "difference"]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +239,7 @@ def _sample_views(samples: Sequence[Mapping], pattern: re.Pattern) -> list[dict]
     for step in pick_sample_steps(samples):
         rows = [s for s in samples if int(s["step"]) == step][:SAMPLES_PER_STEP]
         views.append({"step": step, "samples": [{
-            "prompt": s.get("prompt", ""), "reward": _number(s.get("reward")), "advantage": _number(s.get("advantage")),
+            "prompt": s.get("prompt", ""), "reward": figures.number(s.get("reward")), "advantage": figures.number(s.get("advantage")),
             "correct": s.get("correct"), "formatted": s.get("formatted"), "truncated": s.get("truncated"),
             "length": s.get("length"), "parts": s.get("parts") or {}, "reflects": bool(pattern.search(s.get("completion", ""))),
             "segments": [(kind, _highlight(t, pattern)) for kind, t in split_completion(s.get("completion", ""))],
@@ -382,14 +301,15 @@ class Report:
     first_reflection_step: int | None
     threshold: float
     notes: list[str] = field(default_factory=list)
+    reasoning: dict | None = None  # the reasoning panel's data (None: the run's completions have no think part)
 
 
 def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
     """Plot metrics.jsonl through ``add``: reward and accuracy, length, the outcome breakdown, the
     optimisation keys, then every numeric key not shown yet. Returns the outcome table."""
-    shown: set[str] = {metric_names.EPOCH}
+    shown: set[str] = {metric_names.EPOCH, *metric_names.THINK_KEYS}  # the think keys: the reasoning panel
     if run.train:
-        fig, keys = _rewards_plot(run)
+        fig, keys = figures.rewards_plot(run)
         shown.update(keys)
         add("rewards", "Reward and accuracy", fig)
         fig, note = _length_plot(run)
@@ -397,7 +317,7 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
         add("length", "Completion length", fig, note)
     outcomes = outcome_table(run)
     if outcomes:
-        add("outcomes", "Outcome breakdown", _outcome_plot(outcomes),
+        add("outcomes", "Outcome breakdown", figures.outcome_plot(outcomes),
             "Share of each step's completions: badly formatted, formatted but wrong, correct.")
         shown.update(k for k, _, _ in OUTCOMES)
     numeric = run.numeric_keys()
@@ -405,11 +325,11 @@ def _metric_plots(run: Run, add: Callable[..., None]) -> list[dict]:
     train_keys.sort(key=lambda k: next(i for i, p in enumerate(TRAINING_KEYS) if k.startswith(p))
                     if any(k.startswith(p) for p in TRAINING_KEYS) else len(TRAINING_KEYS))
     if train_keys:
-        add("training", "Optimisation", _small_multiples(run, train_keys, "optimisation"))
+        add("training", "Optimisation", figures.small_multiples(run, train_keys, "optimisation"))
         shown.update(train_keys)
     other = [k for k in numeric if k not in shown]
     if other:
-        add("other", "Other metrics", _small_multiples(run, other, "other metrics"),
+        add("other", "Other metrics", figures.small_multiples(run, other, "other metrics"),
             "Every other numeric key of metrics.jsonl.")
     return outcomes
 
@@ -421,9 +341,32 @@ def _step_rows(run: Run, shares: dict[int, float]) -> tuple[list[str], list[dict
     cols = [c for c in cols if any(c in r for r in run.train)]
     for r in run.train:
         step = int(r["step"])
-        step_rows.append({"step": step, "values": [(c, _number(r.get(c))) for c in cols],
+        step_rows.append({"step": step, "values": [(c, figures.number(r.get(c))) for c in cols],
                           "reflection": shares.get(step)})
     return cols, step_rows
+
+
+def _add_reflection(run: Run, words: list[str], threshold: float, add: Callable[..., None]):
+    """Plot the reflection share per step through ``add`` (when samples were logged); returns
+    reflection_by_step's {step: (share, completions)} and the first step reaching ``threshold``."""
+    by_step = reflection_by_step(run.samples, words)
+    shares = {s: v[0] for s, v in by_step.items()}
+    first = first_step_over(shares, threshold)
+    if shares:
+        n = sum(c for _, c in by_step.values()) / len(by_step)
+        add("reflection", "Reflection tracking", figures.reflection_plot(shares, threshold, first),
+            f"Share of the logged completions of each step (about {n:.0f} per step, log_completions_rate) "
+            f"containing one of: {', '.join(words)}. "
+            + (f"It first reaches {threshold:g} at step {first}." if first is not None
+               else f"It never reaches {threshold:g}."))
+    return by_step, first
+
+
+def _eval_cols(run: Run) -> list[str]:
+    """The evaluation table's columns: the summary keys any evaluation logged, then mean@k / pass@k."""
+    keys = (metric_names.ACCURACY, metric_names.ACCURACY_NO_THINK, metric_names.FORMAT_RATE, metric_names.FORMAT_RATE_NO_THINK,
+            metric_names.EVAL_MEAN_REWARD, metric_names.EVAL_MEAN_LENGTH, metric_names.EVAL_TRUNCATED, metric_names.EVAL_ROWS)
+    return [k for k in keys if any(k in e for e in run.evals)] + sorted({k for e in run.evals for k in e if "@" in k})
 
 
 def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = None, threshold: float | None = None,
@@ -443,44 +386,38 @@ def build_report(run_dir: str | os.PathLike, *, words: Sequence[str] | None = No
     notes: list[str] = collapses(run.train, int(run.config.get("collapse_steps", 3) or 0))
 
     def add(name: str, title: str, fig, note: str = "") -> None:
-        png = _png(fig)
+        png = figures.png(fig)
         path = plot_dir / f"{name}.png"
         write_atomic(path, png)
         plots[name] = Plot(name, title, png, path, note)
 
     outcomes = _metric_plots(run, add)
-    by_step = reflection_by_step(run.samples, words)
+    by_step, first = _add_reflection(run, words, threshold, add)
     shares = {s: v[0] for s, v in by_step.items()}
-    first = first_step_over(shares, threshold)
-    if shares:
-        n = sum(c for _, c in by_step.values()) / len(by_step)
-        add("reflection", "Reflection tracking", _reflection_plot(shares, threshold, first),
-            f"Share of the logged completions of each step (about {n:.0f} per step, log_completions_rate) "
-            f"containing one of: {', '.join(words)}. "
-            + (f"It first reaches {threshold:g} at step {first}." if first is not None
-               else f"It never reaches {threshold:g}."))
-    else:
+    if not shares:
         notes.append("No samples.jsonl rows (log_completions_rate=0): no reflection tracking or sample completions.")
-
+    sample_steps = _sample_views(run.samples, pattern)
+    # A run without a think part gets no panel: its page is what it was before the panel existed.
+    reasoning = _reasoning_panel(run, add, sample_steps) if has_think_part(run) else None
+    in_panel = [n for n in REASONING_PLOTS if n in plots] if reasoning else []
     cols, step_rows = _step_rows(run, shares)
-    eval_cols = [k for k in (metric_names.ACCURACY, metric_names.FORMAT_RATE, metric_names.EVAL_MEAN_REWARD, metric_names.EVAL_MEAN_LENGTH, metric_names.EVAL_TRUNCATED, metric_names.EVAL_ROWS)
-                 if any(k in e for e in run.evals)]
-    eval_cols += sorted({k for e in run.evals for k in e if "@" in k})
 
     page = get_template("report.html.j2").render(
         title=run.config.get("run_name") or run.dir.resolve().name, run_dir=str(run.dir.resolve()),
         generated=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"), live=live,
         config=run.config, config_text=run.config_text, info=run.info, timing=timing_summary(run),
-        plots=list(plots.values()), notes=notes, sample_steps=_sample_views(run.samples, pattern),
-        step_cols=cols, step_rows=step_rows, evals=run.evals, eval_cols=eval_cols,
+        plots=[p for n, p in plots.items() if n not in in_panel], notes=notes, sample_steps=sample_steps,
+        reasoning=reasoning and {**reasoning, "plots": [plots[n] for n in in_panel]},
+        step_cols=cols, step_rows=step_rows, evals=run.evals, eval_cols=_eval_cols(run),
         first_reflection=first, threshold=threshold)
     html = run.dir / REPORT_HTML
     write_atomic(html, page.encode("utf-8"))
-    return Report(html, plots, outcomes, shares, {s: v[1] for s, v in by_step.items()}, first, threshold, notes)
+    return Report(html, plots, outcomes, shares, {s: v[1] for s, v in by_step.items()}, first, threshold, notes,
+                  reasoning)
 
 
 __all__ = ["build_report", "load_run", "Report", "ReportError", "split_completion", "outcome_table",
-           "pick_sample_steps", "write_run_info", "run_info", "DEFAULT_WORDS"]
+           "pick_sample_steps", "has_think_part", "think_eval_rows", "write_run_info", "run_info", "DEFAULT_WORDS"]
 
 
 def refresh(run_dir: str | os.PathLike, *, device: Any = None, live: bool = False) -> str | None:

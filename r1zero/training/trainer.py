@@ -63,7 +63,7 @@ from r1zero.models import autocast_dtype, choose_device, eos_token_ids, load_tok
 from r1zero.observe import metrics as metric_names
 from r1zero.observe import report
 from r1zero.observe.evaluate import build_evaluation, format_summary, merge_summaries
-from r1zero.observe.metrics import CollapseWatch, step_metrics
+from r1zero.observe.metrics import CollapseWatch, step_metrics, think_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.sandbox.calls import TrainerState
 from r1zero.rewards.scoring import training_scorer
@@ -286,6 +286,7 @@ class Trainer:
         metrics: dict[str, Any] = {
             **step_metrics(all_sampled.scores, all_sampled.lengths, all_sampled.truncated,
                            group_stats(torch.tensor(all_sampled.scores.rewards, dtype=torch.float32), G)),
+            **think_metrics(self.task, self.tokenizer, all_sampled.completions),  # {} without a think part
             **step_draw.metrics, **algo_metrics, **update, metric_names.LEARNING_RATE: lr,
             metric_names.EPOCH: self.pos.epoch + self.pos.offset / len(self.train_rows),
             metric_names.TIME_STEP: time.perf_counter() - t0, metric_names.TIME_GENERATE: t_gen,
