@@ -14,6 +14,7 @@ FAMILY = {
     "countdown-datawhale": "qwen2",
     "gsm8k-qwen0.5b-instruct": "qwen2",
     "countdown-smollm2-cpu": "llama",
+    "sums-smollm2-think": "llama",
 }
 
 
@@ -40,3 +41,7 @@ def test_recipe_runs_one_step(name, request, tmp_path):
     assert train_rows[0]["completions/max_length"] <= 8
     assert (tmp_path / "run" / "checkpoint-1" / "model.safetensors").is_file()
     assert "accuracy" in result["eval_end"]
+    # The thinking recipes log the think part's length and evaluate without the thinking too.
+    thinks = cfg.template in ("chat-think", "chat-think-example", "base", "qwen-instruct", "datawhale")
+    assert ("think/mean_length" in train_rows[0]) == thinks
+    assert ("accuracy_no_think" in result["eval_end"]) == thinks
