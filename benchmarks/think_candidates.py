@@ -42,6 +42,7 @@ CANDIDATES = {
     "sums-5x9-example": ("sums", {"min_terms": 5, "max_terms": 5, "max_number": 9}, "chat-think-example"),
     "sums-3x12-example": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 12}, "chat-think-example"),
     "sums-3x15-example": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 15}, "chat-think-example"),
+    "sums-3x20": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 20}, "chat-think"),
     "sums-3x20-example": ("sums", {"min_terms": 3, "max_terms": 3, "max_number": 20}, "chat-think-example"),
     "sums-4x20-example": ("sums", {"min_terms": 4, "max_terms": 4, "max_number": 20}, "chat-think-example"),
 }

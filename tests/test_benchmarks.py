@@ -81,6 +81,36 @@ def test_default_seeds_toy(tiny_llama, capsys, tmp_path):
     assert int(m.group(1)) == sum(float(r[4]) >= 0.5 for r in rows)
 
 
+def test_default_seeds_think_columns(tmp_path):
+    """A thinking recipe's runs (hand-made run folders): the no-think accuracies and think lengths
+    are read from the run's files into the table, and the last line gives the thinking gap."""
+    import default_seeds
+
+    def run(name, think, acc_after, no_think_after):
+        d = tmp_path / name
+        d.mkdir()
+        steps = [{"step": i + 1, "reward": 0.5, "frac_reward_zero_std": 0.0, "think/mean_length": t} for i, t in enumerate(think)]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in steps))
+        evals = [{"step": 0, "accuracy": 0.1, "format_rate": 0.9, "accuracy_no_think": 0.05},
+                 {"step": len(think), "accuracy": acc_after, "format_rate": 1.0, "accuracy_no_think": no_think_after}]
+        (d / "eval_results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in evals))
+        return {"seed": 0, "threads": 2, "minutes": 30.0, "rc": 0, **default_seeds.summarize(d)}
+
+    rows = [run("a", [24.0, 19.5, 26.0], 0.625, 0.0), run("b", [30.0, 12.0, 14.5], 0.5, 0.25),
+            run("c", [20.0, 20.0, 21.0], 0.75, 0.125)]
+    assert (rows[1]["think_first"], rows[1]["think_min"], rows[1]["think_last"]) == (30.0, 12.0, 14.5)
+    lines = default_seeds.table(rows).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert head[10:15] == ["no_think_before", "no_think_after", "think_first", "think_min", "think_last"]
+    assert [c.strip() for c in lines[3].strip("|").split("|")][10:15] == ["0.050", "0.250", "30.0", "12.0", "14.5"]
+    # gaps 0.625, 0.25, 0.625 -> median 0.625; last think lengths 26, 14.5, 21 -> median 21
+    assert default_seeds.last_line(rows) == ("learned=3/3 median_accuracy=0.625 max_minutes=30.0 "
+                                             "median_thinking_gap=0.625 median_think_last=21.0")
+    plain = [{**r, "think_first": None, "think_min": None, "think_last": None, "no_think_before": None,
+              "no_think_after": None} for r in rows]
+    assert "think" not in default_seeds.table(plain) and "gap" not in default_seeds.last_line(plain)
+
+
 def test_lora_memory_toy(tiny_qwen2, capsys, tmp_path):
     """The LoRA benchmark at toy size: its three update rows (each in its own process), the computed
     Qwen2.5-3B table and the sampling table print, and the last line is the first model's ratios."""
