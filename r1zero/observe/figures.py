@@ -133,6 +133,18 @@ def outcome_plot(table: list[dict]):
     return fig
 
 
+def share_axes(fig, ax, ylabel: str, title: str):
+    """A plot of shares (0 to 1) against the step, finished: labels, grid, legend, layout."""
+    ax.set_ylim(-0.03, 1.03)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 def reflection_plot(shares: Mapping[int, float], threshold: float, first: int | None):
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.6))
@@ -142,14 +154,7 @@ def reflection_plot(shares: Mapping[int, float], threshold: float, first: int | 
         ax.axvline(first, color="#9467bd", linestyle=":", linewidth=1.5)
         ax.annotate(f"first at step {first}", (first, threshold), xytext=(5, 8), textcoords="offset points",
                     fontsize=9, color="#9467bd")
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share")
-    ax.set_title("reflection: self-checking language")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
+    return share_axes(fig, ax, "share", "reflection: self-checking language")
 
 
 def think_accuracy_plot(rows: list[dict]):
@@ -161,11 +166,4 @@ def think_accuracy_plot(rows: list[dict]):
         points = [(r["step"], r[key]) for r in rows if r[key] is not None]
         if points:
             line(ax, [p for p, _ in points], [v for _, v in points], label=label, **style)
-    ax.set_ylim(-0.03, 1.03)
-    ax.set_xlabel("step")
-    ax.set_ylabel("eval accuracy")
-    ax.set_title("accuracy with and without thinking")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    return fig
+    return share_axes(fig, ax, "eval accuracy", "accuracy with and without thinking")

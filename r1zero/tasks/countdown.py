@@ -21,7 +21,7 @@ from r1zero.data.files import DataError, as_int_list, has_split, load_rows
 from r1zero.tasks.arithmetic import evaluate, within_tolerance
 from r1zero.tasks.base import Score, Task, TaskError, register_task
 from r1zero.tasks.countdown_answers import datawhale_format_ok, first_tag_content_one_line, last_line, last_tag_content, numbers_ok
-from r1zero.tasks.countdown_data import GENERATOR_OPTIONS, check_gen_options, generate_tasks, int_list_or_none, int_or_none, is_int, solve, write_generated  # noqa: F401  (solve, write_generated: public here too)
+from r1zero.tasks.countdown_data import GENERATOR_OPTIONS, check_gen_options, generate_tasks, int_list_field, int_or_none, is_int, solve, write_generated  # noqa: F401  (solve, write_generated: public here too)
 
 # ---- prompts (verbatim, docs/REFERENCES.md) ---------------------------------------------------
 
@@ -181,9 +181,7 @@ class CountdownTask(Task):
         if not isinstance(row, Mapping):
             raise TaskError(f"{where}: expected an object with fields nums, target")
         self.check_example(row, where)
-        nums = int_list_or_none(row["nums"])
-        if not nums:
-            raise TaskError(f"{where}: field 'nums' must be a non-empty list of integers, got {row['nums']!r:.80}")
+        nums = int_list_field(row, "nums", where)
         target = int_or_none(row["target"])
         if target is None:
             raise TaskError(f"{where}: field 'target' must be an integer, got {row['target']!r:.80}")

@@ -42,6 +42,14 @@ def int_list_or_none(value: Any) -> list[int] | None:
     return ints
 
 
+def int_list_field(row: Mapping[str, Any], key: str, where: str) -> list[int]:
+    """``row[key]`` as a non-empty list of integers, or a TaskError naming the row and the field."""
+    values = int_list_or_none(row[key])
+    if not values:
+        raise TaskError(f"{where}: field '{key}' must be a non-empty list of integers, got {row[key]!r:.80}")
+    return values
+
+
 GENERATOR_OPTIONS = ("min_numbers", "max_numbers", "max_number", "operators", "min_target", "max_target")
 
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping
 from r1zero.data.files import as_int_list, load_rows
 from r1zero.tasks.base import Score, Task, TaskError, register_task, render_chat
 from r1zero.tasks.countdown_answers import last_tag_content
-from r1zero.tasks.countdown_data import int_list_or_none, is_int
+from r1zero.tasks.countdown_data import int_list_field, is_int
 
 USER = ("Compute {expression}. First think it through in <think> </think> tags, then give the final number "
         "in <answer> </answer> tags.")
@@ -109,10 +109,7 @@ class SumsTask(Task):
         if not isinstance(row, Mapping):
             raise TaskError(f"{where}: expected an object with the field numbers")
         self.check_example(row, where)
-        numbers = int_list_or_none(row["numbers"])
-        if not numbers:
-            raise TaskError(f"{where}: field 'numbers' must be a non-empty list of integers, got {row['numbers']!r:.80}")
-        return {**row, "numbers": numbers}
+        return {**row, "numbers": int_list_field(row, "numbers", where)}
 
     # ---- prompt ---------------------------------------------------------------------------------
     @property
