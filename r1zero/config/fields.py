@@ -86,18 +86,18 @@ class TrainConfig:
     # ---- task and data --------------------------------------------------------------------------
     task: str = _f(
         "countdown", "Task: 'countdown', 'gsm8k', 'math' (the final \\boxed{} answer checked by math-verify; needs "
-        "dataset_name), 'custom' (your data, prompts and reward_funcs; README, 'Your own data and rewards'), or your "
+        "dataset_name), 'sums' (chained sums answered after a <think> part; configs/sums-smollm2-think.yaml), 'custom' (your data, prompts and reward_funcs; README, 'Your own data and rewards'), or your "
         "own r1zero.tasks.Task subclass as 'module:Class' or 'path/to/file.py:Class', built with reward, template "
         "and task_args. Overriding it on the command line (task=gsm8k) drops the recipe's task_args, template, reward "
         "and dataset keys unless they are overridden too."
     )
     reward: Optional[str] = _f(
-        None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped; gsm8k: xml, "
-        "numeric; math: boxed, shaped; custom: none); 'none' to use only reward_funcs. Default: the task's own."
+        None, "Reward scheme of the task (countdown: tinyzero, datawhale, shaped, think; gsm8k: xml, "
+        "numeric; math: boxed, shaped; sums: think; custom: none); 'none' to use only reward_funcs. Default: the task's own."
     )
     template: Optional[str] = _f(
-        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat, chat-answer; gsm8k: xml; "
-        "math: chat, base; custom: auto = the tokenizer's chat template for conversations and with system_prompt, "
+        None, "Prompt template of the task (countdown: base, qwen-instruct, datawhale, chat, chat-answer, chat-think, "
+        "chat-think-example; gsm8k: xml; math: chat, base; sums: chat-think-example, chat-think; custom: auto = the tokenizer's chat template for conversations and with system_prompt, "
         "text as it is, as TRL does; chat = text too becomes the user turn of a chat; plain = text as it is, "
         "conversations refused). Default: the task's own (custom: auto)."
     )
