@@ -299,7 +299,7 @@ def test_a_task_that_is_not_a_task_class_is_refused(task_file):
         (f"{f}:Fussy", f"task: '{f}:Fussy' could not be built (TypeError: Fussy.__init__() missing 1 required "
                        "positional argument: 'needed'); its __init__ takes reward, template and the task_args as "
                        "keywords (as r1zero.tasks.Task's does)"),
-        ("chess", "task: unknown task 'chess'; use one of countdown, custom, gsm8k, math, or your own Task subclass as "
+        ("chess", "task: unknown task 'chess'; use one of countdown, custom, gsm8k, math, sums, or your own Task subclass as "
                   "'module:Class' or 'path/to/file.py:Class'"),
     ]:
         with pytest.raises(TaskError) as e:

@@ -254,9 +254,11 @@ def test_compare_two_tiny_models(tiny_qwen2, tiny_llama, tmp_path, capsys, monke
     for side, path in (("before", tiny_qwen2), ("after", run / "checkpoint-1")):
         tok = load_tokenizer(str(path))
         model = load_model(str(path), torch.device("cpu"), trainable=False)
-        summary, records = evaluate(model, tok, task, rows, eos_ids=eos_token_ids(tok, model), max_new_tokens=5)
-        assert f"{side:<6} accuracy {summary['accuracy']:.3f}  format rate {summary['format_rate']:.3f}  " \
-               f"mean reward {summary['mean_reward']:.3f}" in out
+        # The base template has a think part, so compare (as the run's evaluation) also asks without it.
+        summary, records = evaluate(model, tok, task, rows, eos_ids=eos_token_ids(tok, model), max_new_tokens=5,
+                                    no_think=True)
+        assert f"{side:<6} accuracy {summary['accuracy']:.3f}  without thinking {summary['accuracy_no_think']:.3f}  " \
+               f"format rate {summary['format_rate']:.3f}  mean reward {summary['mean_reward']:.3f}" in out
         for i, (ex, rec) in enumerate(zip(rows, records), 1):
             assert f"[{i}] nums={ex['nums']} target={ex['target']}" in out
             parts = ", ".join(f"{k} {v:g}" for k, v in rec["parts"].items())
