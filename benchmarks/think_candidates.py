@@ -24,7 +24,8 @@ sys.path.insert(0, str(REPO))
 
 from r1zero.model_setup import load_generator  # noqa: E402
 from r1zero.models import EMBEDDED_MODEL  # noqa: E402
-from r1zero.rollout.sampling import generate, tokenize_prompts  # noqa: E402
+from r1zero.observe.metrics import THINK_MEAN_LENGTH, think_metrics  # noqa: E402
+from r1zero.rollout.sampling import encode_prompts, generate  # noqa: E402
 from r1zero.tasks import get_task  # noqa: E402
 
 # name -> (task, task_args, template). Countdown: TinyZero's search-and-verify in miniature (the
@@ -50,15 +51,13 @@ CANDIDATES = {
 
 def ask(gen, task, rows, prefill: str, *, samples: int, max_new_tokens: int, temperature: float, seed: int):
     """(formatted, right, mean think tokens, n) of ``samples`` answers to each row's prompt + ``prefill``."""
-    texts = [task.render_prompt(r, gen.tokenizer) + prefill for r in rows]
-    ids = tokenize_prompts(gen.tokenizer, texts, add_special_tokens=not task.prompt_is_chat)
+    _, ids = encode_prompts(task, gen.tokenizer, rows, suffix=prefill)
     roll = generate(gen.model, gen.tokenizer, ids, num_generations=samples, max_new_tokens=max_new_tokens,
                     eos_ids=gen.eos_ids, temperature=temperature, seed=seed, autocast_dtype=gen.autocast_dtype)
     examples = [r for r in rows for _ in range(samples)]
     scores = [task.score(prefill + c, ex) for c, ex in zip(roll.completions, examples)]
-    thinks = [task.think_text(prefill + c) or "" for c in roll.completions]
-    think_tokens = [len(gen.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in thinks]
-    return (sum(s.formatted for s in scores), sum(s.correct for s in scores), sum(think_tokens) / len(thinks),
+    think_length = think_metrics(task, gen.tokenizer, [prefill + c for c in roll.completions])[THINK_MEAN_LENGTH]
+    return (sum(s.formatted for s in scores), sum(s.correct for s in scores), think_length,
             len(scores), roll.completions)
 
 

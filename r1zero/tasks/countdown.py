@@ -20,7 +20,7 @@ from typing import Any, Mapping
 from r1zero.data.files import DataError, as_int_list, has_split, load_rows
 from r1zero.tasks.arithmetic import evaluate, within_tolerance
 from r1zero.tasks.base import Score, Task, TaskError, register_task
-from r1zero.tasks.countdown_answers import datawhale_format_ok, first_tag_content_one_line, last_line, last_tag_content, numbers_ok
+from r1zero.tasks.countdown_answers import answer_after_think, datawhale_format_ok, first_tag_content_one_line, last_line, last_tag_content, numbers_ok
 from r1zero.tasks.countdown_data import GENERATOR_OPTIONS, check_gen_options, generate_tasks, int_list_field, int_or_none, is_int, solve, write_generated  # noqa: F401  (solve, write_generated: public here too)
 
 # ---- prompts (verbatim, docs/REFERENCES.md) ---------------------------------------------------
@@ -99,6 +99,9 @@ ASSISTANT_PREFIX = {
     "chat-think-example": "<think>",
 }
 
+# The templates whose prompt opens a think part (the model continues inside it).
+THINKING_TEMPLATES = tuple(t for t, prefix in ASSISTANT_PREFIX.items() if prefix.endswith("<think>"))
+
 # Allowed totals of each scheme (used by tests and handy for sanity checks).
 REWARD_VALUES = {
     "tinyzero": (0.0, 0.1, 1.0),
@@ -133,9 +136,8 @@ class CountdownTask(Task):
         super().__init__(reward=reward, template=template, **options)
         self.gen_options = check_gen_options(**gen)
         if self.reward_scheme == "think" and self.think_style() is None:
-            thinking = [t for t in self.templates if ASSISTANT_PREFIX[t].endswith(self.THINK_OPEN)]
             raise TaskError(f"reward: 'think' scores a think part, which template '{self.template}' has not; "
-                            f"use one of the templates {', '.join(thinking)}")
+                            f"use one of the templates {', '.join(THINKING_TEMPLATES)}")
         for key, value in (("train_size", train_size), ("test_size", test_size)):
             if not is_int(value) or value < 0:
                 raise TaskError(f"task_args: {key} must be a non-negative integer, got {value!r}")
@@ -196,7 +198,7 @@ class CountdownTask(Task):
 
     def think_style(self) -> str | None:
         # Every template that asks for a think part opens it in the prompt.
-        return "prefilled" if ASSISTANT_PREFIX[self.template].endswith(self.THINK_OPEN) else None
+        return "prefilled" if self.template in THINKING_TEMPLATES else None
 
     def render_prompt(self, example: Mapping[str, Any], tokenizer: Any = None) -> str:
         numbers = str(as_int_list(example["nums"]))  # Python list repr: "[44, 19, 35]"
@@ -310,15 +312,12 @@ def score_shaped(completion: str, nums: list[int], target: int) -> Score:
     return Score(sum(parts.values()), right, fmt > 0, parts)
 
 
-
-
 def score_think(text: str, nums: list[int], target: int) -> Score:
     """Ours, R1-Zero's two rules: 0.25 for the format (a think part, closed, then a non-empty
     <answer>), +1.0 for the right answer in that place (the given numbers, each once, reaching the
     target; no decimals). ``text`` is the assistant turn from "<think>" on. Nothing is paid for the
     think part's length or words: an empty one (the no-think evaluation's) is in the format."""
-    close = text.find("</think>")
-    answer = last_tag_content(text[close + len("</think>"):]) if close >= 0 and text.startswith("<think>") else None
+    answer = answer_after_think(text)
     answer = answer.strip() if answer is not None else ""
     fmt = 0.25 if answer else 0.0
     right = bool(fmt) and numbers_ok(answer, nums) and evaluate(answer, allow_decimals=False) == target

@@ -37,6 +37,14 @@ def last_tag_content(text: str, open_tag: str = "<answer>", close_tag: str = "</
     return text[start + len(open_tag) : end]
 
 
+def answer_after_think(text: str) -> str | None:
+    """The last ``<answer>`` content after the first ``</think>`` of an assistant turn that opens with
+    ``<think>`` (R1-Zero's layout); None when the turn does not open so, never closes the think part
+    or has no answer after it. Linear, like last_tag_content."""
+    close = text.find("</think>") if text.startswith("<think>") else -1
+    return last_tag_content(text[close + len("</think>"):]) if close >= 0 else None
+
+
 def first_tag_content_one_line(text: str, open_tag: str, close_tag: str) -> str | None:
     """Group 1 of ``re.search(open(.*?)close, text)`` without DOTALL: the content holds no newline.
 

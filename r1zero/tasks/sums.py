@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 from r1zero.data.files import as_int_list, load_rows
 from r1zero.tasks.base import Score, Task, TaskError, register_task, render_chat
-from r1zero.tasks.countdown_answers import last_tag_content
+from r1zero.tasks.countdown_answers import answer_after_think
 from r1zero.tasks.countdown_data import int_list_field, is_int
 
 USER = ("Compute {expression}. First think it through in <think> </think> tags, then give the final number "
@@ -48,8 +48,7 @@ def score_sum(text: str, numbers: list[int]) -> Score:
     """The ``think`` scheme on the assistant turn ``text`` (from "<think>" on): 0.25 for a closed
     think part followed by a non-empty last <answer>, +1.0 when that answer is the sum, written as
     an integer. Any other text scores 0; nothing here can raise or take long (linear finds)."""
-    close = text.find("</think>") if text.startswith("<think>") else -1
-    answer = last_tag_content(text[close + len("</think>"):]) if close >= 0 else None
+    answer = answer_after_think(text)
     answer = answer.strip() if answer is not None else ""
     fmt = 0.25 if answer else 0.0
     right = bool(fmt) and _INTEGER.fullmatch(answer) is not None and int(answer) == sum(numbers)
