@@ -90,6 +90,54 @@ class Timer:
         self.s = time.perf_counter() - self.t0
 
 
+def matmul_shapes(cfg) -> list[tuple[int, int, int]]:
+    """(in, out, count) of every weight matrix a token is multiplied by in a decoder-only transformers
+    model (attention projections, MLP, the LM head), from its config: 2 x in x out FLOPs each per token.
+    Attention's score and value products are left out (they depend on the context length)."""
+    h = cfg.hidden_size
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or h // heads
+    kv = getattr(cfg, "num_key_value_heads", None) or heads
+    layers = cfg.num_hidden_layers
+    return [(h, heads * head_dim, layers), (h, kv * head_dim, 2 * layers), (heads * head_dim, h, layers),
+            (h, cfg.intermediate_size, 2 * layers), (cfg.intermediate_size, h, layers), (h, cfg.vocab_size, 1)]
+
+
+def flops_per_token(cfg) -> int:
+    """Matrix-product FLOPs of one token's forward pass (2 x the weights it is multiplied by)."""
+    return sum(2 * i * o * n for i, o, n in matmul_shapes(cfg))
+
+
+def matmul_rate(cfg, rows: int, dtype: torch.dtype, repeats: int = 3, inner: int = 4) -> float:
+    """FLOP/s of the model's own matrix products at ``rows`` rows in ``dtype`` on this machine: each
+    distinct shape is timed (the best of ``repeats``, ``inner`` products each) and counted as often as
+    the model has it, so no layer's weights need to exist."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    seconds = 0.0
+    for i, o, n in matmul_shapes(cfg):
+        x = torch.randn(rows, i, generator=gen).to(dev, dtype)
+        w = torch.randn(i, o, generator=gen).to(dev, dtype)
+        with Timer() as first:
+            x @ w  # warm-up
+        best = first.s
+        # A slow product (bf16 without native support: 100x fp32 on an AVX2 CPU) is timed once.
+        for _ in range(repeats if first.s < 0.05 else 0):
+            with Timer() as t:
+                for _ in range(inner):
+                    x @ w
+            best = min(best, t.s / inner)
+        seconds += best * n
+    return rows * flops_per_token(cfg) / seconds
+
+
+def floor_rates(cfg, rows: int) -> dict:
+    """{"fp32": FLOP/s, "bf16": FLOP/s} of the model's matrix products at ``rows`` rows, and "best"."""
+    rates = {"fp32": matmul_rate(cfg, rows, torch.float32), "bf16": matmul_rate(cfg, rows, torch.bfloat16)}
+    rates["best"] = max(rates.values())
+    return rates
+
+
 def print_table(title: str, header: list[str], rows: list[list]) -> None:
     cells = [header] + [[_fmt(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]

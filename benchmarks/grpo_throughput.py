@@ -16,10 +16,10 @@ last pair, ``speedup_vs_trl=<r1zero samples/s / TRL's> memory_ratio=<r1zero peak
 
 Update tokens are the real (unpadded) prompt + completion tokens of a step's sequences, so both
 sides are credited for the same work however they compute it. The ``gpu`` preset fixes the
-completion length (EOS is never sampled: min_new_tokens on TRL's side, no stop ids on ours) and
-prints the fraction of the hardware floor reached: decode (weight + KV-cache bytes read per step
-over the measured copy bandwidth) and update (6 x parameters FLOPs per token over the measured
-bf16 matmul rate).
+completion length (EOS is never sampled: min_new_tokens on TRL's side, no stop ids on ours).
+After each pair, a ``floor:`` line gives the fraction of the hardware floor r1zero reached
+(``measured_floor``): generation (2 x the weights per generated token), update (6 x) and the whole
+step, over the model's own matrix products timed in fp32 and bf16 in the same run.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import QWEN_SHAPES, PeakMemory, Timer, host_description, print_table, sync  # noqa: E402
+from common import QWEN_SHAPES, PeakMemory, Timer, floor_rates, flops_per_token, host_description, print_table, sync  # noqa: E402
 
 from r1zero.config import TrainConfig  # noqa: E402
 from r1zero.training.trainer import Trainer, build_task, load_data  # noqa: E402
@@ -208,50 +208,30 @@ def run_trl(spec: dict, model_path: str, warmup: int, steps: int, tmp: str, bf16
     return res
 
 
-def measured_floor(spec: dict, model_path: str, r1: SideResult, bf16: bool) -> dict:
-    """Fractions of the bandwidth (decode) and FLOP (update) floors reached by r1zero."""
+def measured_floor(spec: dict, model_path: str, r1: SideResult) -> dict:
+    """Fractions of the matrix-product floor reached by r1zero, measured on this machine in this run.
+
+    FLOPs: 2 x the weights a token is multiplied by per generated token (attention's score and value
+    products left out; the prompt's prefill not credited), 6 x per update token (forward and
+    backward). Rate: the model's own matrix products at the step's row count (all the rows for
+    decode, a micro-batch's tokens for the update), timed in fp32 and bf16; the faster of the two
+    is the floor (bf16 on a CPU with AVX512-BF16 or AMX, fp32 on one without native bf16)."""
     from transformers import AutoConfig
 
-    gpu = torch.cuda.is_available()
-    dev = "cuda" if gpu else "cpu"
-    dtype = torch.bfloat16 if bf16 else torch.float32
-    # Copy bandwidth: read + write of a 1 GiB (GPU) / 256 MiB (CPU) buffer.
-    x = torch.empty((256 if gpu else 64) * 2**20, dtype=torch.float32, device=dev)
-    y = torch.empty_like(x)
-    y.copy_(x)
-    with Timer() as t:
-        for _ in range(5):
-            y.copy_(x)
-    bandwidth = 2 * x.numel() * 4 * 5 / t.s
-    n = 8192 if gpu else 1024
-    a = torch.randn(n, n, device=dev, dtype=dtype)
-    a @ a
-    with Timer() as t:
-        for _ in range(5):
-            a @ a
-    flops = 2 * n ** 3 * 5 / t.s
-    del x, y, a
     cfg = AutoConfig.from_pretrained(model_path)
-    params = sum(p.numel() for p in _param_shapes(cfg))
-    # Decode reads every weight once per step (the bf16 sampling copy, or the fp32 weights) plus the KV cache.
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    token_flops = flops_per_token(cfg)
     n_rows = spec["prompts"] * spec["generations"]
-    mean_ctx = r1.prompt_len + sum(r1.gen_tokens) / len(r1.gen_tokens) / n_rows / 2
-    kv_bytes = n_rows * cfg.num_hidden_layers * 2 * cfg.num_key_value_heads * head_dim * mean_ctx * (2 if bf16 else 4)
-    decode_floor = (params * (2 if bf16 else 4) + kv_bytes) / bandwidth  # seconds per decode step
-    decode_measured = sum(r1.gen_s) / len(r1.gen_s) / spec["length"]  # prefill included: a lower bound
     tokens = sum(r1.update_tokens) / len(r1.update_tokens)
-    upd_measured = sum(s - g for s, g in zip(r1.step_s, r1.gen_s)) / len(r1.step_s)
-    update_floor = 6 * params * tokens / flops
-    return {"bandwidth GB/s": bandwidth / 1e9, "matmul TFLOP/s": flops / 1e12, "params M": params / 1e6,
-            "decode floor fraction": decode_floor / decode_measured, "update floor fraction": update_floor / upd_measured}
-
-
-def _param_shapes(cfg):
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return list(AutoModelForCausalLM.from_config(cfg).parameters())
+    update_rows = min(4096, int(spec["micro"] * tokens / n_rows))
+    decode_rate, update_rate = floor_rates(cfg, n_rows), floor_rates(cfg, update_rows)
+    gen_floor = sum(r1.gen_tokens) / len(r1.gen_tokens) * token_flops / decode_rate["best"]  # seconds per step
+    update_floor = 3 * token_flops * tokens / update_rate["best"]
+    gen_s = sum(r1.gen_s) / len(r1.gen_s)
+    step_s = sum(r1.step_s) / len(r1.step_s)
+    return {"decode GFLOP/s fp32": decode_rate["fp32"] / 1e9, "decode GFLOP/s bf16": decode_rate["bf16"] / 1e9,
+            "update GFLOP/s fp32": update_rate["fp32"] / 1e9, "update GFLOP/s bf16": update_rate["bf16"] / 1e9,
+            "generation floor fraction": gen_floor / gen_s, "update floor fraction": update_floor / (step_s - gen_s),
+            "step floor fraction": (gen_floor + update_floor) / step_s}
 
 
 def main(argv=None) -> int:
@@ -303,7 +283,7 @@ def main(argv=None) -> int:
                             f"{spec['length']} tokens, micro-batch {spec['micro']}, {a.steps} steps after {a.warmup} "
                             f"warm-up", header, [["r1zero"] + list(rr.values()), ["TRL"] + list(tr.values()),
                                                  ["r1zero/TRL"] + ratio])
-                floor = measured_floor(spec, model, r1, bf16)
+                floor = measured_floor(spec, model, r1)
                 print("floor: " + ", ".join(f"{k}={v:.3g}" for k, v in floor.items()))
                 results.append({"spec": spec, "precision": precision, "r1zero": rr, "trl": tr, "floor": floor})
                 print(f"{precision}: {ratio_line(results[-1])}", flush=True)

@@ -35,7 +35,11 @@ def test_grpo_throughput_toy(tiny_qwen2, capsys, tmp_path):
     table = [line for line in out if line.startswith("|")]
     assert [line.split("|")[1].strip() for line in table[2:5]] == ["r1zero", "TRL", "r1zero/TRL"]
     assert [line.split("|")[1].strip() for line in table[7:10]] == ["r1zero", "TRL", "r1zero/TRL"]
-    assert any(line.startswith("floor: ") for line in out)
+    assert sum(line.startswith("floor: ") for line in out) == 2
+    for pair in (fp32, res):  # the step's floor is the generation and update floors together
+        f = pair["floor"]
+        parts = sorted([f["generation floor fraction"], f["update floor fraction"]])
+        assert 0 < parts[0] <= f["step floor fraction"] <= parts[1], f
 
 
 def test_rollout_benchmark_toy(tiny_qwen2, capsys):
@@ -43,8 +47,57 @@ def test_rollout_benchmark_toy(tiny_qwen2, capsys):
 
     rollout.main(["--model", str(tiny_qwen2), "--batches", "4", "--generations", "2", "--length", "6"])
     out = capsys.readouterr().out.strip().splitlines()
-    assert re.fullmatch(r"greedy_identical=True speedup_at_4=\d+\.\d+", out[-1]), out[-1]
+    m = re.fullmatch(r"greedy_identical=True speedup_at_4=(\d+\.\d+) floor_fraction_at_4=(\d+\.\d+)", out[-1])
+    assert m, out[-1]
     assert "greedy outputs token-identical to transformers' generate: True" in "\n".join(out)
+    # The floor fraction is the table's r1zero tok/s over its floor tok/s, not a separate number.
+    row = next(line for line in out if line.startswith("|") and line.split("|")[2].strip() == "4")
+    cells = [c.strip() for c in row.split("|")[1:-1]]
+    assert float(cells[8]) == pytest.approx(float(cells[2]) / float(cells[7]), rel=0.02)
+    assert 0 < float(m.group(2)) < 1
+
+
+def test_rollout_benchmark_times_an_older_engine(tiny_qwen2, capsys):
+    """--baseline-ref: the engine of a commit, unpacked by git archive, timed in its own process
+    beside this tree's; the ratio is the two columns' ratio."""
+    import rollout
+
+    rollout.main(["--model", str(tiny_qwen2), "--batches", "4", "--generations", "2", "--length", "6",
+                  "--baseline-ref", "HEAD"])
+    out = capsys.readouterr().out.strip().splitlines()
+    m = re.fullmatch(r"greedy_identical=True speedup_at_4=\d+\.\d+ floor_fraction_at_4=\d+\.\d+ "
+                     r"vs_HEAD_at_4=(\d+\.\d+)", out[-1])
+    assert m, out[-1]
+    row = next(line for line in out if line.startswith("|") and line.split("|")[2].strip() == "4")
+    old, new, ratio = (float(c) for c in row.split("|")[-4:-1])
+    assert old > 0 and new > 0 and ratio == pytest.approx(new / old, rel=0.02)
+    assert float(m.group(1)) == pytest.approx(ratio, rel=0.01)
+
+
+def test_time_engine_refuses_a_shadowed_tree(tiny_qwen2, tmp_path):
+    """The worker reports which package it timed: a tree without its own r1zero (the installed one
+    would be timed in its place) is refused, not reported as that tree's speed."""
+    import json
+
+    import rollout
+
+    job = dict(model=str(tiny_qwen2), prompts=[[1, 2, 3]], generations=2, length=3, eos=[], precision="fp32",
+               repeats=1, warmups=0)
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    assert rollout.time_engine(tmp_path / "job.json", rollout.REPO) > 0
+    with pytest.raises(RuntimeError, match="not the package in"):
+        rollout.time_engine(tmp_path / "job.json", tmp_path / "empty")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_qwen2", "tiny_llama"])
+def test_matmul_flops_are_the_models_linear_weights(fixture, request):
+    """The floor's FLOPs per token count every weight matrix of the model once (the LM head too)."""
+    from common import flops_per_token
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(request.getfixturevalue(fixture))
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    assert flops_per_token(model.config) == 2 * linear
 
 
 def test_gpu_check_dry_run(capsys):

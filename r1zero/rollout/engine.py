@@ -8,6 +8,8 @@ What it does differently from transformers' ``generate`` (the models stay transf
   completions stop costing compute. Stopping honours every EOS id. On CUDA the finished rows are
   looked at every ``check_every`` (8) steps and dropped only once a quarter of the batch has finished
   (each look is a host sync, each drop a copy of the whole cache); on the CPU every step, at once.
+  The cache reserves the prompt + completion positions up front and is written in place
+  (r1zero.rollout.kv_cache), instead of transformers' copy of the whole cache at every step.
 - Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
   on the model's device, and its randomness is counter-based: the uniform number that picks row
   r's token at step t is a hash of (seed, prompt index, sample index, t). What a row draws
@@ -40,6 +42,7 @@ from torch._dynamo.exc import TorchDynamoException
 from transformers import DynamicCache, StaticCache
 
 from r1zero.rollout.hf import cache_kwarg
+from r1zero.rollout.kv_cache import reserved_cache
 from r1zero.rollout.layout import left_pad
 from r1zero.rollout.weights import rollout_model
 
@@ -259,7 +262,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
 def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, top_k, keys, buf: _Tokens,
                     device, vocab: int | None, check_every: int) -> None:
     ids, mask = left_pad(prompts, buf.pad_id, device)
-    pkv = DynamicCache(config=model.config)
+    pkv = reserved_cache(model.config, ids.shape[1] + max_new_tokens)  # written in place, not grown by copies
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     kw = cache_kwarg(model)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
