@@ -63,7 +63,6 @@ class SideResult:
     update_tokens: list = field(default_factory=list)
     samples: int = 0
     peak: int = 0
-    prompt_len: float = 0.0
 
     def row(self) -> dict:
         t = sum(self.step_s)
@@ -129,7 +128,6 @@ def run_r1zero(spec: dict, model: str, warmup: int, steps: int, tmp: str, bf16: 
             res.gen_tokens.append(gen_tokens)
             res.update_tokens.append(gen_tokens + G * sum(len(x) for x in ids))
             res.samples = n
-            res.prompt_len = sum(len(x) for x in ids) / len(ids)
         del trainer
     res.peak = mem.peak
     return res
