@@ -110,6 +110,22 @@ def test_resume_equals_the_uninterrupted_run(full, model, tmp_path):
     close_rows([s for s in jsonl(full / "samples.jsonl") if s["step"] == 2], jsonl(resumed / "samples.jsonl"), 1e-6)
 
 
+def test_rounds_sampled_together_make_the_same_steps(full, model, tmp_path):
+    """sampling_rounds_per_batch=3: all three rounds in one batch. The steps equal one round at a time:
+    same trained rows, same weights, same metrics, and the data position of the rounds used (a sampled
+    round that was not needed is not counted)."""
+    together = tmp_path / "together"
+    launch(recipe(model, together, sampling_rounds_per_batch=3))
+    assert max_diff(weights(full, 2), weights(together, 2)) <= 1e-6
+    close_rows(jsonl(full / "metrics.jsonl"), jsonl(together / "metrics.jsonl"), 1e-6)
+    close_rows(jsonl(full / "samples.jsonl"), jsonl(together / "samples.jsonl"), 1e-6)
+    rounds = [m[metric_names.DS_ROUNDS] for m in jsonl(full / "metrics.jsonl")]
+    assert min(rounds) < 3  # a step whose last round was sampled and not needed
+    for step in (1, 2):
+        state = json.loads((together / f"checkpoint-{step}" / "trainer_state.json").read_text())
+        assert state["data_position"] == {"epoch": 0, "offset": 4 * sum(rounds[:step])}
+
+
 def test_two_processes_equal_one_process(full, model, tmp_path):
     two = tmp_path / "two"
     launch(recipe(model, two), procs=2)

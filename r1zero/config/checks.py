@@ -106,6 +106,7 @@ def validate(c) -> None:
     need(not c.dynamic_sampling or c.num_generations >= 2, "dynamic_sampling",
          "needs num_generations >= 2 (a group of one completion never has a spread)")
     need(c.max_sampling_rounds >= 1, "max_sampling_rounds", "must be >= 1 (1 = one round, no extra prompts)")
+    need(c.sampling_rounds_per_batch >= 1, "sampling_rounds_per_batch", "must be >= 1 (1 = one round at a time)")
     need(0 <= c.overlong_buffer_len < c.max_completion_length, "overlong_buffer_len",
          f"must be 0 (off) or a token count below max_completion_length ({c.max_completion_length})")
     need(c.overlong_penalty_factor > 0 and math.isfinite(c.overlong_penalty_factor), "overlong_penalty_factor",

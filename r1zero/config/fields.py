@@ -264,6 +264,11 @@ class TrainConfig:
         4, "With dynamic_sampling: most rounds of prompts_per_step prompts drawn per step; after the last, the step "
         "trains on the groups it has (a multiple of the process count) and logs the shortfall."
     )
+    sampling_rounds_per_batch: int = _f(
+        1, "With dynamic_sampling: rounds sampled together in one batch (more rows per decode step: faster where "
+        "decoding is overhead-bound, as on a CPU). The step is the same as one round at a time; rounds sampled "
+        "and not needed are thrown away unscored."
+    )
     overlong_buffer_len: int = _f(
         0, "DAPO's soft overlong punishment (0 = off): a reward part 'overlong' of -factor x (length - (L - buffer)) / "
         "buffer for completions longer than L - buffer tokens (L = max_completion_length, EOS counted), -factor at L."

@@ -18,8 +18,18 @@ and logs the shortfall; with none left, the step makes no update. Rewards are ga
 rank, so every rank keeps the same groups and draws the same number of rounds. Each kept group is
 then handed to the rank that trains it (an all-gather of the round's rollouts).
 
-The step's metrics describe every completion sampled (all rounds); ``samples.jsonl`` and the loss
-see only the trained groups. ``max_steps`` (or ``num_train_epochs``, which counts steps of
+``sampling_rounds_per_batch`` (k > 1): k rounds' prompts are drawn and sampled in one batch (k x
+the rows per decode step: where decoding is overhead-bound, as on a CPU, a step of more rows costs
+less than its share of the rows; and a round that is not needed costs its rows), then scored and
+judged one round at a time exactly as above. A round that turns out
+not to be needed is thrown away unscored, and the data position is the one after the last round
+used, so the step, its metrics and the next step's prompts are those of one round at a time: the
+rows keep their sampling keys (round r, prompt i: ``r * prompts_per_step + i``), which is all the
+counter-based sampler draws from. What can differ is the last bit of a logit (a matrix product
+of more rows may sum in another order), which a near tie can turn into another token.
+
+The step's metrics describe every completion sampled in the rounds used; ``samples.jsonl`` and the
+loss see only the trained groups. ``max_steps`` (or ``num_train_epochs``, which counts steps of
 ``prompts_per_step`` prompts) still counts steps, so extra rounds move through the data faster.
 """
 from __future__ import annotations
@@ -39,8 +49,18 @@ from r1zero.training.samples import StepSamples
 
 log = logging.getLogger("r1zero")
 
-# (data rows of this rank's prompts, their sampling keys) -> (prompts, examples, rollout, scores)
-RolloutFn = Callable[[list[int], list[int]], tuple[list[str], list[dict], Rollout, BatchScores]]
+# (data rows of this rank's prompts, their sampling keys) -> (prompts, examples, rollout)
+SampleFn = Callable[[list[int], list[int]], tuple[list[str], list[dict], Rollout]]
+# (prompts, examples, rollout) -> their scores
+ScoreFn = Callable[[list[str], list[dict], Rollout], BatchScores]
+
+
+@dataclass
+class SampledRound:
+    prompts: list[str]        # this rank's share of the round's prompts
+    examples: list[dict]
+    rollout: Rollout          # their G rows each
+    pos: DataPosition         # the data position after the round's draw
 
 
 @dataclass
@@ -53,17 +73,41 @@ class StepDraw:
     metrics: dict
 
 
+def sample_rounds(cfg, share: list[int], pos: DataPosition, n_rows: int, pad_id: int, first: int, k: int,
+                  sample: SampleFn) -> list[SampledRound]:
+    """Rounds ``first`` .. ``first + k - 1``: drawn one after the other from ``pos``, sampled in one batch."""
+    P, G = cfg.prompts_per_step, cfg.num_generations
+    draws = []
+    for _ in range(k):
+        idx, pos = draw_batch(n_rows, pos, P, cfg.seed)
+        draws.append((idx, pos))
+    prompts, examples, rollout = sample([idx[i] for idx, _ in draws for i in share],
+                                        [(first + j) * P + i for j in range(k) for i in share])
+    if k == 1:
+        return [SampledRound(prompts, examples, rollout, draws[0][1])]
+    n = len(share)
+    return [SampledRound(prompts[j * n:(j + 1) * n], examples[j * n:(j + 1) * n],
+                         merge_rows([(rollout, list(range(j * n * G, (j + 1) * n * G)))], pad_id), draws[j][1])
+            for j in range(k)]
+
+
 def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: int,
-              sample_and_score: RolloutFn) -> StepDraw:
+              sample: SampleFn, score: ScoreFn) -> StepDraw:
     """The step's prompts, sampled and scored (see the module docstring)."""
     P, G = cfg.prompts_per_step, cfg.num_generations
     mini = cfg.mini_batch_prompts or P
     share = dist.prompt_share(P, mini, env)
     rounds: list[tuple[StepSamples, list]] = []
     kept: list[tuple[int, int]] = []  # (round, prompt) of every group with a spread, in draw order
-    for r in range(cfg.max_sampling_rounds if cfg.dynamic_sampling else 1):
-        idx, pos = draw_batch(n_rows, pos, P, cfg.seed)
-        prompts, examples, rollout, scores = sample_and_score([idx[i] for i in share], [r * P + i for i in share])
+    n_rounds = cfg.max_sampling_rounds if cfg.dynamic_sampling else 1
+    sampled: list[SampledRound] = []  # rounds sampled ahead and not yet scored
+    for r in range(n_rounds):
+        if not sampled:
+            k = min(cfg.sampling_rounds_per_batch if cfg.dynamic_sampling else 1, n_rounds - r)
+            sampled = sample_rounds(cfg, share, pos, n_rows, pad_id, r, k, sample)
+        this = sampled.pop(0)
+        prompts, examples, rollout, pos = this.prompts, this.examples, this.rollout, this.pos
+        scores = score(prompts, examples, rollout)
         samples = StepSamples.gather(share, prompts, examples, rollout, scores, env)
         if not cfg.dynamic_sampling:
             return StepDraw(my_prompts=share, my_rollout=rollout, samples=samples, all_sampled=samples, pos=pos, metrics={})

@@ -66,8 +66,8 @@ from r1zero.observe.evaluate import build_evaluation, format_summary, merge_summ
 from r1zero.observe.metrics import CollapseWatch, step_metrics, think_metrics
 from r1zero.observe.tracking import NullTracker, Tracker, check_trackers
 from r1zero.sandbox.calls import TrainerState
-from r1zero.rewards.scoring import training_scorer
-from r1zero.rollout.sampling import encode_prompts, generate
+from r1zero.rewards.scoring import BatchScores, training_scorer
+from r1zero.rollout.sampling import Rollout, encode_prompts, generate
 from r1zero.tasks import TaskError, build_task
 from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
@@ -226,7 +226,7 @@ class Trainer:
         return self.model if self.adapter is None else self.adapter.sampler(self.autocast_dtype)
 
     def _rollout(self, step: int, rows: list[int], prompt_index: list[int], t_gen: list[float]):
-        """This rank's prompts (data ``rows``, sampling keys ``prompt_index``) encoded, sampled and scored."""
+        """This rank's prompts (data ``rows``, sampling keys ``prompt_index``) encoded and sampled."""
         cfg, G = self.cfg, self.cfg.num_generations
         examples = [self.train_rows[i] for i in rows]
         prompts, prompt_ids = encode_prompts(self.task, self.tokenizer, examples, cfg.max_prompt_length)
@@ -241,10 +241,14 @@ class Trainer:
                             max_cache_len=(cfg.max_prompt_length or 0) + cfg.max_completion_length)
         synchronize(self.device)  # timings measure the work, not its queueing
         t_gen.append(time.perf_counter() - t0)
-        scores = self.rewarder(rollout.completions, [ex for ex in examples for _ in range(G)],
-                               [p for p in prompts for _ in range(G)], rollout.lengths.tolist(), rollout.truncated.tolist(),
-                               rollout.completion_id_lists, TrainerState(step - 1, self.max_steps))
-        return prompts, examples, rollout, scores
+        return prompts, examples, rollout
+
+    def _score(self, step: int, prompts: list[str], examples: list[dict], rollout: Rollout) -> BatchScores:
+        """The rewards of a rollout of this rank's prompts."""
+        G = self.cfg.num_generations
+        return self.rewarder(rollout.completions, [ex for ex in examples for _ in range(G)],
+                             [p for p in prompts for _ in range(G)], rollout.lengths.tolist(), rollout.truncated.tolist(),
+                             rollout.completion_id_lists, TrainerState(step - 1, self.max_steps))
 
     def _learn(self, batch: RolloutBatch, step: int):
         """(advantages, algorithm metrics, update metrics) of this rank's rows: pi_old and reference passes,
@@ -266,7 +270,8 @@ class Trainer:
         # The step's prompts (more rounds with dynamic_sampling), sampled and scored; `my_prompts` holds
         # this rank's prompts (all of them in one process) by their index in the trained batch.
         step_draw = draw_step(cfg, self.env, self.pos, len(self.train_rows), self.tokenizer.pad_token_id,
-                              lambda rows, index: self._rollout(step, rows, index, t_gen))
+                              lambda rows, index: self._rollout(step, rows, index, t_gen),
+                              lambda prompts, examples, rollout: self._score(step, prompts, examples, rollout))
         samples, my_prompts, all_sampled = step_draw.samples, step_draw.my_prompts, step_draw.all_sampled
         t_gen = sum(t_gen)
         # The whole step on every rank: advantages (batch statistics included) and metrics see all of it.
