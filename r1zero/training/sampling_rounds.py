@@ -21,11 +21,11 @@ then handed to the rank that trains it (an all-gather of the round's rollouts).
 ``sampling_rounds_per_batch`` (k > 1): k rounds' prompts are drawn and sampled in one batch (k x
 the rows per decode step: where decoding is overhead-bound, as on a CPU, a step of more rows costs
 less than its share of the rows; and a round that is not needed costs its rows), then scored and
-judged one round at a time exactly as above. A round that turns out
-not to be needed is thrown away unscored, and the data position is the one after the last round
-used, so the step, its metrics and the next step's prompts are those of one round at a time: the
-rows keep their sampling keys (round r, prompt i: ``r * prompts_per_step + i``), which is all the
-counter-based sampler draws from. What can differ is the last bit of a logit (a matrix product
+judged one round at a time exactly as above. A round that turns out not to be needed is thrown
+away unscored, and the data position is the one after the last round used, so the step, its
+metrics and the next step's prompts are those of one round at a time: the rows keep their
+sampling keys (round r, prompt i: ``r * prompts_per_step + i``), which is all the counter-based
+sampler draws from. What can differ is the last bit of a logit (a matrix product
 of more rows may sum in another order), which a near tie can turn into another token.
 
 The step's metrics describe every completion sampled in the rounds used; ``samples.jsonl`` and the
@@ -103,7 +103,7 @@ def draw_step(cfg, env: dist.DistEnv, pos: DataPosition, n_rows: int, pad_id: in
     sampled: list[SampledRound] = []  # rounds sampled ahead and not yet scored
     for r in range(n_rounds):
         if not sampled:
-            k = min(cfg.sampling_rounds_per_batch if cfg.dynamic_sampling else 1, n_rounds - r)
+            k = min(cfg.sampling_rounds_per_batch, n_rounds - r)  # 1 without dynamic sampling (n_rounds 1)
             sampled = sample_rounds(cfg, share, pos, n_rows, pad_id, r, k, sample)
         this = sampled.pop(0)
         prompts, examples, rollout, pos = this.prompts, this.examples, this.rollout, this.pos
