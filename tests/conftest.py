@@ -48,7 +48,8 @@ def tokenizer(tokenizer_dir):
 
 def make_tiny_model(family: str, tokenizer_dir: Path, out: Path, seed: int = 0) -> Path:
     """A randomly initialised model of ``family`` with the real SmolLM2 vocabulary, saved to ``out``."""
-    from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM)
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     common = dict(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
@@ -60,6 +61,8 @@ def make_tiny_model(family: str, tokenizer_dir: Path, out: Path, seed: int = 0) 
         model = Qwen2ForCausalLM(Qwen2Config(**common))
     elif family == "llama":
         model = LlamaForCausalLM(LlamaConfig(**common))
+    elif family == "qwen3":  # norms on each head's q and k; head_dim not hidden / heads
+        model = Qwen3ForCausalLM(Qwen3Config(**common, head_dim=16))
     else:
         raise ValueError(family)
     # Two EOS ids, like Qwen2.5 (tokenizer: <|im_end|>, generation config: also <|endoftext|>).
@@ -78,6 +81,11 @@ def tiny_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory, tokenizer_dir) -> Path:
     return make_tiny_model("llama", tokenizer_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory, tokenizer_dir) -> Path:
+    return make_tiny_model("qwen3", tokenizer_dir, tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="session")

@@ -149,7 +149,11 @@ def test_no_eos_ids_decode_to_the_full_length(tiny_qwen2):
     for compile_step in (False, "aot_eager"):
         static = _ids(model, cache="static", eos_ids=[], compile=compile_step)
         assert static.shape == (6, 8) and (static != 2).any()
-    assert torch.equal(_ids(model, cache="dynamic", eos_ids=[]), static)
+    # transformers' forward on either cache samples the same rows; the lean step (the dynamic cache's
+    # default for this family, its own bf16 rounding) decodes to the full length too.
+    assert torch.equal(_ids(model, cache="dynamic", eos_ids=[], lean=False), static)
+    lean = _ids(model, cache="dynamic", eos_ids=[])
+    assert lean.shape == (6, 8) and (lean != 2).all()
 
 
 def test_model_vocabulary_larger_than_the_tokenizer_samples_only_tokenizer_ids(tiny_qwen2):

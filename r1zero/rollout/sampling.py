@@ -75,7 +75,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
              eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              batch_size: int | None = None, seed: int | None = None, autocast_dtype=None,
              cache: str = "auto", prompt_index: list[int] | None = None,
-             max_cache_len: int | None = None) -> Rollout:
+             max_cache_len: int | None = None, lean: bool = True) -> Rollout:
     """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
@@ -87,6 +87,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
     ``max_cache_len``: the static cache's length at least (the run's prompt + completion length).
+    ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode where it covers the model.
     The sampler's log-probs come back too when sampling (``Rollout.sampled_logprobs``). Only ids
     the tokenizer has are sampled (a model's embedding may be padded beyond it).
     """
@@ -102,7 +103,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
         model, prompt_ids, num_generations=num_generations, max_new_tokens=max_new_tokens, eos_ids=eos_ids,
         pad_id=pad_id, temperature=temperature, top_p=top_p, top_k=top_k, batch_size=batch_size, seed=seed,
         autocast_dtype=autocast_dtype, cache=cache, prompt_index=prompt_index, vocab_size=len(tokenizer),
-        max_cache_len=max_cache_len, with_logprobs=sampled)
+        max_cache_len=max_cache_len, with_logprobs=sampled, lean=lean)
     completion_ids, logprobs = result if sampled else (result, None)
     return finish_rollout(tokenizer, ids, mask, completion_ids, eos_ids, pad_id, logprobs)
 

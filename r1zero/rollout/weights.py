@@ -20,7 +20,8 @@ import torch
 
 _COPY_ATTR = "_r1zero_rollout_copy"
 # Per-model state kept in the module's __dict__ that a copy must not inherit.
-_PRIVATE_ATTRS = ("_r1zero_rollout_copy", "_r1zero_compiled_decode", "_r1zero_static_caches")
+_PRIVATE_ATTRS = ("_r1zero_rollout_copy", "_r1zero_compiled_decode", "_r1zero_static_caches",
+                  "_r1zero_lean_decoder")
 
 
 def _is_sharded(model) -> bool:

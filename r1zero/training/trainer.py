@@ -73,6 +73,7 @@ from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
 from r1zero.training.callbacks import Callback, CallbackList
 from r1zero.training.guards import RunHealth, check_output_dir
+from r1zero.training.host_memory import keep_freed_memory
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, Reference
 from r1zero.training import lora, optim
 from r1zero.training.run_lock import take_lock
@@ -109,6 +110,8 @@ class Trainer:
         self.evaluation = build_evaluation(cfg, self.task, test_rows, callables=reward_callables)
         self._find_resume()
         self.device = dist.device_for(self.env, choose_device(cfg.device))
+        if self.device.type == "cpu":
+            keep_freed_memory()  # large CPU tensors reuse pages (r1zero.training.host_memory)
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
                               f"{self.device.type} the weights are in CPU memory already: remove it")
