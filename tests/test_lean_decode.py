@@ -89,7 +89,7 @@ def test_lean_step_in_bf16_is_as_close_to_fp32_as_transformers(tiny_qwen2):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_lean_greedy_equals_transformers_generate(family, request):
-    """Through the engine (lean: its default for these families), greedy rows equal generate's."""
+    """Through the engine, with the lean step and without, greedy rows equal generate's (fp32)."""
     path = str(request.getfixturevalue(family))
     tok, model = load_tokenizer(path), load_model(path, torch.device("cpu"))
     assert lean_decoder(model) is not None
@@ -109,12 +109,12 @@ def test_lean_rereads_weights_after_an_update(tiny_llama):
     tok, model = load_tokenizer(path), load_model(path, torch.device("cpu"))
     ids, eos = tokenize_prompts(tok, ["What is 2 + 3?", "Count to five."], False), eos_token_ids(tok, model)
     kw = dict(num_generations=4, max_new_tokens=16, eos_ids=eos, temperature=1.0, seed=3)
-    before = generate(model, tok, ids, **kw)
+    before = generate(model, tok, ids, lean=True, **kw)
     with torch.no_grad():
         for layer in model.model.layers:
             layer.self_attn.q_proj.weight.mul_(3.0)
             layer.mlp.up_proj.weight.add_(0.05)
-    after = generate(model, tok, ids, **kw)
+    after = generate(model, tok, ids, lean=True, **kw)
     assert not torch.equal(after.completion_ids, before.completion_ids)
     assert torch.equal(after.completion_ids, generate(model, tok, ids, lean=False, **kw).completion_ids)
 

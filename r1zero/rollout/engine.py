@@ -8,8 +8,8 @@ What it does differently from transformers' ``generate`` (the models stay transf
   completions stop costing compute. Stopping honours every EOS id. The finished rows are looked at
   every ``check_every`` steps (8 on CUDA, where each look is a host sync; 1 on the CPU) and dropped
   once a quarter of the batch has finished (each drop copies the whole cache).
-- The dynamic cache decodes a Llama-family model (Llama, Mistral, Qwen2, Qwen3) with a lean step
-  of its own (r1zero.rollout.lean_decode: the same arithmetic, a fraction of the per-step
+- The dynamic cache decodes a Llama-family model (Llama, Mistral, Qwen2, Qwen3) in bf16 (the
+  sampling copy) with a lean step of its own (r1zero.rollout.lean_decode: the same arithmetic, a fraction of the per-step
   overhead); other models decode through their forward on a cache that reserves the prompt +
   completion positions up front and is written in place (r1zero.rollout.kv_cache), instead of
   transformers' copy of the whole cache at every step.
@@ -213,7 +213,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
                  cache: str = "dynamic", prompt_index: list[int] | None = None,
                  compile: bool | str | None = None, vocab_size: int | None = None,
                  max_cache_len: int | None = None, check_every: int | None = None,
-                 with_logprobs: bool = False, lean: bool = True):
+                 with_logprobs: bool = False, lean: bool | None = None):
     """Completion ids (N, C) for N = len(prompt_ids) * num_generations rows (groups contiguous), on
     CPU, padded with ``pad_id`` after each row's EOS; C is at most ``max_new_tokens``. With
     ``with_logprobs``: (ids, log-probs (N, C) float32, 0 after EOS and when greedy).
@@ -229,10 +229,14 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     so every step has one shape). ``check_every``: steps between looks at the finished rows
     (default: 8 on CUDA and for the static cache, 1 for the dynamic cache on other devices).
     ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode when the model is one it
-    covers (False: always through the model's forward; the tests compare the two).
+    covers. None (default): when the weights are 16-bit (the bf16 sampling copy), where it was
+    measured faster; in float32 transformers' forward was as fast or faster (benchmarks/RESULTS.md).
+    True: whenever it covers the model (the tests compare it with transformers' in float32); False: never.
     """
     G = num_generations
     model, autocast_dtype = rollout_model(model, autocast_dtype)
+    if lean is None:  # the lean step was measured faster with 16-bit weights only
+        lean = next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
     device = next(model.parameters()).device
     compile_step = device.type == "cuda" if compile is None else compile
     n_prompts = len(prompt_ids)

@@ -75,7 +75,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
              eos_ids: list[int], temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
              batch_size: int | None = None, seed: int | None = None, autocast_dtype=None,
              cache: str = "auto", prompt_index: list[int] | None = None,
-             max_cache_len: int | None = None, lean: bool = True) -> Rollout:
+             max_cache_len: int | None = None, lean: bool | None = None) -> Rollout:
     """Sample ``num_generations`` completions for each tokenized prompt (groups stay contiguous).
 
     ``temperature == 0`` means greedy decoding. ``seed`` makes the draw reproducible without
@@ -87,7 +87,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
     ``max_cache_len``: the static cache's length at least (the run's prompt + completion length).
-    ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode where it covers the model.
+    ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode (generate_ids: None, in bf16).
     The sampler's log-probs come back too when sampling (``Rollout.sampled_logprobs``). Only ids
     the tokenizer has are sampled (a model's embedding may be padded beyond it).
     """
