@@ -228,15 +228,12 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     ``max_cache_len``: the static cache's length at least (prompt + completion length of the run,
     so every step has one shape). ``check_every``: steps between looks at the finished rows
     (default: 8 on CUDA and for the static cache, 1 for the dynamic cache on other devices).
-    ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode when the model is one it
-    covers. None (default): when the weights are 16-bit (the bf16 sampling copy), where it was
-    measured faster; in float32 transformers' forward was as fast or faster (benchmarks/RESULTS.md).
-    True: whenever it covers the model (the tests compare it with transformers' in float32); False: never.
+    ``lean``: decode the dynamic cache with r1zero.rollout.lean_decode (None: with 16-bit weights only,
+    where it measured faster; True: whenever it covers the model, as the tests do).
     """
     G = num_generations
     model, autocast_dtype = rollout_model(model, autocast_dtype)
-    if lean is None:  # the lean step was measured faster with 16-bit weights only
-        lean = next(model.parameters()).dtype in (torch.bfloat16, torch.float16)
+    lean = next(model.parameters()).dtype in (torch.bfloat16, torch.float16) if lean is None else lean
     device = next(model.parameters()).device
     compile_step = device.type == "cuda" if compile is None else compile
     n_prompts = len(prompt_ids)
@@ -267,8 +264,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
                 if cache == "static":
                     _decode_static(*args, compile_step=compile_step, max_cache_len=max_cache_len)
                 else:
-                    # Under autocast (a sharded model) the weights' dtype is not the compute dtype.
-                    _decode_dynamic(*args, lean=lean and autocast_dtype is None)
+                    _decode_dynamic(*args, lean=lean and autocast_dtype is None)  # autocast: sharded
                 width = max(width, buf.write(out, out_lp, rows, len(rows)))
     return (out[:, :width], out_lp[:, :width]) if with_logprobs else out[:, :width]
 
