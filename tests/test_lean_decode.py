@@ -9,6 +9,7 @@ from transformers import DynamicCache
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
 from r1zero.rollout.baseline import hf_generate
 from r1zero.rollout.engine import lean_decoder
+from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.kv_cache import reserved_cache
 from r1zero.rollout.layout import left_pad
 from r1zero.rollout.lean_decode import BLOCK, LeanDecoder, lean_support
@@ -25,9 +26,10 @@ def _reference_and_lean(model, steps: int, repeats: int, drop_at: int | None = N
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     ref_cache = reserved_cache(model.config, ids.shape[1] + steps)
     pre = DynamicCache(config=model.config)
+    kw = cache_kwarg(model)  # transformers 5.17 knows only past_key_values
     with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=ref_cache, use_cache=True).logits
-        model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=pre, use_cache=True)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{kw: ref_cache}).logits
+        model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{kw: pre})
     ref_cache.batch_repeat_interleave(repeats)
     lean = LeanDecoder(model)
     lean.start(pre, mask, repeats)
@@ -43,7 +45,7 @@ def _reference_and_lean(model, steps: int, repeats: int, drop_at: int | None = N
         mask = torch.cat([mask, mask.new_ones(len(mask), 1)], 1)
         with torch.no_grad():
             ref = model(input_ids=tok[:, None], attention_mask=mask, position_ids=mask.sum(-1, keepdim=True) - 1,
-                        cache=ref_cache, use_cache=True).logits[:, -1]
+                        use_cache=True, **{kw: ref_cache}).logits[:, -1]
         ours = lean.step(tok)
         worst = max(worst, (ours.float() - ref.float()).abs().max().item())
         scale = max(scale, ref.abs().max().item())
@@ -78,7 +80,7 @@ def test_lean_step_in_bf16_is_as_close_to_fp32_as_transformers(tiny_qwen2):
         ref16 = m16(input_ids=torch.cat([ids, tokens], 1), attention_mask=full_mask,
                     position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0)).logits[:, ids.shape[1]:].float()
         pre = DynamicCache(config=m16.config)
-        m16(input_ids=ids, attention_mask=mask, position_ids=pos, cache=pre, use_cache=True)
+        m16(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, **{cache_kwarg(m16): pre})
     lean = LeanDecoder(m16)
     lean.start(pre, mask, 1)
     ours = torch.stack([lean.step(tokens[:, t]).float() for t in range(tokens.shape[1])], 1)
