@@ -9,10 +9,10 @@ What it does differently from transformers' ``generate`` (the models stay transf
   every ``check_every`` steps (8 on CUDA, where each look is a host sync; 1 on the CPU) and dropped
   once a quarter of the batch has finished (each drop copies the whole cache).
 - The dynamic cache decodes a Llama-family model (Llama, Mistral, Qwen2, Qwen3) in bf16 (the
-  sampling copy) with a lean step of its own (r1zero.rollout.lean_decode: the same arithmetic, a fraction of the per-step
-  overhead); other models decode through their forward on a cache that reserves the prompt +
-  completion positions up front and is written in place (r1zero.rollout.kv_cache), instead of
-  transformers' copy of the whole cache at every step.
+  sampling copy) with a lean step of its own (r1zero.rollout.lean_decode: the same arithmetic, a
+  fraction of the per-step overhead); other models, and float32, decode through the model's forward
+  on a cache that reserves the prompt + completion positions up front and is written in place
+  (r1zero.rollout.kv_cache), instead of transformers' copy of the whole cache at every step.
 - Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
   on the model's device, and its randomness is counter-based: the uniform number that picks row
   r's token at step t is a hash of (seed, prompt index, sample index, t). What a row draws
@@ -302,7 +302,7 @@ def lean_decoder(model) -> LeanDecoder | None:
 
 
 def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, top_k, keys, buf: _Tokens,
-                    device, vocab: int | None, check_every: int, lean: bool = True) -> None:
+                    device, vocab: int | None, check_every: int, *, lean: bool) -> None:
     ids, mask = left_pad(prompts, buf.pad_id, device)
     capacity = ids.shape[1] + max_new_tokens
     decoder = lean_decoder(model) if lean else None
@@ -321,8 +321,8 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, 
     logits = logits.repeat_interleave(G, 0)
     active = torch.arange(buf.ids.shape[0], device=device)  # rows of the chunk still in the decode batch
     # Finished rows leave once this share of the batch has finished (each drop copies the cache).
-    # Measured on the embedded model at 64 rows (bf16, CPU): dropping at every finished row cost more
-    # in copies than the rows' compute saved (167-193 tok/s against 316-334 at a quarter).
+    # Measured on the embedded model at 64 rows (bf16, CPU, the lean step): dropping at every finished
+    # row cost more in copies than the rows' compute saved (167-193 tok/s against 239-334 at a quarter).
     drop_share = 0.25
     for t in range(max_new_tokens):
         tok = sample_next(logits, keys[active.to(keys.device)], t, temperature=temperature, top_k=top_k, top_p=top_p)

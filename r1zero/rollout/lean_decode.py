@@ -14,16 +14,16 @@ What stays transformers': the embedding, norms' weights, rotary tables (the mode
 ``rotary_emb``, so every rope scaling type is covered), the prefill (one call, its K and V copied
 into this cache), and the formulas: RMSNorm in float32 then cast (as ``LlamaRMSNorm``), rotate-half
 rope, softmax(q k^T * scale + mask) v, silu(gate) * up. In float32 the logits equal transformers' to
-rounding; greedy output is token-identical to ``generate`` (tests/test_rollout_engine.py).
+rounding; greedy output is token-identical to ``generate`` (tests/test_lean_decode.py).
 
 Supported when ``lean_support`` says so: one of those classes as transformers defines it, plain
 ``nn.Linear`` projections (a LoRA-wrapped model decodes through transformers), silu, no sliding
 window, every weight in one dtype (no autocast). Anything else decodes through transformers' forward.
 
-The cache: K as (layers, rows, kv heads, head dim, capacity), V as (layers, rows, kv heads,
-capacity, head dim), filled up to ``length``; a padding bias (rows, capacity), 0 for a real position
-and -inf for a prompt's left padding; each row's next position. Dropping finished rows copies the
-filled positions only.
+The cache: K as (layers, rows, kv heads, head dim, allocated), V as (layers, rows, kv heads,
+allocated, head dim), filled up to ``length`` and grown by BLOCK positions; a bias (rows, allocated),
+0 for a real position and -inf for a prompt's left padding and the positions not yet filled; each
+row's next position. Dropping finished rows copies the whole allocation (contiguous rows).
 """
 from __future__ import annotations
 
@@ -106,8 +106,7 @@ class LeanDecoder:
         self.n_kv = cfg.num_key_value_heads
         self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         self.scale = self.head_dim ** -0.5
-        self._signature = None
-        self.refresh()
+        self._signature = None  # the weights are read by the first ``start``
 
     def refresh(self) -> None:
         sig = tuple((p._version, p.data_ptr()) for p in self.model.parameters())
@@ -134,8 +133,7 @@ class LeanDecoder:
             self.k[i, :, :, :, :width] = layer.keys.repeat_interleave(repeats, 0).transpose(-1, -2)
             self.v[i, :, :, :width] = layer.values.repeat_interleave(repeats, 0)
         self.length = width
-        self.bias[:, :width].masked_fill_(mask == 0, float("-inf"))
-        self.bias[:, :width].masked_fill_(mask != 0, 0.0)
+        self.bias[:, :width].masked_fill_(mask != 0, 0.0)  # the padding keeps _grow's -inf
         self.position = mask.sum(-1)  # each row's next position (real tokens only)
 
     def _grow(self, positions: int) -> None:
