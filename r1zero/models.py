@@ -205,8 +205,11 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bool = False,
                dtype: torch.dtype = torch.float32, trainable: bool = True):
     """A causal LM on ``device``. Weights stay float32 (bf16 runs: see autocast_dtype), so optimizer
-    updates are exact and checkpoints resume bit for bit."""
+    updates are exact and checkpoints resume bit for bit. On a CPU, attention runs through
+    r1zero.attention (plain products at short lengths)."""
     from transformers import AutoModelForCausalLM
+
+    from r1zero.attention import use_cpu_attention
 
     path = resolve_model_path(name_or_path)
     try:
@@ -220,6 +223,7 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
     if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
         raise ModelError(f"model_name_or_path: {name_or_path} is quantized; give a float checkpoint (dequantize it first)")
     model.to(device)
+    use_cpu_attention(model, device)
     if not trainable:
         model.eval()
         model.requires_grad_(False)

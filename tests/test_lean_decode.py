@@ -14,6 +14,7 @@ from r1zero.rollout.kv_cache import reserved_cache
 from r1zero.rollout.layout import left_pad
 from r1zero.rollout.lean_decode import BLOCK, LeanDecoder, lean_support
 from r1zero.rollout.sampling import generate, tokenize_prompts
+from r1zero.training.logprobs import completion_logprobs
 
 FAMILIES = ["tiny_qwen2", "tiny_llama", "tiny_qwen3"]
 PROMPTS = [[5, 17, 300, 42], [9, 1000], [77, 78, 79, 80, 81, 82, 83]]  # different widths: left padding
@@ -118,7 +119,14 @@ def test_lean_rereads_weights_after_an_update(tiny_llama):
             layer.mlp.up_proj.weight.add_(0.05)
     after = generate(model, tok, ids, lean=True, **kw)
     assert not torch.equal(after.completion_ids, before.completion_ids)
-    assert torch.equal(after.completion_ids, generate(model, tok, ids, lean=False, **kw).completion_ids)
+    # The sampler's log-probs are the changed model's (its forward over the sampled rows). Rows are
+    # not compared token for token: a random model's next-token distribution is nearly flat, so a
+    # rounding difference between two attention kernels changes which token a draw lands on.
+    with torch.no_grad():
+        forward, _ = completion_logprobs(model, after.input_ids, after.attention_mask, after.prompt_ids.shape[1],
+                                         after.completion_mask)
+    m = after.completion_mask.bool()
+    torch.testing.assert_close(after.sampled_logprobs[m], forward[m], rtol=0, atol=1e-4)
 
 
 def test_models_it_does_not_cover_decode_through_transformers(tiny_qwen2):

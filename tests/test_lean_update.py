@@ -55,3 +55,34 @@ def test_shared_prompt_single_token_completions(tiny_llama):
         a, _ = completion_logprobs(model, ids, am, P, cm, share_prompts=True)
         b, _ = completion_logprobs(model, ids, am, P, cm, share_prompts=False)
     torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_tied_embedding_sparse_lookup_gives_the_dense_gradient(tiny_qwen2, monkeypatch):
+    """A plain embedding tied to the LM head is looked up with a sparse gradient (no vocabulary-sized
+    zero fill per lookup); the weight's summed gradient is the dense one the dense lookup gives, and
+    AdamW steps on it. An untied embedding keeps the dense lookup (its gradient alone would be sparse)."""
+    from r1zero.training import logprobs
+
+    tok = load_tokenizer(str(tiny_qwen2))
+    model = load_model(str(tiny_qwen2), torch.device("cpu"))
+    assert not logprobs.sparse_embedding_grad(model.model, model.lm_head)
+    model.lm_head.weight = model.model.embed_tokens.weight  # tied, as SmolLM2 and Qwen2.5-0.5B are
+    assert logprobs.sparse_embedding_grad(model.model, model.lm_head)
+    model.double()
+    ids, am, P, cm = _batch(tok)
+    adv = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2], dtype=torch.float64).unsqueeze(1)
+    grads = {}
+    for sparse in (False, True):  # sparse last: its gradients are the ones AdamW steps on
+        monkeypatch.setattr(logprobs, "sparse_embedding_grad", lambda d, h, s=sparse: s)
+        for share in (True, False):
+            model.zero_grad(set_to_none=True)
+            lp, _ = completion_logprobs(model, ids, am, P, cm, share_prompts=share)
+            (-(lp * adv * cm).sum()).backward()
+            grads[sparse, share] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    emb = "model.embed_tokens.weight"
+    for share in (True, False):
+        assert grads[True, share][emb].layout == torch.strided
+        for name, g in grads[False, share].items():
+            torch.testing.assert_close(grads[True, share][name], g, atol=1e-12, rtol=1e-10, msg=name)
+    assert grads[True, True][emb][ids[0, P - 1]].abs().sum() > 0  # a prompt token's row (the lookup's share)
+    torch.optim.AdamW(model.parameters(), lr=1e-3).step()  # the gradient AdamW gets is dense

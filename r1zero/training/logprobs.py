@@ -83,13 +83,37 @@ def _recomputes_activations(model) -> bool:
     return bool(getattr(model, name, False))
 
 
-def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts):
-    """Hidden states (B, C, H) at the positions predicting completion tokens, each prompt run once."""
+def sparse_embedding_grad(decoder, head) -> bool:
+    """Whether the token embeddings are looked up with a sparse gradient (``_token_inputs``).
+
+    The dense backward of an embedding fills a vocabulary x hidden gradient with zeros and adds it to
+    the weight's, for every lookup (two per micro-batch with shared prompts): on a CPU that was 1-1.5
+    s of an 8 s update of SmolLM2 (49,152 x 576). The sparse one holds only the rows looked up, which
+    autograd adds into the dense gradient the LM head gives the same tensor. So only a plain
+    ``nn.Embedding`` (a subclass may scale or wrap it) whose trained weight is the head's: the
+    summed gradient is then dense, as AdamW needs. Not under torchrun, whose gradient reduction
+    keeps the layout it has always had."""
+    emb = decoder.get_input_embeddings()
+    return (type(emb) is torch.nn.Embedding and emb.weight.requires_grad and emb.weight is head.weight
+            and emb.max_norm is None and not dist.current().enabled)
+
+
+def _token_inputs(decoder, ids: torch.Tensor, sparse: bool) -> dict:
+    """The decoder's token input: ``ids``, or with ``sparse`` their embeddings (same values)."""
+    if not (sparse and torch.is_grad_enabled()):
+        return {"input_ids": ids}
+    emb = decoder.get_input_embeddings()
+    return {"inputs_embeds": F.embedding(ids, emb.weight, emb.padding_idx, sparse=True)}
+
+
+def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts, sparse: bool):
+    """Hidden states (B, C, H) at the positions predicting completion tokens, each prompt run once;
+    ``sparse``: sparse_embedding_grad."""
     P = prompt_width
     p_ids, p_mask = input_ids[first, :P], attention_mask[first, :P]
     cache = DynamicCache()
     kw = cache_kwarg(decoder)
-    out = decoder(input_ids=p_ids, attention_mask=p_mask, position_ids=position_ids_from_mask(p_mask),
+    out = decoder(**_token_inputs(decoder, p_ids, sparse), attention_mask=p_mask, position_ids=position_ids_from_mask(p_mask),
                   use_cache=True, **{kw: cache})
     # Each row's prompt, as one index built once: repeat_interleave with a count tensor on the GPU
     # waits for the device to learn its output size, once per call (here: per layer); with
@@ -104,7 +128,7 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
         return h_last
     prompt_len = attention_mask[:, :P].sum(-1, keepdim=True)
     pos = prompt_len + torch.arange(C - 1, device=input_ids.device).unsqueeze(0)
-    h = decoder(input_ids=input_ids[:, P:-1], attention_mask=attention_mask[:, :-1], position_ids=pos,
+    h = decoder(**_token_inputs(decoder, input_ids[:, P:-1], sparse), attention_mask=attention_mask[:, :-1], position_ids=pos,
                 use_cache=True, **{kw: cache}).last_hidden_state
     return torch.cat([h_last, h], dim=1)
 
@@ -174,12 +198,14 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
     # are the trained copy's (the original's with the adapter disabled).
     linear_head = isinstance(head, torch.nn.Linear) or isinstance(getattr(head, "original_module", None), torch.nn.Linear)
     if decoder is not None and decoder is not model and linear_head:
+        sparse = sparse_embedding_grad(decoder, head)
         if (share_prompts and prompt_width > 0 and len(first) < B
                 and not _recomputes_activations(model)):
-            hidden = _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts)[rows, cols]
+            hidden = _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts,
+                                           sparse)[rows, cols]
         else:
             # Only the states that predict completion tokens: positions P-1 .. L-2.
-            hidden = decoder(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
+            hidden = decoder(**_token_inputs(decoder, input_ids[:, :-1], sparse), attention_mask=attention_mask[:, :-1],
                              position_ids=position_ids[:, :-1], use_cache=False).last_hidden_state
             hidden = hidden[rows, prompt_width - 1 + cols]  # (N, H)
         flat_lp, flat_ent = _chunked_head_logprobs(hidden, targets, head.weight, head.bias, temperature, softcap,
