@@ -1,4 +1,4 @@
-"""GRPO throughput: r1zero vs TRL's GRPOTrainer on the same work, in one process, one after the other.
+"""GRPO throughput: r1zero vs TRL's GRPOTrainer on the same work, one after the other, each in a process of its own.
 
 Same model weights, prompts (Countdown, rendered by r1zero's task), reward (r1zero's scorer),
 generations per prompt, completion length, micro-batch size, loss (``grpo``, beta 0, one update
@@ -14,6 +14,10 @@ last pair, ``speedup_vs_trl=<r1zero samples/s / TRL's> memory_ratio=<r1zero peak
     python benchmarks/grpo_throughput.py --preset cpu      # SmolLM2-135M, 4 x 4 x 64 tokens, fp32 and bf16
     python benchmarks/grpo_throughput.py --preset gpu      # random Qwen2.5-0.5B / 3B shapes, bf16
 
+Each side runs in a fresh Python process (this script with ``--side``), so nothing one side sets
+for the whole process (r1zero's allocator setting on a CPU, r1zero.training.host_memory; thread
+counts; warmed-up kernels) carries over to the other, and each side's peak memory is its own.
+
 Update tokens are the real (unpadded) prompt + completion tokens of a step's sequences, so both
 sides are credited for the same work however they compute it. The ``gpu`` preset fixes the
 completion length (EOS is never sampled: min_new_tokens on TRL's side, no stop ids on ours).
@@ -27,10 +31,11 @@ import argparse
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -63,6 +68,7 @@ class SideResult:
     update_tokens: list = field(default_factory=list)
     samples: int = 0
     peak: int = 0
+    pid: int = 0  # the process it ran in
 
     def row(self) -> dict:
         t = sum(self.step_s)
@@ -232,7 +238,30 @@ def measured_floor(spec: dict, model_path: str, r1: SideResult) -> dict:
             "step floor fraction": (gen_floor + update_floor) / step_s}
 
 
+def run_side(side: str, spec: dict, model: str, warmup: int, steps: int, tmp: str, precision: str) -> SideResult:
+    """One side's run in a fresh process (``--side``), its SideResult read back from a JSON file."""
+    job = Path(tmp) / f"{side}-{precision}.json"
+    job.write_text(json.dumps({"side": side, "spec": spec, "model": model, "warmup": warmup, "steps": steps,
+                               "tmp": tmp, "bf16": precision == "bf16"}))
+    subprocess.run([sys.executable, __file__, "--side", str(job)], check=True)
+    return SideResult(**json.loads(job.read_text())["result"])
+
+
+def side_main(job_path: str) -> int:
+    """``--side JOB``: run the side the JSON job names and write its SideResult into the job file."""
+    job = json.loads(Path(job_path).read_text())
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    run = run_r1zero if job["side"] == "r1zero" else run_trl
+    result = run(job["spec"], job["model"], job["warmup"], job["steps"], job["tmp"], job["bf16"])
+    result.pid = os.getpid()
+    Path(job_path).write_text(json.dumps({**job, "result": asdict(result)}))
+    return 0
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--side"]:
+        return side_main(argv[1])
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     ap.add_argument("--model", help="override the preset's model (a local folder; used by the smoke test)")
@@ -270,9 +299,7 @@ def main(argv=None) -> int:
 
                 model = resolve_model_path("embedded")
             for precision in precisions:
-                bf16 = precision == "bf16"
-                r1 = run_r1zero(spec, model, a.warmup, a.steps, tmp, bf16)
-                trl = run_trl(spec, model, a.warmup, a.steps, tmp, bf16)
+                r1, trl = (run_side(side, spec, model, a.warmup, a.steps, tmp, precision) for side in ("r1zero", "TRL"))
                 rr, tr = r1.row(), trl.row()
                 header = ["side"] + list(rr)
                 ratio = [rr[k] / tr[k] if tr[k] else float("nan") for k in rr]
@@ -283,7 +310,8 @@ def main(argv=None) -> int:
                                                  ["r1zero/TRL"] + ratio])
                 floor = measured_floor(spec, model, r1)
                 print("floor: " + ", ".join(f"{k}={v:.3g}" for k, v in floor.items()))
-                results.append({"spec": spec, "precision": precision, "r1zero": rr, "trl": tr, "floor": floor})
+                results.append({"spec": spec, "precision": precision, "r1zero": rr, "trl": tr, "floor": floor,
+                                "pids": [r1.pid, trl.pid]})
                 print(f"{precision}: {ratio_line(results[-1])}", flush=True)
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=1))

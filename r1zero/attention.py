@@ -2,9 +2,9 @@
 
 torch's fused CPU attention (what transformers' ``sdpa`` calls) is built for long sequences; at the
 lengths of a CPU run's prompts and completions (a hundred to a few hundred keys) its forward and
-backward cost 2-3x two plain batched products and a softmax (benchmarks/cpu_attention.py:
-bf16, SmolLM2's 9 query and 3 key/value heads, 2.1-2.9x at 116-256 keys, about even at 512,
-2.2x slower at 1,024). So r1zero registers one more attention kernel with transformers,
+backward cost 2-3x two plain batched products and a softmax (benchmarks/cpu_attention.py, bf16,
+SmolLM2's 9 query and 3 key/value heads, 2 cores: the products 2.4-3.1x faster at 116-256 keys,
+1.1x at 512, 0.3-0.6x at 1,024). So r1zero registers one more attention kernel with transformers,
 ``r1zero_cpu``, and puts a model loaded on a CPU on it (``use_cpu_attention``). Per call:
 
 * up to ``PRODUCTS_MAX_KEYS`` keys: scores = q k^T * scale, masked, a softmax in at least float32

@@ -1,6 +1,7 @@
 """Smoke test of the benchmarks at toy size (a tiny random model): they run end to end, print
 their tables and the machine-readable last line. Real measurements are in benchmarks/RESULTS.md."""
 import json
+import os
 import re
 import sys
 
@@ -26,6 +27,9 @@ def test_grpo_throughput_toy(tiny_qwen2, capsys, tmp_path):
     assert (fp32["precision"], res["precision"]) == ("fp32", "bf16")
     assert sum(line.startswith(("fp32: speedup_vs_trl=", "bf16: speedup_vs_trl=")) for line in out) == 2
     r1, trl = res["r1zero"], res["trl"]
+    # Each side ran in a process of its own (nothing process-wide carries over from one to the other).
+    pids = fp32["pids"] + res["pids"]
+    assert len(set(pids)) == 4 and os.getpid() not in pids
     for side in (r1, trl):  # each side trained the 2 x 2 samples of a step, in the time it reports
         assert side["samples/s"] * side["s/step"] == pytest.approx(4, rel=1e-9), side
         assert 0 < side["gen s/step"] < side["s/step"] and side["peak GiB"] > 0, side
