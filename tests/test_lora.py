@@ -137,9 +137,12 @@ def test_saved_adapter_and_merged_model_give_the_policys_logits(trained, tiny_qw
     assert (t.out / "checkpoint-1" / "adapter" / "adapter_model.safetensors").is_file()
     ids = torch.tensor([[1, 5, 700, 42, 9, 301, 77, 2, 13]])
     want = logits(t.model, ids)
-    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_qwen2), str(ck / "adapter"))
+    # Loaded with the policy's attention kernel (r1zero.attention's on a CPU): equal logits, bit for bit.
+    kernel = t.model.config._attn_implementation
+    peft_model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_qwen2, attn_implementation=kernel),
+                                           str(ck / "adapter"))
     assert torch.equal(logits(peft_model, ids), want)
-    merged = AutoModelForCausalLM.from_pretrained(ck)  # no peft: a plain Qwen2 folder
+    merged = AutoModelForCausalLM.from_pretrained(ck, attn_implementation=kernel)  # no peft: a plain Qwen2 folder
     assert (logits(merged, ids) - want).abs().max() < 1e-5
     # What the sampler runs is that merged model, weight for weight.
     sampler = t.adapter.sampler(None)

@@ -356,7 +356,7 @@ def test_mini_r1_recipe_trains_one_step_with_r1zero_train(tiny_qwen2, tmp_path):
 
 @pytest.mark.parametrize("recipe, batch", [
     # (prompts_per_step, mini_batch_prompts, micro_batch_size, num_iterations), as before TRL's keys took their TRL meaning
-    ("countdown-smollm2-cpu", (4, None, 8, 1)),
+    ("countdown-smollm2-cpu", (4, None, 32, 1)),
     ("countdown-datawhale", (8, None, 4, 1)),
     ("countdown-tinyzero-grpo", (128, 64, 16, 1)),
     ("countdown-tinyzero-ppo", (256, 128, 8, 1)),
