@@ -24,24 +24,11 @@ def make_scheduler(optimizer, kind: str, total_steps: int, warmup_steps: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _implementation(params) -> dict:
-    """torch's fused AdamW kernel for weights that are plain CPU tensors; torch's default elsewhere
-    (foreach on CUDA; FSDP's sharded DTensors). On a CPU torch's default is the for-loop, which walks
-    each tensor about ten times and allocates temporaries its size (113 MB for the embedded model's
-    embedding); the fused kernel walks it once. Measured with the embedded model's shapes (2 threads,
-    2-core AMD EPYC): 65-76 ms a step against 174-379 ms, the weights within 4e-9 of the loop's.
-    It does not bump the weights' version counters: ``clip_and_step`` does."""
-    if params and all(p.device.type == "cpu" and type(p.data) is torch.Tensor for p in params):
-        return {"fused": True}
-    return {}
-
-
 def make_optimizer(model, cfg, lr: float, total_steps: int):
     """AdamW over ``model``'s trainable weights (the config's betas, eps, decay) and its schedule."""
-    params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
-        params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
-        weight_decay=cfg.weight_decay, **_implementation(params))
+        [p for p in model.parameters() if p.requires_grad], lr=lr,
+        betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay)
     warmup = math.ceil(cfg.warmup_ratio * total_steps)  # transformers' TrainingArguments.get_warmup_steps
     return optimizer, make_scheduler(optimizer, cfg.lr_scheduler_type, total_steps, warmup)
 
@@ -78,10 +65,5 @@ def clip_and_step(model, optimizer, max_grad_norm: float, allow) -> float:
         gn = gn.full_tensor()
     if allow(gn):
         optimizer.step()
-        if any(g.get("fused") for g in optimizer.param_groups):
-            # torch's fused kernel writes the weights without bumping their version counters, which
-            # is how the sampling copy and the lean decode step know the weights changed.
-            for p in params:
-                torch.autograd.graph.increment_version(p)
     gn = float(gn)
     return gn if math.isfinite(gn) else float("nan")
