@@ -9,7 +9,7 @@ from transformers import DynamicCache
 from r1zero import attention
 from r1zero.models import load_model
 from r1zero.rollout.hf import cache_kwarg
-from r1zero.rollout.layout import left_pad
+from r1zero.rollout.layout import left_pad, position_ids_from_mask
 
 FAMILIES = ["tiny_qwen2", "tiny_llama", "tiny_qwen3"]
 PROMPTS = [[5, 17, 300, 42, 8, 9], [9, 1000], [77, 78, 79, 80, 81, 82, 83]]  # left padding of 1 and 5
@@ -17,7 +17,7 @@ PROMPTS = [[5, 17, 300, 42, 8, 9], [9, 1000], [77, 78, 79, 80, 81, 82, 83]]  # l
 
 def _batch():
     ids, mask = left_pad(PROMPTS, 0)
-    return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, position_ids_from_mask(mask)
 
 
 def _logits_and_step(model, ids, mask, pos):

@@ -6,7 +6,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from r1zero.models import load_model
-from r1zero.rollout.layout import left_pad
+from r1zero.rollout.layout import left_pad, position_ids_from_mask
 
 PROMPTS = [[5, 17, 300, 42, 8, 9], [9, 1000], [77, 78, 79, 80, 81, 82, 83], [4, 4, 4], [6] * 9, [7, 8]]
 
@@ -21,7 +21,7 @@ def test_frozen_prefill_does_not_copy_the_head_per_row(tiny_llama):
     # In bf16, as the sampling copy: torch's CPU batched product copies the expanded weight then.
     model = load_model(str(tiny_llama), torch.device("cpu"), trainable=False).to(torch.bfloat16)
     ids, mask = left_pad(PROMPTS, 0)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = position_ids_from_mask(mask)
     head = model.get_output_embeddings().weight
     with torch.no_grad():
         call = lambda: model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)  # noqa: E731

@@ -46,7 +46,7 @@ from transformers import DynamicCache, StaticCache
 
 from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.kv_cache import reserved_cache
-from r1zero.rollout.layout import left_pad
+from r1zero.rollout.layout import left_pad, position_ids_from_mask
 from r1zero.rollout.lean_decode import LeanDecoder, lean_support
 from r1zero.rollout.weights import rollout_model
 
@@ -309,7 +309,7 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, 
     # The lean step's cache is its own, filled from a plain prefill cache; transformers' forward
     # decodes on one reserved up front (written in place, not grown by copies).
     pkv = DynamicCache(config=model.config) if decoder is not None else reserved_cache(model.config, capacity)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = position_ids_from_mask(mask)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                    **{cache_kwarg(model): pkv}).logits[:, -1, :vocab]
     # One prefill per prompt, shared by its G samples.
@@ -385,7 +385,7 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, temperature, top_p, t
     # Prefill the unique prompts in a dynamic cache, then copy it, G times repeated, into a static
     # cache of the full batch: the decode step then always sees the same shapes.
     pkv_p = DynamicCache(config=model.config)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = position_ids_from_mask(mask)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                    **{kw: pkv_p}).logits[:, -1, :vocab].index_select(0, src)
     pkv = _static_cache(model, n, max_len)
