@@ -15,7 +15,9 @@ new one not yet in place).
 from __future__ import annotations
 
 import errno
+import faulthandler
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -91,7 +93,9 @@ class FullDiskAt(Callback):
 
 
 def main(argv: list[str]) -> int:
-    """``r1zero`` on ``argv``, pausing where ``R1ZERO_PAUSE_AT`` says (if set)."""
+    """``r1zero`` on ``argv``, pausing where ``R1ZERO_PAUSE_AT`` says (if set). SIGUSR1 prints every
+    thread's Python stack to stderr, so a test whose run does not exit can say where it waits."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     spec = os.environ.get(PAUSE_AT)
     return cli.main(argv, callbacks=[PauseAt(spec, os.environ[PAUSE_FILE])] if spec else [])
 
