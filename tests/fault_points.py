@@ -96,6 +96,10 @@ def main(argv: list[str]) -> int:
     """``r1zero`` on ``argv``, pausing where ``R1ZERO_PAUSE_AT`` says (if set). SIGUSR1 prints every
     thread's Python stack to stderr, so a test whose run does not exit can say where it waits."""
     faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # Ctrl-C as in a terminal: a test suite started as a background job of a non-interactive shell
+    # (`pytest ... &`, a CI script's `&`) ignores SIGINT, and this process would inherit that, sleep
+    # through the test's SIGINT and never exit (the hang of tests/test_run_safety.py's Ctrl-C test).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     spec = os.environ.get(PAUSE_AT)
     return cli.main(argv, callbacks=[PauseAt(spec, os.environ[PAUSE_FILE])] if spec else [])
 
