@@ -1,7 +1,9 @@
 """The lean update: shared-prompt log-probs and gradients equal the row-by-row computation."""
+import pytest
 import torch
 
-from r1zero.training.logprobs import completion_logprobs, prompt_groups
+from r1zero.training import logprobs
+from r1zero.training.logprobs import completion_logprobs, length_buckets, prompt_groups
 from r1zero.models import load_model, load_tokenizer
 from r1zero.rollout.sampling import tokenize_prompts
 from conftest import pack_rows
@@ -22,10 +24,28 @@ def test_prompt_groups_finds_runs():
     assert first.tolist() == [0, 2, 5] and counts.tolist() == [2, 3, 1]
 
 
-def test_shared_prompt_logprobs_and_gradients_equal_unshared(tiny_qwen2):
+def test_length_buckets_trade_padding_for_calls():
+    widths = [9, 32, 10, 0, 31, 9, 12]
+    # Free calls: the 4 buckets that pad least (31 beside 32 pads 1, 10 beside 9 and 9 would pad 2);
+    # rows of width 0 run nowhere.
+    assert length_buckets(widths, 4, 0) == [[4, 1], [6], [2], [0, 5]]
+    # 32 positions a call: the two long rows, then the short ones (6 x 12 + 2 x 32 + 2 x 32 < 6 x 32).
+    assert length_buckets(widths, 4, 32) == [[4, 1], [0, 5, 2, 6]]
+    assert length_buckets(widths, 4, 1000) == [[0, 5, 2, 6, 4, 1]]  # dear calls: one bucket
+    assert length_buckets(widths, 1, 0) == [[0, 5, 2, 6, 4, 1]]
+    assert length_buckets([0, 0], 4, 0) == []
+
+
+@pytest.mark.parametrize("bucket_cost", [logprobs.BUCKET_COST_POSITIONS, 0])
+def test_shared_prompt_logprobs_and_gradients_equal_unshared(tiny_qwen2, bucket_cost, monkeypatch):
+    """With the completions in one batch (the default's call cost at these short rows) and in
+    buckets of rows of one width each (calls free), values and gradients equal the unshared pass."""
     tok = load_tokenizer(str(tiny_qwen2))
     model = load_model(str(tiny_qwen2), torch.device("cpu"))
     ids, am, P, cm = _batch(tok)
+    monkeypatch.setattr(logprobs, "BUCKET_COST_POSITIONS", bucket_cost)
+    made = []
+    monkeypatch.setattr(logprobs, "length_buckets", lambda *a: made.append(length_buckets(*a)) or made[-1])
     adv = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2]).unsqueeze(1)
     results = {}
     for share in (True, False):
@@ -43,6 +63,7 @@ def test_shared_prompt_logprobs_and_gradients_equal_unshared(tiny_qwen2):
     for name in g_u:
         torch.testing.assert_close(g_s[name], g_u[name], atol=1e-5, rtol=1e-4, msg=name)
     assert g_u["model.embed_tokens.weight"][ids[0, P - 1]].abs().sum() > 0
+    assert len(made[0]) == (1 if bucket_cost else 4), made  # widths 8, 5, 11, 3, 6, 2: the 4 longest apart
 
 
 def test_shared_prompt_single_token_completions(tiny_llama):
