@@ -32,3 +32,54 @@ def test_large_tensors_come_from_the_heap_once_freed_memory_is_kept():
 
     assert mapped_apart("default") >= 64 * 2**20  # glibc's own mapping for the tensor
     assert mapped_apart("keep") == 0
+
+
+PROGRAM = r"""
+import os, sys
+sys.argv = ["r1zero", "train"]
+from r1zero import cli
+import r1zero.__main__ as command
+
+def report():  # in place of the training run: what the restarted process has
+    import torch
+    from r1zero.training.host_memory import keep_freed_memory
+    keep_freed_memory()
+    x = torch.ones(64 * 2**20, dtype=torch.uint8)
+    huge = [l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")][0].split()[1]
+    print(os.getpid(), os.environ.get("GLIBC_TUNABLES", "-"), huge)
+    return 0
+
+cli.main = report
+print("started", os.getpid(), flush=True)
+sys.exit(command.program())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's tunables: Linux only")
+def test_the_train_command_restarts_itself_once_with_huge_pages():
+    """Where the kernel hands out huge pages only when asked and glibc can ask: one restart (same
+    process id, so a signal or torchrun still reaches it) with the tunable, and the heap's 64 MB tensor
+    then sits on huge pages. Elsewhere: no restart."""
+    from r1zero.training.host_memory import _glibc_at_least, _thp_only_where_asked
+
+    out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True).stdout.split()
+    assert out[0] == "started"
+    if _glibc_at_least(2, 35) and _thp_only_where_asked():
+        assert out[2] == "started" and out[3] == out[1] == out[4]  # ran twice, one process
+        assert out[5] == "glibc.malloc.hugetlb=1" and int(out[6]) >= 2048, out
+    else:
+        assert len(out) == 5 and out[3] == "-", out
+
+
+def test_huge_pages_command_keeps_other_tunables_and_a_users_choice(monkeypatch):
+    from r1zero.training import host_memory
+
+    monkeypatch.setattr(host_memory, "_glibc_at_least", lambda *v: True)
+    monkeypatch.setattr(host_memory, "_thp_only_where_asked", lambda: True)
+    argv = ["python", "-m", "r1zero", "train", "seed=3"]
+    assert host_memory.huge_pages_command(argv, {"A": "1"}) == (argv, {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"})
+    env = {"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}
+    assert host_memory.huge_pages_command(argv, env)[1]["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    assert host_memory.huge_pages_command(argv, {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None  # the user's
+    monkeypatch.setattr(host_memory, "_thp_only_where_asked", lambda: False)  # "always" or "never": nothing to ask
+    assert host_memory.huge_pages_command(argv, {}) is None
