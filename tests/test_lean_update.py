@@ -36,16 +36,21 @@ def test_length_buckets_trade_padding_for_calls():
     assert length_buckets([0, 0], 4, 0) == []
 
 
-@pytest.mark.parametrize("bucket_cost", [logprobs.BUCKET_COST_POSITIONS, 0])
+@pytest.mark.parametrize("bucket_cost", [logprobs.BUCKET_COST_POSITIONS, 0, "cuda path"])
 def test_shared_prompt_logprobs_and_gradients_equal_unshared(tiny_qwen2, bucket_cost, monkeypatch):
-    """With the completions in one batch (the default's call cost at these short rows) and in
-    buckets of rows of one width each (calls free), values and gradients equal the unshared pass."""
+    """With the completions in one batch (the default's call cost at these short rows), in buckets
+    of rows of one width each (calls free), and as CUDA runs them (no widths: every row in batch
+    order, no buckets made), values and gradients equal the unshared pass."""
     tok = load_tokenizer(str(tiny_qwen2))
     model = load_model(str(tiny_qwen2), torch.device("cpu"))
     ids, am, P, cm = _batch(tok)
-    monkeypatch.setattr(logprobs, "BUCKET_COST_POSITIONS", bucket_cost)
     made = []
     monkeypatch.setattr(logprobs, "length_buckets", lambda *a: made.append(length_buckets(*a)) or made[-1])
+    if bucket_cost == "cuda path":
+        shared = logprobs._shared_prompt_hidden
+        monkeypatch.setattr(logprobs, "_shared_prompt_hidden", lambda *a: shared(*a[:6], None, a[7]))
+    else:
+        monkeypatch.setattr(logprobs, "BUCKET_COST_POSITIONS", bucket_cost)
     adv = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2]).unsqueeze(1)
     results = {}
     for share in (True, False):
@@ -63,7 +68,8 @@ def test_shared_prompt_logprobs_and_gradients_equal_unshared(tiny_qwen2, bucket_
     for name in g_u:
         torch.testing.assert_close(g_s[name], g_u[name], atol=1e-5, rtol=1e-4, msg=name)
     assert g_u["model.embed_tokens.weight"][ids[0, P - 1]].abs().sum() > 0
-    assert len(made[0]) == (1 if bucket_cost else 4), made  # widths 8, 5, 11, 3, 6, 2: the 4 longest apart
+    # widths 8, 5, 11, 3, 6, 2: the 4 longest apart
+    assert [len(b) for b in made] == {"cuda path": [], 0: [4]}.get(bucket_cost, [1]), made
 
 
 def test_shared_prompt_single_token_completions(tiny_llama):

@@ -9,8 +9,8 @@ one product for q, k and v together and one for gate and up together (the weight
 per policy version), a rotary embedding on q and k at once, an in-place cache write, and attention
 as two batched products over a key cache stored transposed (so the score product reads it without a
 copy), with scores and softmax in float32. On a CPU with oneDNN bf16 the weights are also rearranged
-once per policy version into oneDNN's layout (r1zero.rollout.packed_linear: the same products, about
-twice as fast at decode's row counts).
+once per policy version into oneDNN's layout (r1zero.rollout.packed_linear: the same products; a decode
+step at 1 row 36 -> 27 ms, at 64 rows 120 -> 109 ms).
 
 What stays transformers': the embedding, norms' weights, rotary tables (the model's own
 ``rotary_emb``, so every rope scaling type is covered), the prefill (one call, its K and V copied

@@ -180,22 +180,25 @@ def _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, firs
     h_last = out.last_hidden_state[:, -1:].index_select(0, group)  # predicts each first completion token
     if C == 1:
         return h_last
-    buckets = [list(range(B))] if widths is None else length_buckets(widths, MAX_BUCKETS, BUCKET_COST_POSITIONS)
+    # None: one bucket of every row in batch order (CUDA), run as the rows stand: no gather, no reorder.
+    buckets = [None] if widths is None else length_buckets(widths, MAX_BUCKETS, BUCKET_COST_POSITIONS)
     prompt_len = attention_mask[:, :P].sum(-1, keepdim=True)
     pieces, order = [], []
     for rows in buckets:
-        w = C if widths is None else max(widths[r] for r in rows)
+        w = C if rows is None else max(widths[r] for r in rows)
         if w <= 1:
             continue
-        idx = torch.tensor(rows, device=input_ids.device)
-        pos = prompt_len[idx] + torch.arange(w - 1, device=input_ids.device).unsqueeze(0)
-        h = decoder(**_token_inputs(decoder, input_ids[idx, P:P + w - 1], sparse),
-                    attention_mask=attention_mask[idx, :P + w - 1], position_ids=pos, use_cache=True,
-                    **{kw: _prompt_cache_for(cache, group[idx])}).last_hidden_state
-        pieces.append(F.pad(h, (0, 0, 0, C - w)))
-        order += rows
+        sel = slice(None) if rows is None else torch.tensor(rows, device=input_ids.device)
+        pos = prompt_len[sel] + torch.arange(w - 1, device=input_ids.device).unsqueeze(0)
+        h = decoder(**_token_inputs(decoder, input_ids[sel, P:P + w - 1], sparse),
+                    attention_mask=attention_mask[sel, :P + w - 1], position_ids=pos, use_cache=True,
+                    **{kw: _prompt_cache_for(cache, group[sel])}).last_hidden_state
+        pieces.append(F.pad(h, (0, 0, 0, C - w)) if w < C else h)
+        order += range(B) if rows is None else rows
     if not pieces:
         return F.pad(h_last, (0, 0, 0, C - 1))
+    if order == list(range(B)):
+        return torch.cat([h_last, pieces[0]], dim=1)
     # Rows no bucket ran (a width of 0 or 1) get zeros; then back to the batch's row order.
     ran = set(order)
     rest = [r for r in range(B) if r not in ran]
