@@ -93,11 +93,18 @@ def _rms(x: torch.Tensor, norm) -> torch.Tensor:
     return norm.weight * y.to(x.dtype)
 
 
-def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half rotary embedding of x (rows, heads, head dim) at cos/sin (rows, 1, head dim)."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+def _signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """sin with its first half negated: rotate-half's minus sign moved onto the table, once a step."""
+    half = sin.shape[-1] // 2
+    return torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+
+
+def _rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half rotary embedding of x (rows, heads, head dim) at cos/sin (rows, 1, head dim), with
+    ``signed_sin`` from ``_signed_sin``: rotate_half(x) * sin = cat(-x2, x1) * sin, and
+    roll(x) * signed_sin = cat(x2 * -sin1, x1 * sin2) holds the same products (a sign flip is exact),
+    made by one op where rotate_half took four."""
+    return x * cos + x.roll(x.shape[-1] // 2, -1) * signed_sin
 
 
 class LeanDecoder:
@@ -174,22 +181,29 @@ class LeanDecoder:
         self.bias[:, L - 1] = 0.0
         x = inner.embed_tokens(tokens)
         cos, sin = inner.rotary_emb(x, self.position.unsqueeze(-1))  # (rows, 1, head dim)
+        sin = _signed_sin(sin)
         bias = self.bias[:, None]
+        k_new, v_new = self.k[..., L - 1], self.v[..., L - 1, :]  # (layers, rows, kv heads, head dim) views
+        # Every layer's cache as the products read it, (layers, rows x kv heads, ...): views, made once a step.
+        keys, values = self.k.view(-1, n * Hk, d, A), self.v.view(-1, n * Hk, A, d)
         for i, w in enumerate(self.layers):
             h = _rms(x, w.in_norm)
             qkv = linear(h, w.qkv_w, w.qkv_b)
-            q, k, v = qkv.split((H * d, Hk * d, Hk * d), dim=-1)
-            q, k = q.view(n, H, d), k.view(n, Hk, d)
-            if w.q_norm is not None:
-                q, k = _rms(q, w.q_norm), _rms(k, w.k_norm)
-            self.k[i, :, :, :, L - 1] = _rope(k, cos, sin)
-            self.v[i, :, :, L - 1] = v.view(n, Hk, d)
-            q = _rope(q, cos, sin).reshape(n * Hk, g, d)
+            if w.q_norm is None:  # q and k rotated together: they are adjacent in qkv
+                qk = _rope(qkv[:, :(H + Hk) * d].view(n, H + Hk, d), cos, sin)
+                q, k = qk[:, :H], qk[:, H:]
+            else:  # Qwen3: each normalised with its own weight first
+                q, k = qkv[:, :H * d].view(n, H, d), qkv[:, H * d:(H + Hk) * d].view(n, Hk, d)
+                q, k = _rope(_rms(q, w.q_norm), cos, sin), _rope(_rms(k, w.k_norm), cos, sin)
+            k_new[i].copy_(k)
+            v_new[i].copy_(qkv[:, (H + Hk) * d:].view(n, Hk, d))
+            q = q.reshape(n * Hk, g, d)
             # Over every allocated position (contiguous, so the products copy nothing); the ones
             # not yet filled have a bias of -inf.
-            scores = torch.bmm(q, self.k[i].view(n * Hk, d, A)).view(n, H, A).float() * self.scale + bias
+            # bias + scale x scores in one op, in float32 (the 16-bit scores promoted in the kernel).
+            scores = torch.add(bias, torch.bmm(q, keys[i]).view(n, H, A), alpha=self.scale)
             probs = scores.softmax(-1).to(x.dtype).view(n * Hk, g, A)
-            out = torch.bmm(probs, self.v[i].view(n * Hk, A, d)).view(n, H * d)
+            out = torch.bmm(probs, values[i]).view(n, H * d)
             x = x + linear(out, w.o_w, w.o_b)
             gate, up = linear(_rms(x, w.post_norm), w.gu_w, w.gu_b).chunk(2, dim=-1)
             x = x + linear(F.silu(gate) * up, w.down_w, w.down_b)
