@@ -208,3 +208,18 @@ def test_gpu_check_names_the_wheels_when_trl_is_missing(monkeypatch, tmp_path):
     (row,) = gpu_check.trl_pair("tiny", tmp_path, gpu_check.PLAN["dry"], torch.device("cpu"), tmp_path)
     assert row[1] == ("GRPO vs TRL: skipped (trl, datasets not importable; carry them as wheels: "
                       "python benchmarks/trl_wheels.py)")
+
+
+def test_optimizer_step_toy(tiny_qwen2, capsys):
+    """The AdamW benchmark on a tiny model's shapes: the weights it steps are the model's, its table
+    has the three kinds, and the last line is the fused step's ratio and floor fraction."""
+    import optimizer_step
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen2)
+    assert optimizer_step.weight_shapes(str(tiny_qwen2)) == [tuple(p.shape) for p in model.parameters()]
+    assert optimizer_step.main(["--model", str(tiny_qwen2), "--steps", "2", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert re.fullmatch(r"fused_speedup=(\d+\.\d\d)-\1 fused_floor_fraction=(\d+\.\d\d)-\2", out[-1]), out[-1]
+    assert [line.split("|")[1].strip() for line in out if line.startswith("| ")] == ["kind", "per-tensor", "foreach",
+                                                                                   "fused"]

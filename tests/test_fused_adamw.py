@@ -77,3 +77,23 @@ def test_fused_applies_only_to_float_tensors_on_cpu_or_cuda():
     assert not fused_applies([])
     assert not fused_applies([torch.nn.Parameter(torch.zeros(2, device="meta"))])
     assert not fused_applies([torch.nn.Parameter(torch.zeros(2, dtype=torch.long), requires_grad=False)])
+
+
+def test_the_sampler_sees_every_fused_step(tmp_path):
+    """The bf16 copy the rollout samples with is refreshed when the weights' version counters change
+    (r1zero.rollout.weights); a fused step writes the weights without bumping them, so make_optimizer's
+    optimizer bumps them itself. Without that a run samples its first policy forever (a default run
+    did: reward 0.04-0.11 for 28 steps)."""
+    from r1zero.rollout.weights import rollout_model
+
+    cfg = TrainConfig(output_dir=str(tmp_path), learning_rate=1e-2)
+    model = _model()
+    opt, _ = make_optimizer(model, cfg, cfg.learning_rate, 10)
+    for grads in _grads(model, 2, seed=4):
+        twin, _ = rollout_model(model, torch.bfloat16)
+        before = [p.detach().clone() for p in twin.parameters()]
+        _steps(model, opt, [grads])
+        twin, _ = rollout_model(model, torch.bfloat16)
+        for master, low, old in zip(model.parameters(), twin.parameters(), before):
+            assert torch.equal(low, master.detach().to(torch.bfloat16))
+        assert any(not torch.equal(low, old) for low, old in zip(twin.parameters(), before))

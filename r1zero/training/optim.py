@@ -39,13 +39,26 @@ def fused_applies(params: list) -> bool:
         type(p.data) is torch.Tensor and p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
 
 
+def _mark_changed(optimizer, args, kwargs) -> None:
+    """After a fused step: bump every weight's version counter, as an in-place op would. The fused
+    kernel writes the weights without doing so (torch 2.13: ``_version`` unchanged by a step), and
+    the sampler's weights are refreshed when those counters change (r1zero.rollout.weights): without
+    this the run would sample from its first policy forever, and learn nothing."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            torch.autograd.graph.increment_version(p)
+
+
 def make_optimizer(model, cfg, lr: float, total_steps: int):
     """AdamW over ``model``'s trainable weights (the config's betas, eps, decay) and its schedule;
     fused where ``fused_applies``."""
     params = [p for p in model.parameters() if p.requires_grad]
+    fused = fused_applies(params)
     optimizer = torch.optim.AdamW(
         params, lr=lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon, weight_decay=cfg.weight_decay,
-        fused=fused_applies(params) or None)
+        fused=fused or None)
+    if fused:
+        optimizer.register_step_post_hook(_mark_changed)
     warmup = math.ceil(cfg.warmup_ratio * total_steps)  # transformers' TrainingArguments.get_warmup_steps
     return optimizer, make_scheduler(optimizer, cfg.lr_scheduler_type, total_steps, warmup)
 

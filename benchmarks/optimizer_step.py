@@ -1,0 +1,106 @@
+"""One AdamW step over a model's weights on this machine: torch's per-tensor implementation (its
+default on a CPU, and r1zero's before fused), foreach and fused (what r1zero.training.optim uses
+where ``fused_applies``), measured side by side in one run, each twice, alternated.
+
+The weights are the shapes of the model (default: the embedded SmolLM2-135M-Instruct's config,
+random float32 values, no weights loaded), with random gradients. Prints seconds per step (the
+median of ``--steps`` after a first step that makes the moments), the ratio per-tensor / each, and
+the fraction of the memory floor each reached (last line: the fused step's range of both): fused AdamW must read the weight, its gradient and
+both moments and write back the weight and both moments, 28 bytes a float32 weight, at the rate
+this script measures for copying one 256 MB tensor into another (read + write bytes per second).
+
+    python benchmarks/optimizer_step.py
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from common import host_description, print_table  # noqa: E402
+
+BYTES_PER_WEIGHT = 28  # fused AdamW, float32: reads weight, gradient, 2 moments (16), writes 3 (12)
+KINDS = {"per-tensor": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
+def weight_shapes(model: str) -> list[tuple[int, ...]]:
+    """The shapes of a causal LM's trainable weights, from its config alone (no weights loaded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from r1zero.models import resolve_model_path
+
+    cfg = AutoConfig.from_pretrained(resolve_model_path(model))
+    with torch.device("meta"):
+        net = AutoModelForCausalLM.from_config(cfg)
+    return [tuple(p.shape) for p in net.parameters()]
+
+
+def copy_rate(repeats: int) -> float:
+    """Bytes read + written per second copying one 256 MB float32 tensor into another."""
+    a, b = torch.randn(64 << 20), torch.empty(64 << 20)
+    b.copy_(a)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        b.copy_(a)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * a.numel() * 4 / best
+
+
+def step_seconds(shapes, kind: str, steps: int, seed: int) -> float:
+    """Median seconds of an AdamW step of ``kind`` over ``shapes`` (after the first, which makes the moments)."""
+    gen = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.randn(s, generator=gen) * 0.02) for s in shapes]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=gen) * 1e-3
+    opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.99), weight_decay=0.1, **KINDS[kind])
+    opt.step()
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="embedded", help="a causal LM's name or path (its config is read)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=2, help="each kind timed this many times, alternated")
+    args = p.parse_args(argv)
+    from r1zero.training.host_memory import keep_freed_memory
+
+    keep_freed_memory()  # as a training run: freed moments and temporaries reuse their pages
+    shapes = weight_shapes(args.model)
+    n = sum(torch.Size(s).numel() for s in shapes)
+    rate = copy_rate(5)
+    floor = n * BYTES_PER_WEIGHT / rate
+    runs = {k: [] for k in KINDS}
+    for r in range(args.rounds):
+        for kind in KINDS:
+            runs[kind].append(step_seconds(shapes, kind, args.steps, seed=r))
+    base = runs["per-tensor"]
+    rows = [[kind, " / ".join(f"{t:.3f}" for t in ts),
+             " / ".join(f"{b / t:.2f}" for b, t in zip(base, ts)),
+             " / ".join(f"{floor / t:.2f}" for t in ts)] for kind, ts in runs.items()]
+    print(f"host: {host_description()}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{len(shapes)} weight tensors, {n / 1e6:.1f}M float32 weights; copy rate {rate / 1e9:.1f} GB/s "
+          f"(read + write), memory floor of a fused step {floor:.3f} s")
+    print_table("AdamW step, float32 weights, each round in order", ["kind", "s / step", "per-tensor / this",
+                                                                     "floor fraction"], rows)
+    ratios = [b / t for b, t in zip(base, runs["fused"])]
+    fractions = [floor / t for t in runs["fused"]]
+    print(f"fused_speedup={min(ratios):.2f}-{max(ratios):.2f} fused_floor_fraction={min(fractions):.2f}-{max(fractions):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
