@@ -283,7 +283,7 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
         if (share_prompts and prompt_width > 0 and len(first) < B
                 and not _recomputes_activations(model)):
             # Buckets on the CPU only (BUCKET_COST_POSITIONS); there the plan is already on the host.
-            widths = (torch.zeros(B, dtype=torch.long).index_reduce_(0, rows, cols + 1, "amax").tolist()
+            widths = (torch.zeros(B, dtype=torch.long).scatter_reduce_(0, rows, cols + 1, "amax").tolist()
                       if input_ids.device.type == "cpu" else None)
             hidden = _shared_prompt_hidden(decoder, input_ids, attention_mask, prompt_width, first, counts, widths,
                                            sparse)[rows, cols]
