@@ -39,14 +39,19 @@ def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype == torch.float64 else logits.float()
 
 
+def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature; at 1 the logits themselves (x / 1 is x: a pass over the (tokens, vocab)
+    logits, and its backward, saved)."""
+    return logits if temperature == 1.0 else logits / temperature
+
+
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                     bias: torch.Tensor | None, temperature: float, softcap: float | None,
                     entropy_grad: bool = False):
     logits = _at_least_fp32(F.linear(hidden, weight, bias))
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    if temperature != 1.0:  # x / 1 is x: a pass over the (tokens, vocab) logits, and its backward, saved
-        logits = logits / temperature
+    logits = _tempered(logits, temperature)
     logz = torch.logsumexp(logits, dim=-1)
     logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
@@ -241,9 +246,7 @@ def _full_logits_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.
     model whose LM head cannot be run apart from its body."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False).logits[:, prompt_width - 1:-1]
-    logits = _at_least_fp32(logits)
-    if temperature != 1.0:
-        logits = logits / temperature
+    logits = _tempered(_at_least_fp32(logits), temperature)
     logz = torch.logsumexp(logits, dim=-1)
     lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
