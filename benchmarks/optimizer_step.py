@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     n = sum(torch.Size(s).numel() for s in shapes)
     rates, runs = [], {k: [] for k in KINDS}
     for r in range(args.rounds):
-        rates.append(in_place_rate(5))  # measured in every round: it moves between rounds here (67-108 GB/s)
+        rates.append(in_place_rate(5))  # measured in every round: it moved between rounds here (66-117 GB/s)
         for kind in KINDS:
             runs[kind].append(step_seconds(shapes, kind, args.steps, seed=r))
     rate = max(rates)  # the fastest the machine was seen to stream: the floor is a bound
