@@ -15,7 +15,7 @@ last pair, ``speedup_vs_trl=<r1zero samples/s / TRL's> memory_ratio=<r1zero peak
     python benchmarks/grpo_throughput.py --preset gpu      # random Qwen2.5-0.5B / 3B shapes, bf16
 
 Each side runs in a fresh Python process (this script with ``--side``), so nothing one side sets
-for the whole process (r1zero's allocator setting on a CPU, r1zero.training.host_memory; thread
+for the whole process (r1zero's allocator setting on a CPU, r1zero.host_memory; thread
 counts; warmed-up kernels) carries over to the other, and each side's peak memory is its own.
 
 Update tokens are the real (unpadded) prompt + completion tokens of a step's sequences, so both

@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3, help="each kind timed this many times, alternated")
     args = p.parse_args(argv)
-    from r1zero.training.host_memory import keep_freed_memory
+    from r1zero.host_memory import keep_freed_memory
 
     keep_freed_memory()  # as a training run: freed moments and temporaries reuse their pages
     shapes = weight_shapes(args.model)

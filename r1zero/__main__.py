@@ -6,10 +6,10 @@ import sys
 
 def program() -> int:
     """The ``r1zero`` command as a program: ``r1zero.cli.main`` on sys.argv, a ``train`` run first
-    restarted with huge pages for the heap (r1zero.training.host_memory). Decided before torch is
+    restarted with huge pages for the heap (r1zero.host_memory). Decided before torch is
     imported (1.5 s the restart would pay twice); ``main`` called from Python never restarts its caller."""
     if sys.argv[1:2] == ["train"]:
-        from r1zero.training.host_memory import huge_pages_command
+        from r1zero.host_memory import huge_pages_command
 
         again = huge_pages_command(sys.orig_argv, dict(os.environ))
         if again is not None:

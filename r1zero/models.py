@@ -242,7 +242,7 @@ def _own_memory(model) -> None:
     transformers 5 leaves the weights it loads from a safetensors file in a private mapping of the
     file. The first write to each 4 KB page then copies it (a page fault each: 132K for the 135M
     embedded model, 3 s of its first optimizer step on the 2-core VM here), and the trained
-    weights stay in 4 KB pages, where the heap gets huge pages (r1zero.training.host_memory). A
+    weights stay in 4 KB pages, where the heap gets huge pages (r1zero.host_memory). A
     model that is only read (a reference, an evaluation) stays mapped. Tied weights stay tied
     (one Parameter)."""
     with torch.no_grad():

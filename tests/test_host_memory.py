@@ -7,7 +7,7 @@ import pytest
 
 CHILD = r"""
 import ctypes, sys, torch
-from r1zero.training.host_memory import keep_freed_memory
+from r1zero.host_memory import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
@@ -42,7 +42,7 @@ import r1zero.__main__ as command
 
 def report():  # in place of the training run: what the restarted process has
     import torch
-    from r1zero.training.host_memory import keep_freed_memory
+    from r1zero.host_memory import keep_freed_memory
     keep_freed_memory()
     x = torch.ones(64 * 2**20, dtype=torch.uint8)
     huge = [l for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")][0].split()[1]
@@ -60,7 +60,7 @@ def test_the_train_command_restarts_itself_once_with_huge_pages():
     """Where the kernel hands out huge pages only when asked and glibc can ask: one restart (same
     process id, so a signal or torchrun still reaches it) with the tunable, and the heap's 64 MB tensor
     then sits on huge pages. Elsewhere: no restart."""
-    from r1zero.training.host_memory import _glibc_at_least, _thp_only_where_asked
+    from r1zero.host_memory import _glibc_at_least, _thp_only_where_asked
 
     out = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "started"
@@ -72,7 +72,7 @@ def test_the_train_command_restarts_itself_once_with_huge_pages():
 
 
 def test_huge_pages_command_keeps_other_tunables_and_a_users_choice(monkeypatch):
-    from r1zero.training import host_memory
+    from r1zero import host_memory
 
     monkeypatch.setattr(host_memory, "_glibc_at_least", lambda *v: True)
     monkeypatch.setattr(host_memory, "_thp_only_where_asked", lambda: True)

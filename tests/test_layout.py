@@ -82,7 +82,7 @@ STAGES: list[tuple[str, ...]] = [
     ("r1zero.data",),
     ("r1zero.sandbox",),  # a reward function by name, in a killable worker: user rewards and math's check
     ("r1zero.tasks",),
-    ("r1zero.attention", "r1zero.models", "r1zero.model_setup", "r1zero.rollout"),
+    ("r1zero.host_memory", "r1zero.attention", "r1zero.models", "r1zero.model_setup", "r1zero.rollout"),
     ("r1zero.rewards",),
     ("r1zero.algorithms",),
     ("r1zero.observe",),  # what the loop uses to log, evaluate and report

@@ -43,7 +43,7 @@ def _lean_logits(model, steps: int = 5) -> torch.Tensor:
         model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0), use_cache=True,
               **{cache_kwarg(model): pre})
     lean = LeanDecoder(model)
-    lean.start(pre, mask, 2)
+    lean.start(pre, mask, 2, steps)
     tokens = torch.arange(len(PROMPTS) * 2) + 11
     out = []
     for _ in range(steps):

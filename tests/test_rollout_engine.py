@@ -7,7 +7,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopK
 from r1zero.models import eos_token_ids, load_model, load_tokenizer
 from r1zero.rollout.baseline import hf_generate
 from r1zero.rollout.sampling import generate, tokenize_prompts
-from r1zero.rollout.engine import filter_logits, row_keys, sample_next
+from r1zero.rollout.engine import draw, filter_logits, row_keys, sample_next, token_logprobs
 
 PROMPTS = ["What is 2 + 3?", "Hello there, how are you today my friend?", "Using the numbers [1, 2, 3], make 6."]
 
@@ -112,3 +112,31 @@ def test_sampling_follows_the_filtered_distribution():
     a = sample_next(logits, keys, 1, temperature=1.0, top_k=0, top_p=1.0)
     b = sample_next(logits, keys, 2, temperature=1.0, top_k=0, top_p=1.0)
     assert (a != b).float().mean() > 0.3
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_draw_is_sample_next_and_token_logprobs_in_one_pass(dtype, temperature):
+    """The one-pass sampler draws the tokens of the two-pass one (the same uniforms on a CDF rounded
+    differently: a draw moves only at a rounding boundary) and returns the log-probs token_logprobs
+    gives; it follows the distribution; a filtered draw is sample_next's exactly."""
+    g = torch.Generator().manual_seed(0)
+    logits = (torch.randn(256, 5000, generator=g) * 3).to(dtype)
+    keys = row_keys(11, list(range(256)), [0] * 256)
+    same = 0
+    for t in range(4):
+        tok, lp = draw(logits, keys, t, temperature=temperature, top_k=0, top_p=1.0, with_logprobs=True)
+        same += int((tok == sample_next(logits, keys, t, temperature=temperature, top_k=0, top_p=1.0)).sum())
+        torch.testing.assert_close(lp, token_logprobs(logits, tok, temperature), rtol=0, atol=2e-5)
+        assert draw(logits, keys, t, temperature=temperature, top_k=0, top_p=1.0, with_logprobs=False)[1] is None
+    assert same >= 4 * 256 - 2
+    for k, p in ((50, 1.0), (0, 0.9)):
+        tok, lp = draw(logits, keys, 0, temperature=temperature, top_k=k, top_p=p, with_logprobs=True)
+        assert torch.equal(tok, sample_next(logits, keys, 0, temperature=temperature, top_k=k, top_p=p))
+        assert torch.equal(lp, token_logprobs(logits, tok, temperature))
+    n = 20000
+    probs = torch.log(torch.tensor([0.5, 0.3, 0.15, 0.05])).repeat(n, 1).to(dtype)
+    tok, _ = draw(probs, row_keys(3, list(range(n)), [0] * n), 0, temperature=1.0, top_k=0, top_p=1.0,
+                  with_logprobs=False)
+    torch.testing.assert_close(torch.bincount(tok, minlength=4).float() / n,
+                               torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.012, rtol=0)

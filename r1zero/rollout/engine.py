@@ -7,14 +7,20 @@ What it does differently from transformers' ``generate`` (the models stay transf
 - A row that produced an EOS id leaves the decode batch (its cache rows are dropped), so finished
   completions stop costing compute. Stopping honours every EOS id. The finished rows are looked at
   every ``check_every`` steps (8 on CUDA, where each look is a host sync; 1 on the CPU) and dropped
-  once a quarter of the batch has finished (each drop copies the whole cache).
+  at once from the lean step's cache (it moves only the rows that fill their places), once a quarter
+  of the batch has finished from transformers' (each drop copies the whole cache).
+- On a CPU the engine keeps freed memory in the process (r1zero.host_memory, as the trainer does):
+  a decode step's logits and sampler are tensors of rows x vocabulary (12.6 MB in float32 at 64 rows
+  of a 49,152-token vocabulary), and glibc would otherwise map each afresh and fault its pages in,
+  which took about a fifth of a 64-row rollout's time on the 2-core VM (issue 25).
 - The dynamic cache decodes a Llama-family model (Llama, Mistral, Qwen2, Qwen3) in bf16 (the
   sampling copy) with a lean step of its own (r1zero.rollout.lean_decode: the same arithmetic, a
   fraction of the per-step overhead); other models, and float32, decode through the model's forward
   on a cache that reserves the prompt + completion positions up front and is written in place
   (r1zero.rollout.kv_cache), instead of transformers' copy of the whole cache at every step.
 - Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
-  on the model's device, and its randomness is counter-based: the uniform number that picks row
+  on the model's device, in one pass over the vocabulary when nothing is filtered (``draw``), and its
+  randomness is counter-based: the uniform number that picks row
   r's token at step t is a hash of (seed, prompt index, sample index, t). What a row draws
   therefore depends neither on ``batch_size`` nor on which other rows are still running (issue 6,
   distributed rollouts, needs exactly this), and the global RNG is never touched.
@@ -44,10 +50,11 @@ import torch
 from torch._dynamo.exc import TorchDynamoException
 from transformers import DynamicCache, StaticCache
 
+from r1zero.host_memory import keep_freed_memory
 from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.kv_cache import reserved_cache
 from r1zero.rollout.layout import left_pad, position_ids_from_mask
-from r1zero.rollout.lean_decode import LeanDecoder, lean_support
+from r1zero.rollout.lean_decode import LeanDecoder, kept_rows, lean_support
 from r1zero.rollout.weights import rollout_model
 
 log = logging.getLogger("r1zero")
@@ -113,6 +120,38 @@ def sample_next(logits: torch.Tensor, keys: torch.Tensor | None, t: int, *, temp
     return tok.clamp_(max=logits.shape[-1] - 1)
 
 
+def draw(logits: torch.Tensor, keys: torch.Tensor | None, t: int, *, temperature: float, top_k: int,
+         top_p: float, with_logprobs: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``sample_next``'s token per row and, when asked and sampling, ``token_logprobs`` at it.
+
+    Unfiltered sampling (no top-k, no top-p: the default) takes one pass over the vocabulary where
+    the two functions took three: the tempered logits less their maximum, exponentiated once, serve
+    as both the unnormalised CDF the uniform is scaled onto and the log-sum-exp. The same inverse-CDF
+    draw of the same counter-based uniform; only the rounding of the CDF differs from normalising it
+    first, which moves a draw only when the uniform lands within float32 rounding of a boundary.
+    Measured at 64 rows x 49,152 in bf16 on the 2-core VM: 8 ms a step for the two, about 2 for this.
+    """
+    filtered = (top_k and 0 < top_k < logits.shape[-1]) or top_p < 1.0
+    if temperature <= 0 or filtered:
+        tok = sample_next(logits, keys, t, temperature=temperature, top_k=top_k, top_p=top_p)
+        lp = token_logprobs(logits, tok, temperature) if with_logprobs and temperature > 0 else None
+        return tok, lp
+    logits = logits.float() if logits.dtype == torch.float64 else logits  # float32 throughout, as the two
+    if temperature != 1.0:
+        x = logits.float() / temperature
+        shifted = x.sub_(x.amax(-1, keepdim=True))
+    else:  # a 16-bit x is promoted to float32 in the subtraction itself, exactly as .float() would
+        shifted = logits - logits.amax(-1, keepdim=True).float()
+    cdf = shifted.exp()
+    total = cdf.sum(-1)
+    cdf = cdf.cumsum_(-1)
+    u = row_uniforms(keys, t).to(logits.device)
+    target = (u * cdf[:, -1].double()).to(cdf.dtype).unsqueeze(-1)
+    tok = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
+    lp = shifted.gather(-1, tok.unsqueeze(-1)).squeeze(-1) - total.log() if with_logprobs else None
+    return tok, lp
+
+
 _COMPILED_ATTR = "_r1zero_compiled_decode"
 _CACHES_ATTR = "_r1zero_static_caches"
 _LEAN_ATTR = "_r1zero_lean_decoder"
@@ -166,18 +205,19 @@ class _Tokens:
         """Rows from ``n_real`` on only fill the chunk to its fixed size: finished from the start."""
         self.finish_at[n_real:] = -1
 
-    def put(self, t: int, tok: torch.Tensor, logits: torch.Tensor, eos: torch.Tensor, temperature: float,
+    def put(self, t: int, tok: torch.Tensor, logprobs: torch.Tensor | None, eos: torch.Tensor,
             rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Record step ``t``'s tokens of ``rows`` (device indices; None: every row); a row that has
-        finished gets padding. Returns the tokens as recorded (the next step's input)."""
+        """Record step ``t``'s tokens of ``rows`` (device indices; None: every row) and their
+        log-probs (None: not kept); a row that has finished gets padding. Returns the tokens as
+        recorded (the next step's input)."""
         where = slice(None) if rows is None else rows
         finish_at = self.finish_at[where]
         done = finish_at < self.T  # the rule of ``finished``, on these rows only
         tok = torch.where(done, torch.full_like(tok, self.pad_id), tok)
         new_eos = torch.isin(tok, eos) & ~done
         self.ids[where, t] = tok
-        if self.logprobs is not None and temperature > 0:
-            self.logprobs[where, t] = token_logprobs(logits, tok, temperature)
+        if self.logprobs is not None and logprobs is not None:
+            self.logprobs[where, t] = logprobs  # a finished row's is cut off with its tokens (finish_rollout)
         self.finish_at[where] = torch.where(new_eos, t, finish_at)
         self.steps = t + 1
         return tok
@@ -235,6 +275,8 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     model, autocast_dtype = rollout_model(model, autocast_dtype)
     lean = next(model.parameters()).dtype in (torch.bfloat16, torch.float16) if lean is None else lean
     device = next(model.parameters()).device
+    if device.type == "cpu":
+        keep_freed_memory()  # each step's vocabulary-wide tensors reuse pages (r1zero.host_memory)
     compile_step = device.type == "cuda" if compile is None else compile
     n_prompts = len(prompt_ids)
     key_index = list(range(n_prompts)) if prompt_index is None else list(prompt_index)
@@ -242,13 +284,11 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     out = torch.full((n_prompts * G, max(max_new_tokens, 0)), pad_id, dtype=torch.long)
     out_lp = torch.zeros(out.shape, dtype=torch.float32) if with_logprobs else None
     eos = torch.tensor(sorted(set(eos_ids)), dtype=torch.long, device=device)
-    # The counter-based uniforms are made where the logits are (float64: not on MPS), so no
-    # host-to-device copy per step.
+    # The counter-based uniforms are made where the logits are (float64: not on MPS): no copy per step.
     key_device = device if device.type in ("cuda", "cpu") else torch.device("cpu")
     if check_every is None:
         check_every = 8 if device.type == "cuda" or cache == "static" else 1
-    autocast = (torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype is not None
-                else contextlib.nullcontext())
+    autocast = torch.autocast(device.type, dtype=autocast_dtype) if autocast_dtype else contextlib.nullcontext()
     width = 0
     with eval_mode(model):
         with autocast:
@@ -314,19 +354,22 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, 
                    **{cache_kwarg(model): pkv}).logits[:, -1, :vocab]
     # One prefill per prompt, shared by its G samples.
     if decoder is not None:
-        decoder.start(pkv, mask, G)
+        decoder.start(pkv, mask, G, max_new_tokens)
         steps = decoder
     else:
         steps = _TransformersSteps(model, pkv, mask, G)
     logits = logits.repeat_interleave(G, 0)
     active = torch.arange(buf.ids.shape[0], device=device)  # rows of the chunk still in the decode batch
-    # Finished rows leave once this share of the batch has finished (each drop copies the cache).
-    # Measured on the embedded model at 64 rows (bf16, CPU, the lean step): dropping at every finished
-    # row cost more in copies than the rows' compute saved (167-193 tok/s against 239-334 at a quarter).
-    drop_share = 0.25
+    # Finished rows leave once this share of the batch has finished. The lean cache moves only the rows
+    # that fill finished ones' places (a few MB each at 64 rows: about 0.3 ms a drop on the 2-core VM),
+    # so it drops at once; transformers' cache copies itself whole at every drop, so it waits for a
+    # quarter (measured at 64 rows when the lean cache copied too: 167-193 tok/s dropping at every
+    # finished row against 239-334 at a quarter).
+    drop_share = 0.0 if decoder is not None else 0.25
     for t in range(max_new_tokens):
-        tok = sample_next(logits, keys[active.to(keys.device)], t, temperature=temperature, top_k=top_k, top_p=top_p)
-        tok = buf.put(t, tok, logits, eos, temperature, active)
+        tok, lp = draw(logits, keys[active.to(keys.device)], t, temperature=temperature, top_k=top_k, top_p=top_p,
+                       with_logprobs=buf.logprobs is not None)
+        tok = buf.put(t, tok, lp, eos, active)
         if t == max_new_tokens - 1:
             break
         if (t + 1) % check_every == 0:
@@ -335,11 +378,13 @@ def _decode_dynamic(model, prompts, G, max_new_tokens, eos, temperature, top_p, 
             if n_done == len(active):
                 break
             if n_done and n_done >= drop_share * len(active):
-                keep = (~done).nonzero().squeeze(-1)
+                keep = kept_rows(done)
                 # Finished rows leave the batch: their cache rows are dropped, not computed on.
                 steps.keep(keep)
                 active, tok = active[keep], tok[keep]
         logits = steps.step(tok)[:, :vocab]
+    if decoder is not None:
+        decoder.finish()  # (after an error, the next rollout's start replaces the cache)
 
 
 def _static_cache(model, n: int, max_len: int) -> StaticCache:
@@ -402,8 +447,9 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, temperature, top_p, t
     cache_position = torch.full((1,), P, dtype=torch.long, device=device)
     decode = _decode_fn(model, compile_step)
     for t in range(max_new_tokens):
-        tok = sample_next(logits, keys, t, temperature=temperature, top_k=top_k, top_p=top_p)
-        tok = buf.put(t, tok, logits, eos, temperature)
+        tok, lp = draw(logits, keys, t, temperature=temperature, top_k=top_k, top_p=top_p,
+                       with_logprobs=buf.logprobs is not None)
+        tok = buf.put(t, tok, lp, eos)
         if t == max_new_tokens - 1 or ((t + 1) % check_every == 0 and bool(buf.finished.all())):
             break
         full_mask[:, P + t] = 1

@@ -73,7 +73,7 @@ from r1zero.training import checkpoint as ckpt
 from r1zero.training import distributed as dist
 from r1zero.training.callbacks import Callback, CallbackList
 from r1zero.training.guards import RunHealth, check_output_dir
-from r1zero.training.host_memory import keep_freed_memory
+from r1zero.host_memory import keep_freed_memory
 from r1zero.training.logprobs import CompletionLogprobs, ForwardPasses, Reference
 from r1zero.training import lora, optim
 from r1zero.training.run_lock import take_lock
@@ -111,7 +111,7 @@ class Trainer:
         self._find_resume()
         self.device = dist.device_for(self.env, choose_device(cfg.device))
         if self.device.type == "cpu":
-            keep_freed_memory()  # large CPU tensors reuse pages (r1zero.training.host_memory)
+            keep_freed_memory()  # large CPU tensors reuse pages (r1zero.host_memory)
         if self.env.enabled and cfg.fsdp_cpu_offload and self.device.type != "cuda":
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
                               f"{self.device.type} the weights are in CPU memory already: remove it")
