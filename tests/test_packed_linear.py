@@ -1,6 +1,7 @@
-"""bf16 weights packed once for oneDNN (r1zero.rollout.packed_linear): the products equal F.linear's
-bit for bit at the decode's row counts, the lean step packs its weights and computes the logits
-it computed unpacked, and an update re-packs them."""
+"""Weights packed once for oneDNN (r1zero.rollout.packed_linear): bf16 products equal F.linear's
+bit for bit at the decode's row counts, float32 ones are float32 arithmetic (within rounding of a
+float64 product, as MKL's are), the lean step packs its weights and computes the logits it computed
+unpacked, and an update re-packs them."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -14,6 +15,7 @@ from r1zero.rollout.lean_decode import LeanDecoder
 from r1zero.rollout.packed_linear import linear, pack, packs
 
 ONEDNN_BF16 = packed_linear._cpu_bf16_supported()
+ONEDNN_FP32 = packed_linear._cpu_fp32_supported()
 PROMPTS = [[5, 17, 300, 42], [9, 1000], [77, 78, 79, 80, 81]]
 
 
@@ -28,8 +30,24 @@ def test_packed_product_equals_linear_bit_for_bit(rows):
     assert torch.equal(linear(x, p, b), F.linear(x, w, b))
 
 
-def test_only_bf16_cpu_weights_are_packed():
-    for w in (torch.randn(8, 4), torch.randn(8, 4).half(), torch.randn(8).bfloat16()):
+@pytest.mark.parametrize("rows", [1, 16, 64, 300])
+def test_packed_float32_product_is_float32_arithmetic(rows):
+    """Not MKL's bit for bit (another summation order), but as close to the float64 product: no
+    reduced-precision mode (a bf16 product would be about 1e-2 off here)."""
+    torch.manual_seed(rows)
+    w, b = torch.randn(384, 576) * 0.05, torch.randn(384)
+    x = torch.randn(rows, 576)
+    p = pack(w)
+    assert p.is_mkldnn == ONEDNN_FP32
+    exact = F.linear(x.double(), w.double(), b.double())
+    mkl = (F.linear(x, w, b).double() - exact).abs().max().item()
+    ours = (linear(x, p, b).double() - exact).abs().max().item()
+    assert ours <= 4 * mkl + 1e-6, (ours, mkl)
+
+
+def test_only_bf16_and_float32_cpu_weights_are_packed():
+    assert packs(torch.randn(8, 4)) == ONEDNN_FP32 and packs(torch.randn(8, 4).bfloat16()) == ONEDNN_BF16
+    for w in (torch.randn(8, 4).half(), torch.randn(8).bfloat16(), torch.randn(8)):
         assert not packs(w) and pack(w) is w
         x = torch.randn(3, 4, dtype=w.dtype) if w.dim() == 2 else None
         if x is not None:
@@ -52,16 +70,22 @@ def _lean_logits(model, steps: int = 5) -> torch.Tensor:
     return torch.stack(out)
 
 
-def test_lean_step_packs_its_weights_and_computes_the_same_logits(tiny_llama, monkeypatch):
-    model = load_model(str(tiny_llama), torch.device("cpu")).eval().to(torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_lean_step_packs_its_weights_and_computes_the_same_logits(tiny_llama, monkeypatch, dtype):
+    """bf16: the logits of plain weights bit for bit; float32: to rounding (oneDNN's sums, not MKL's)."""
+    model = load_model(str(tiny_llama), torch.device("cpu")).eval().to(dtype)
     packed = _lean_logits(model)
     lean = LeanDecoder(model)
     lean.refresh()
+    onednn = ONEDNN_BF16 if dtype == torch.bfloat16 else ONEDNN_FP32
     kinds = {w.is_mkldnn for layer in lean.layers for w in (layer.qkv_w, layer.o_w, layer.gu_w, layer.down_w)}
-    assert kinds == {ONEDNN_BF16} and lean.head_w.is_mkldnn == ONEDNN_BF16
+    assert kinds == {onednn} and lean.head_w.is_mkldnn == onednn
     monkeypatch.setattr(lean_decode, "pack", lambda w: w)  # the same step on plain weights
     plain = _lean_logits(model)
-    assert torch.equal(packed, plain)
+    if dtype == torch.bfloat16:
+        assert torch.equal(packed, plain)
+    else:
+        torch.testing.assert_close(packed, plain, rtol=0, atol=1e-5)
 
 
 def test_an_update_repacks_the_weights(tiny_llama):

@@ -14,10 +14,12 @@ What it does differently from transformers' ``generate`` (the models stay transf
   of a 49,152-token vocabulary), and glibc would otherwise map each afresh and fault its pages in,
   which took about a fifth of a 64-row rollout's time on the 2-core VM (issue 25).
 - The dynamic cache decodes a Llama-family model (Llama, Mistral, Qwen2, Qwen3) in bf16 (the
-  sampling copy) with a lean step of its own (r1zero.rollout.lean_decode: the same arithmetic, a
-  fraction of the per-step overhead); other models, and float32, decode through the model's forward
-  on a cache that reserves the prompt + completion positions up front and is written in place
-  (r1zero.rollout.kv_cache), instead of transformers' copy of the whole cache at every step.
+  sampling copy), and in float32 on a CPU whose oneDNN runs float32 products, with a lean step of its
+  own (r1zero.rollout.lean_decode: the same arithmetic, a fraction of the per-step overhead, the
+  weights packed for oneDNN: r1zero.rollout.packed_linear, which says why float32 gains 2-5x per
+  product on the 2-core AMD VM); other models, and float32 elsewhere, decode through the model's
+  forward on a cache that reserves the prompt + completion positions up front and is written in
+  place (r1zero.rollout.kv_cache), instead of transformers' copy of the whole cache at every step.
 - Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
   on the model's device, in one pass over the vocabulary when nothing is filtered (``draw``), and its
   randomness is counter-based: the uniform number that picks row
@@ -55,6 +57,7 @@ from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.kv_cache import reserved_cache
 from r1zero.rollout.layout import left_pad, position_ids_from_mask
 from r1zero.rollout.lean_decode import LeanDecoder, kept_rows, lean_support
+from r1zero.rollout.packed_linear import packs_dtype
 from r1zero.rollout.weights import rollout_model
 
 log = logging.getLogger("r1zero")
@@ -268,13 +271,16 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     ``max_cache_len``: the static cache's length at least (prompt + completion length of the run,
     so every step has one shape). ``check_every``: steps between looks at the finished rows
     (default: 8 on CUDA and for the static cache, 1 for the dynamic cache on other devices).
-    ``lean``: decode the dynamic cache with r1zero.rollout.lean_decode (None: with 16-bit weights only,
-    where it measured faster; True: whenever it covers the model, as the tests do).
+    ``lean``: decode the dynamic cache with r1zero.rollout.lean_decode (None: with 16-bit weights, and
+    float32 ones on a CPU that packs them, where it measured faster; True: whenever it covers the
+    model, as the tests do).
     """
     G = num_generations
     model, autocast_dtype = rollout_model(model, autocast_dtype)
-    lean = next(model.parameters()).dtype in (torch.bfloat16, torch.float16) if lean is None else lean
-    device = next(model.parameters()).device
+    weight = next(model.parameters())
+    device = weight.device
+    if lean is None:  # where it measured faster: 16-bit weights, and float32 ones oneDNN runs (packed_linear)
+        lean = weight.dtype in (torch.bfloat16, torch.float16) or packs_dtype(weight.dtype, device)
     if device.type == "cpu":
         keep_freed_memory()  # each step's vocabulary-wide tensors reuse pages (r1zero.host_memory)
     compile_step = device.type == "cuda" if compile is None else compile

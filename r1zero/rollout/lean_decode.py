@@ -8,9 +8,10 @@ an autocast cast and a copy per weight, mask building, per-module Python. This s
 one product for q, k and v together and one for gate and up together (the weights concatenated once
 per policy version), a rotary embedding on q and k at once, an in-place cache write, and attention
 as two batched products over a key cache stored transposed (so the score product reads it without a
-copy), with scores and softmax in float32. On a CPU with oneDNN bf16 the weights are also rearranged
-once per policy version into oneDNN's layout (r1zero.rollout.packed_linear: the same products; a decode
-step at 1 row 36 -> 27 ms, at 64 rows 120 -> 109 ms).
+copy), with scores and softmax in float32. On a CPU the bf16 and float32 weights are also rearranged
+once per policy version into oneDNN's layout (r1zero.rollout.packed_linear: in bf16 the same
+products, a decode step at 1 row 36 -> 27 ms, at 64 rows 120 -> 109 ms; in float32 oneDNN's
+products instead of MKL's, 2-5x faster each on the 2-core AMD VM).
 
 What stays transformers': the embedding, norms' weights, rotary tables (the model's own
 ``rotary_emb``, so every rope scaling type is covered), the prefill (one call, its K and V copied

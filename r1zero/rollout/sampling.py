@@ -87,7 +87,7 @@ def generate(model, tokenizer, prompt_ids: list[list[int]], *, num_generations: 
     ``cache``: "dynamic", "static" (fixed shapes, CUDA graphs on GPU) or "auto" (static on CUDA).
     ``prompt_index``: the prompts' indices in the sampling key (r1zero.rollout.engine.generate_ids).
     ``max_cache_len``: the static cache's length at least (the run's prompt + completion length).
-    ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode (generate_ids: None, in bf16).
+    ``lean``: the dynamic cache decodes with r1zero.rollout.lean_decode (generate_ids says when by default).
     The sampler's log-probs come back too when sampling (``Rollout.sampled_logprobs``). Only ids
     the tokenizer has are sampled (a model's embedding may be padded beyond it).
     """
