@@ -249,6 +249,18 @@ def eval_mode(model):
             model.train()
 
 
+def _device_and_lean(model, lean: bool | None) -> tuple[torch.device, bool]:
+    """The rollout's device, and whether the lean step decodes: ``lean``, or where it measured faster
+    (16-bit weights, and float32 ones oneDNN runs: r1zero.rollout.packed_linear). On a CPU, freed
+    memory is kept in the process from here on (the module docstring says why)."""
+    weight = next(model.parameters())
+    if weight.device.type == "cpu":
+        keep_freed_memory()
+    if lean is None:
+        lean = weight.dtype in (torch.bfloat16, torch.float16) or packs_dtype(weight.dtype, weight.device)
+    return weight.device, lean
+
+
 @torch.no_grad()
 def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, max_new_tokens: int,
                  eos_ids: list[int], pad_id: int, temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
@@ -277,12 +289,7 @@ def generate_ids(model, prompt_ids: list[list[int]], *, num_generations: int, ma
     """
     G = num_generations
     model, autocast_dtype = rollout_model(model, autocast_dtype)
-    weight = next(model.parameters())
-    device = weight.device
-    if lean is None:  # where it measured faster: 16-bit weights, and float32 ones oneDNN runs (packed_linear)
-        lean = weight.dtype in (torch.bfloat16, torch.float16) or packs_dtype(weight.dtype, device)
-    if device.type == "cpu":
-        keep_freed_memory()  # each step's vocabulary-wide tensors reuse pages (r1zero.host_memory)
+    device, lean = _device_and_lean(model, lean)
     compile_step = device.type == "cuda" if compile is None else compile
     n_prompts = len(prompt_ids)
     key_index = list(range(n_prompts)) if prompt_index is None else list(prompt_index)
