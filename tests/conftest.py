@@ -166,9 +166,12 @@ def stopping_qwen2(tmp_path_factory, tokenizer_dir) -> Path:
 def launch_train(cfg: dict, procs: int = 1, *args: str):
     """``r1zero train`` on ``cfg`` (written next to its output_dir) as a real command: one process, or
     ``procs`` under torchrun (gloo on CPU); OMP_NUM_THREADS=1, what torchrun sets per process, for both."""
+    import contextlib
     import os
+    import signal
     import subprocess
     import sys
+    import time
 
     import yaml
 
@@ -178,7 +181,19 @@ def launch_train(cfg: dict, procs: int = 1, *args: str):
     path.write_text(yaml.safe_dump(cfg))
     head = [sys.executable, "-m", "r1zero"] if procs == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "r1zero"]
-    r = subprocess.run([*head, "train", "--config", str(path), *args], capture_output=True, text=True, timeout=600,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
-    return r
+    # Its own process group, with faulthandler on: a run that hangs is made to print every process's
+    # Python stacks (SIGABRT) into the failure, and none of its processes outlives the test.
+    p = subprocess.Popen([*head, "train", "--config", str(path), *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
+    try:
+        stdout, stderr = p.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGABRT)
+        time.sleep(3)
+        with contextlib.suppress(ProcessLookupError):  # all of them gone already
+            os.killpg(p.pid, signal.SIGKILL)
+        stdout, stderr = p.communicate()
+        raise AssertionError(f"timed out after 600 s; the stacks:\n{stdout[-2000:]}{stderr[-12000:]}") from None
+    assert p.returncode == 0, stdout[-2000:] + stderr[-4000:]
+    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
