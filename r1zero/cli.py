@@ -54,6 +54,9 @@ def cmd_train(args) -> int:
                      trainer.device, f", {env.world_size} processes, {cfg.distributed}" if env.enabled else "",
                      trainer.max_steps, cfg.output_dir)
         result = trainer.train()
+        # Every rank leaves together: a rank that destroys its process group while another is still
+        # finishing (rank 0 writes the report) once left that rank hanging in gloo at exit.
+        distributed.barrier(env)
     except KeyboardInterrupt:
         raise Interrupted(_where_to_resume(cfg, trainer)) from None
     finally:
