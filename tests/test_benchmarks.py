@@ -33,6 +33,7 @@ def test_grpo_throughput_toy(tiny_qwen2, capsys, tmp_path):
     for side in (r1, trl):  # each side trained the 2 x 2 samples of a step, in the time it reports
         assert side["samples/s"] * side["s/step"] == pytest.approx(4, rel=1e-9), side
         assert 0 < side["gen s/step"] < side["s/step"] and side["peak GiB"] > 0, side
+        assert side["k faults/step"] >= 0, side  # the minor page faults of the measured steps
     # The last line is the ratio of the two sides' measurements, not an independent number.
     assert m.group(1) == f"{r1['samples/s'] / trl['samples/s']:.3f}"
     assert m.group(2) == f"{r1['peak GiB'] / trl['peak GiB']:.3f}"
