@@ -45,19 +45,25 @@ def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits if temperature == 1.0 else logits / temperature
 
 
+def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
+                     entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of each target, entropy) over the last dimension of float32 (or float64) ``logits``
+    at ``temperature``; the entropy carries a gradient only with ``entropy_grad``."""
+    logits = _tempered(logits, temperature)
+    logz = torch.logsumexp(logits, dim=-1)
+    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = logz - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+    return logp, entropy
+
+
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                     bias: torch.Tensor | None, temperature: float, softcap: float | None,
                     entropy_grad: bool = False):
     logits = _at_least_fp32(F.linear(hidden, weight, bias))
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    logits = _tempered(logits, temperature)
-    logz = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        probs = torch.softmax(logits, dim=-1)
-        entropy = logz - (probs * logits).sum(-1)
-    return logp, entropy
+    return _target_logprobs(logits, targets, temperature, entropy_grad)
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,12 +252,7 @@ def _full_logits_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.
     model whose LM head cannot be run apart from its body."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False).logits[:, prompt_width - 1:-1]
-    logits = _tempered(_at_least_fp32(logits), temperature)
-    logz = torch.logsumexp(logits, dim=-1)
-    lp_all = logits.gather(-1, input_ids[:, prompt_width:].unsqueeze(-1)).squeeze(-1) - logz
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        ent_all = logz - (torch.softmax(logits, -1) * logits).sum(-1)
-    return lp_all, ent_all
+    return _target_logprobs(_at_least_fp32(logits), input_ids[:, prompt_width:], temperature, entropy_grad)
 
 
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
