@@ -80,6 +80,8 @@ class SideResult:
                 "update tok/s": sum(self.update_tokens) / max(upd, 1e-9), "s/step": t / len(self.step_s),
                 "gen s/step": sum(self.gen_s) / len(self.gen_s), "peak GiB": self.peak / 2**30,
                 "k faults/step": sum(self.faults) / len(self.faults) / 1e3}
+
+
 # Warm-up and measured steps per preset, unless given. On the CPU a process's heap grows over its first
 # steps, every new page faulted in: r1zero's side page-faulted 771k, 160k, 74k and 17k times in steps
 # 1-4, then about none (135M model in bf16, 2-core VM; TRL's process unmaps its large blocks and

@@ -91,7 +91,7 @@ def row_uniforms(keys: torch.Tensor, t: int) -> torch.Tensor:
 
 def _top_k_applies(top_k: int, vocab: int) -> bool:
     """Whether top-k removes anything from a ``vocab``-wide distribution (0, or k >= vocab: nothing)."""
-    return bool(top_k) and 0 < top_k < vocab
+    return 0 < top_k < vocab
 
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
