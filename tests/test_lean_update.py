@@ -113,3 +113,45 @@ def test_tied_embedding_sparse_lookup_gives_the_dense_gradient(tiny_qwen2, monke
             torch.testing.assert_close(grads[True, share][name], g, atol=1e-12, rtol=1e-10, msg=name)
     assert grads[True, True][emb][ids[0, P - 1]].abs().sum() > 0  # a prompt token's row (the lookup's share)
     torch.optim.AdamW(model.parameters(), lr=1e-3).step()  # the gradient AdamW gets is dense
+
+
+def test_tied_weight_gradient_accumulates_in_place_over_micro_batches(tiny_qwen2, monkeypatch):
+    """The tied embedding / LM head's gradient (sparse lookups) is added into ``.grad`` where it
+    lands: over two micro-batches under bf16 autocast it equals the dense lookups' accumulated one,
+    and the backward passes make one vocabulary x hidden tensor in all (the first ``.grad``), where
+    autograd's out-of-place sums made several a micro-batch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    tok = load_tokenizer(str(tiny_qwen2))
+    model = load_model(str(tiny_qwen2), torch.device("cpu"))
+    model.lm_head.weight = model.model.embed_tokens.weight
+    weight = model.lm_head.weight
+    ids, am, P, cm = _batch(tok)
+    adv = torch.tensor([1.0, -0.5, 0.3, -1.0, 0.7, 0.2]).unsqueeze(1)
+
+    class WeightSized(TorchDispatchMode):  # new float32 tensors the size of the weight (not views)
+        made = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if (isinstance(out, torch.Tensor) and out.shape == weight.shape and out.dtype == torch.float32
+                    and out.layout == torch.strided and not out._is_view() and not func._schema.name.endswith("_")):
+                WeightSized.made += 1
+            return out
+
+    grads, made = {}, {}
+    for sparse in (False, True):
+        monkeypatch.setattr(logprobs, "sparse_embedding_grad", lambda d, h, s=sparse: s)
+        model.zero_grad(set_to_none=True)
+        WeightSized.made = 0
+        for rows in (slice(0, 3), slice(3, 6)):  # two micro-batches, one .grad
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                lp, _ = completion_logprobs(model, ids[rows], am[rows], P, cm[rows])
+            with WeightSized():
+                (-(lp.float() * adv[rows] * cm[rows]).sum()).backward()
+        grads[sparse] = {n: p.grad.clone() for n, p in model.named_parameters()}
+        made[sparse] = WeightSized.made
+    for name, g in grads[False].items():
+        torch.testing.assert_close(grads[True][name], g, msg=name)
+    assert grads[True]["model.embed_tokens.weight"].dtype == torch.float32
+    assert made[True] == 1 and made[False] >= 4, made

@@ -3,9 +3,11 @@ recomputed in the backward pass; every row run in full, since a checkpointed mod
 cache to share) the values, entropies and every weight's gradient equal the plain path's, in
 float64 (the models run their norms and rotary embeddings in float32, so agreement is to about
 1e-7 of the largest entry, not 1e-15), for the log-prob loss and an entropy term (entropy_grad)."""
+import pytest
 import torch
 from conftest import pack_rows
 
+from r1zero.training import token_logprobs
 from r1zero.training.logprobs import completion_logprobs
 from r1zero.models import load_model, load_tokenizer
 from r1zero.rollout.sampling import tokenize_prompts
@@ -89,3 +91,46 @@ def test_full_logits_path_equals_the_chunked_path_and_the_tempered_softmax(tiny_
         torch.testing.assert_close(full[t][0], chunked[t][0], atol=1e-10, rtol=0)
         torch.testing.assert_close(full[t][1], chunked[t][1], atol=1e-10, rtol=0)
     assert (full[0.6][0] - full[1.3][0]).abs().max() > 0.01  # the temperature matters at these values
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_sliced_target_logprobs_equal_autograd_bit_for_bit_with_one_new_tensor(dtype, temperature, monkeypatch):
+    """The log-prob path without an entropy gradient (``SlicedTargetLogprobs``, a few rows at a time)
+    gives the very values, entropies and logit gradients of the autograd formulas, over slices that
+    split the rows unevenly; forward and backward make one new tensor of the logits' size (the
+    gradient), where autograd's formulas make one per step."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    monkeypatch.setattr(token_logprobs, "CPU_SLICE_ELEMENTS", 3 * 1000)  # 3 rows a slice: 37 = 12 x 3 + 1
+    torch.manual_seed(0)
+    logits = (torch.randn(37, 1000) * 3).to(dtype)
+    targets = torch.randint(0, 1000, (37,))
+    g = torch.randn(37, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+
+    class LogitSized(TorchDispatchMode):  # new memory of the logits' size (not a view or alias of an input)
+        made = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            if (isinstance(out, torch.Tensor) and out.numel() == logits.numel()
+                    and out.untyped_storage().data_ptr() not in inputs):
+                LogitSized.made += 1
+            return out
+
+    results = {}
+    for name, fn in (("sliced", lambda x: token_logprobs.SlicedTargetLogprobs.apply(x, targets, temperature)),
+                     ("autograd", lambda x: token_logprobs.target_logprobs(token_logprobs.at_least_fp32(x), targets,
+                                                                            temperature, False))):
+        x = logits.clone().requires_grad_()
+        LogitSized.made = 0
+        with LogitSized():
+            lp, ent = fn(x)
+            (lp * g).sum().backward()
+        results[name] = (lp, ent, x.grad, LogitSized.made)
+    (lp, ent, grad, made), (lp0, ent0, grad0, made0) = results["sliced"], results["autograd"]
+    assert lp.dtype == lp0.dtype and grad.dtype == dtype
+    assert torch.equal(lp, lp0) and torch.equal(ent, ent0) and torch.equal(grad, grad0)
+    assert not ent.requires_grad
+    assert made == 1 and made0 >= 4, (made, made0)

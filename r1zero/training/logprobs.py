@@ -31,39 +31,19 @@ from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.layout import position_ids_from_mask, trim_padding
 from r1zero.training import distributed as dist
 from r1zero.training import lora
-
-
-def _at_least_fp32(logits: torch.Tensor) -> torch.Tensor:
-    """bf16/fp16 logits (autocast) up to float32 for the softmax; float64 (a float64 model, as the
-    micro-batch tests use) stays float64."""
-    return logits if logits.dtype == torch.float64 else logits.float()
-
-
-def _tempered(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """logits / temperature; at 1 the logits themselves (x / 1 is x: a pass over the (tokens, vocab)
-    logits, and its backward, saved)."""
-    return logits if temperature == 1.0 else logits / temperature
-
-
-def _target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float,
-                     entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob of each target, entropy) over the last dimension of float32 (or float64) ``logits``
-    at ``temperature``; the entropy carries a gradient only with ``entropy_grad``."""
-    logits = _tempered(logits, temperature)
-    logz = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - logz
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        entropy = logz - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return logp, entropy
+from r1zero.training.token_logprobs import GradInPlace, SlicedTargetLogprobs, at_least_fp32, target_logprobs
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                     bias: torch.Tensor | None, temperature: float, softcap: float | None,
                     entropy_grad: bool = False):
-    logits = _at_least_fp32(F.linear(hidden, weight, bias))
+    logits = F.linear(hidden, weight, bias)
+    if not (softcap or entropy_grad):
+        return SlicedTargetLogprobs.apply(logits, targets, temperature)
+    logits = at_least_fp32(logits)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap
-    return _target_logprobs(logits, targets, temperature, entropy_grad)
+    return target_logprobs(logits, targets, temperature, entropy_grad)
 
 
 def prompt_groups(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -116,7 +96,8 @@ def _token_inputs(decoder, ids: torch.Tensor, sparse: bool) -> dict:
     if not (sparse and torch.is_grad_enabled()):
         return {"input_ids": ids}
     emb = decoder.get_input_embeddings()
-    return {"inputs_embeds": F.embedding(ids, emb.weight, emb.padding_idx, sparse=True)}
+    weight = GradInPlace.apply(emb.weight, emb.weight.dtype)
+    return {"inputs_embeds": F.embedding(ids, weight, emb.padding_idx, sparse=True)}
 
 
 # What one more decoder call costs, in completion positions: a bucket pays off when it saves more
@@ -240,8 +221,8 @@ def _chunked_head_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: 
             lp, ent = _chunk_logprobs(h, t, weight, bias, temperature, softcap)
         pieces_lp.append(lp)
         pieces_ent.append(ent)
-    flat_lp = torch.cat(pieces_lp) if pieces_lp else _at_least_fp32(hidden.new_zeros(0))
-    flat_ent = torch.cat(pieces_ent) if pieces_ent else _at_least_fp32(hidden.new_zeros(0))
+    flat_lp = torch.cat(pieces_lp) if pieces_lp else at_least_fp32(hidden.new_zeros(0))
+    flat_ent = torch.cat(pieces_ent) if pieces_ent else at_least_fp32(hidden.new_zeros(0))
     return flat_lp, flat_ent
 
 
@@ -252,7 +233,7 @@ def _full_logits_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.
     model whose LM head cannot be run apart from its body."""
     logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                    use_cache=False).logits[:, prompt_width - 1:-1]
-    return _target_logprobs(_at_least_fp32(logits), input_ids[:, prompt_width:], temperature, entropy_grad)
+    return target_logprobs(at_least_fp32(logits), input_ids[:, prompt_width:], temperature, entropy_grad)
 
 
 def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt_width: int,
@@ -296,7 +277,12 @@ def completion_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Te
             hidden = decoder(**_token_inputs(decoder, input_ids[:, :-1], sparse), attention_mask=attention_mask[:, :-1],
                              position_ids=position_ids[:, :-1], use_cache=False).last_hidden_state
             hidden = hidden[rows, prompt_width - 1 + cols]  # (N, H)
-        flat_lp, flat_ent = _chunked_head_logprobs(hidden, targets, head.weight, head.bias, temperature, softcap,
+        weight = head.weight
+        if sparse and torch.is_grad_enabled():  # its gradients added into .grad in place (GradInPlace)
+            device = weight.device.type
+            weight = GradInPlace.apply(weight, torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device)
+                                       else weight.dtype)
+        flat_lp, flat_ent = _chunked_head_logprobs(hidden, targets, weight, head.bias, temperature, softcap,
                                                    chunk_size, entropy_grad)
     else:
         # Models without a separable head: full logits for this micro-batch only.
