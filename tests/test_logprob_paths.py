@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import pack_rows
 
-from r1zero.training import token_logprobs
+from r1zero.training import logprobs, token_logprobs
 from r1zero.training.logprobs import completion_logprobs
 from r1zero.models import load_model, load_tokenizer
 from r1zero.rollout.sampling import tokenize_prompts
@@ -96,7 +96,7 @@ def test_full_logits_path_equals_the_chunked_path_and_the_tempered_softmax(tiny_
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32, torch.float64])
 @pytest.mark.parametrize("temperature", [1.0, 0.7])
 def test_sliced_target_logprobs_equal_autograd_bit_for_bit_with_one_new_tensor(dtype, temperature, monkeypatch):
-    """The log-prob path without an entropy gradient (``SlicedTargetLogprobs``, a few rows at a time)
+    """The log-prob path without an entropy gradient (``sliced_target_logprobs``, a few rows at a time)
     gives the very values, entropies and logit gradients of the autograd formulas, over slices that
     split the rows unevenly; forward and backward make one new tensor of the logits' size (the
     gradient), where autograd's formulas make one per step."""
@@ -120,7 +120,7 @@ def test_sliced_target_logprobs_equal_autograd_bit_for_bit_with_one_new_tensor(d
             return out
 
     results = {}
-    for name, fn in (("sliced", lambda x: token_logprobs.SlicedTargetLogprobs.apply(x, targets, temperature)),
+    for name, fn in (("sliced", lambda x: token_logprobs.sliced_target_logprobs(x, targets, temperature)),
                      ("autograd", lambda x: token_logprobs.target_logprobs(token_logprobs.at_least_fp32(x), targets,
                                                                             temperature, False))):
         x = logits.clone().requires_grad_()
@@ -134,3 +134,26 @@ def test_sliced_target_logprobs_equal_autograd_bit_for_bit_with_one_new_tensor(d
     assert torch.equal(lp, lp0) and torch.equal(ent, ent0) and torch.equal(grad, grad0)
     assert not ent.requires_grad
     assert made == 1 and made0 >= 4, (made, made0)
+
+
+def test_a_checkpointed_chunk_does_not_recompute_the_entropy_in_its_backward():
+    """The entropy (a softmax over the chunk, only logged without entropy_grad) is computed after the
+    log-prob's function, so the checkpoint's recompute stops before it: no softmax in the backward."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    hidden, weight = torch.randn(50, 16, requires_grad=True), torch.randn(3000, 16, requires_grad=True)
+    targets = torch.randint(0, 3000, (50,))
+    lp, ent = checkpoint(logprobs._chunk_logprobs, hidden, targets, weight, None, 0.7, None, False, use_reentrant=False)
+
+    class Softmaxes(TorchDispatchMode):
+        seen = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Softmaxes.seen += "softmax" in func._schema.name
+            return func(*args, **(kwargs or {}))
+
+    with Softmaxes():
+        lp.sum().backward()
+    assert Softmaxes.seen == 0 and weight.grad.abs().sum() > 0 and ent.isfinite().all()

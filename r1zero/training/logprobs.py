@@ -31,7 +31,7 @@ from r1zero.rollout.hf import cache_kwarg
 from r1zero.rollout.layout import position_ids_from_mask, trim_padding
 from r1zero.training import distributed as dist
 from r1zero.training import lora
-from r1zero.training.token_logprobs import GradInPlace, SlicedTargetLogprobs, at_least_fp32, target_logprobs
+from r1zero.training.token_logprobs import GradInPlace, at_least_fp32, sliced_target_logprobs, target_logprobs
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -39,7 +39,7 @@ def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.T
                     entropy_grad: bool = False):
     logits = F.linear(hidden, weight, bias)
     if not (softcap or entropy_grad):
-        return SlicedTargetLogprobs.apply(logits, targets, temperature)
+        return sliced_target_logprobs(logits, targets, temperature)
     logits = at_least_fp32(logits)
     if softcap:
         logits = torch.tanh(logits / softcap) * softcap

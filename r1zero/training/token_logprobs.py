@@ -4,7 +4,7 @@ autograd functions that compute it with less memory than autograd's own formulas
 r1zero.training.logprobs runs the model and cuts the logits into chunks; this module turns a
 chunk into (log-prob of each target, entropy) at the sampling temperature (the samples came from the
 tempered distribution, so their log-probs must too). ``target_logprobs`` is the reference formula;
-``SlicedTargetLogprobs`` computes the same bits a slice of rows at a time when no entropy gradient
+``sliced_target_logprobs`` computes the same bits a slice of rows at a time when no entropy gradient
 is asked; ``GradInPlace`` hands the tied embedding / LM head weight to the pass so that its
 gradients land in ``.grad`` in place. Both exist for memory, which a CPU pays for in time (the
 docstrings say how much).
@@ -38,13 +38,26 @@ def target_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: fl
     return logp, entropy
 
 
-# Rows of logits the CPU takes at a time in ``SlicedTargetLogprobs``: about 4 MB of float32 (21 rows of
+# Rows of logits the CPU takes at a time in ``sliced_target_logprobs``: about 4 MB of float32 (21 rows of
 # SmolLM2's 49,152 columns), so a slice's temporaries are small and every slice reuses their memory.
 CPU_SLICE_ELEMENTS = 1 << 20
 
 
-class SlicedTargetLogprobs(torch.autograd.Function):
-    """``target_logprobs`` without an entropy gradient, a slice of rows at a time, forward and backward.
+def _slice_rows(logits: torch.Tensor) -> int:
+    """Rows of ``logits`` taken at a time: ``CPU_SLICE_ELEMENTS`` worth on a CPU, all of them elsewhere."""
+    n, vocab = logits.shape
+    return max(1, CPU_SLICE_ELEMENTS // vocab) if logits.device.type == "cpu" else max(n, 1)
+
+
+def _slice(logits: torch.Tensor, s: int, step: int, temperature: float) -> torch.Tensor:
+    """Rows s .. s + step of ``logits``, at least float32, over the temperature."""
+    return tempered(at_least_fp32(logits[s:s + step]), temperature)
+
+
+def sliced_target_logprobs(logits: torch.Tensor, targets: torch.Tensor,
+                           temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``target_logprobs`` without an entropy gradient (the entropies carry none), a slice of rows
+    at a time, forward and backward.
 
     The same formulas in the same order, so the same bits (tests/test_logprob_paths.py): the logits
     in float32 (float64 stays), over the temperature, log-sum-exp, the target's logit less it; the
@@ -59,35 +72,46 @@ class SlicedTargetLogprobs(torch.autograd.Function):
     default (seed 1, 2 threads, two runs each, alternated): peak memory after 4 steps 5.2-5.3 GB
     against 5.7, the 27 updates after the first 40.3-43.2 s against 44.0-47.1 s. On CUDA the chunk
     is one slice.
+
+    The entropy is computed after the log-prob's function, apart from it: a checkpointed chunk's
+    backward recomputes its forward only up to the last tensor the backward needs, so the entropy
+    (about 0.1 s for 793 tokens of SmolLM2 on the 2-core VM) is not computed a second time.
     """
+    logp, lse = _SlicedLogprobs.apply(logits, targets, temperature)
+    step = _slice_rows(logits)
+    entropy = torch.empty_like(lse)
+    with torch.no_grad():
+        for s in range(0, logits.shape[0], step):
+            x = _slice(logits, s, step, temperature)
+            entropy[s:s + step] = lse[s:s + step] - (torch.softmax(x, dim=-1) * x).sum(-1)
+    return logp, entropy
+
+
+class _SlicedLogprobs(torch.autograd.Function):
+    """(log-prob of each target, log-sum-exp) for ``sliced_target_logprobs``; only the first has a gradient."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, temperature: float):
-        n, vocab = logits.shape
-        step = max(1, CPU_SLICE_ELEMENTS // vocab) if logits.device.type == "cpu" else max(n, 1)
-        dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-        lse = logits.new_empty(n, dtype=dtype)
-        entropy = logits.new_empty(n, dtype=dtype)
-        picked = logits.new_empty(n, dtype=dtype)
+        n, step = logits.shape[0], _slice_rows(logits)
+        lse = logits.new_empty(n, dtype=at_least_fp32(logits[:0]).dtype)
+        picked = torch.empty_like(lse)
         for s in range(0, n, step):
-            x = tempered(logits[s:s + step].to(dtype), temperature)
+            x = _slice(logits, s, step, temperature)
             lse[s:s + step] = torch.logsumexp(x, dim=-1)
             picked[s:s + step] = x.gather(-1, targets[s:s + step].unsqueeze(-1)).squeeze(-1)
-            entropy[s:s + step] = lse[s:s + step] - (torch.softmax(x, dim=-1) * x).sum(-1)
         ctx.save_for_backward(logits, targets, lse)
         ctx.temperature, ctx.step = temperature, step
-        ctx.mark_non_differentiable(entropy)
-        return picked - lse, entropy
+        ctx.mark_non_differentiable(lse)
+        return picked - lse, lse
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor, _entropy_grad):
+    def backward(ctx, grad: torch.Tensor, _lse_grad):
         logits, targets, lse = ctx.saved_tensors
         step, temperature = ctx.step, ctx.temperature
         out = torch.empty_like(logits)
         for s in range(0, logits.shape[0], step):
-            x = tempered(logits[s:s + step].to(lse.dtype), temperature)
             g = grad[s:s + step].unsqueeze(-1)
-            piece = (x - lse[s:s + step].unsqueeze(-1)).exp_().mul_(-g)  # log-sum-exp's backward
+            piece = (_slice(logits, s, step, temperature) - lse[s:s + step].unsqueeze(-1)).exp_().mul_(-g)
             piece.scatter_add_(-1, targets[s:s + step].unsqueeze(-1), g)  # the picked logit's
             out[s:s + step] = piece if temperature == 1.0 else piece.div_(temperature)
         return out, None, None
@@ -96,14 +120,14 @@ class SlicedTargetLogprobs(torch.autograd.Function):
 class GradInPlace(torch.autograd.Function):
     """``weight`` as ``dtype`` (itself, or its cast), whose gradient is added into ``weight.grad`` in place.
 
-    For the tied embedding and LM head (r1zero.training.logprobs.sparse_embedding_grad): autograd sums a leaf's incoming
-    gradients out of place (the head's, cast to float32 from autocast's bf16, and each lookup's
-    sparse one), then adds the sum into ``.grad``: three to six new vocabulary x hidden tensors a
+    For the tied embedding and LM head (r1zero.training.logprobs.sparse_embedding_grad): autograd
+    sums a leaf's incoming gradients out of place (the head's, cast to float32 from autocast's bf16,
+    and each lookup's sparse one), then adds the sum into ``.grad``: three to six new vocabulary x hidden tensors a
     micro-batch (113 MB each for SmolLM2 in float32). Here each gradient is added where it ends up,
     in the dtype it comes in (bf16 into float32 converts exactly), so a step makes one such tensor,
     its first ``.grad`` (tests/test_lean_update.py). Only the order of the float32 sums over
     micro-batches changes. ``.grad`` hooks of this weight do not run; nothing of r1zero's sets one
-    where this is used (one process, no DDP/FSDP). Why the memory matters: ``SlicedTargetLogprobs``."""
+    where this is used (one process, no DDP/FSDP). Why the memory matters: ``sliced_target_logprobs``."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
