@@ -97,6 +97,19 @@ def test_cli_refuses_before_any_work(tmp_path):
     assert not out.exists()
 
 
+def test_a_refused_config_does_not_import_the_compiler(tmp_path):
+    # torch._dynamo costs about 1 s of start-up; a refusal is a user's fastest feedback and a
+    # training process imports it only if it compiles (r1zero.rollout.engine looks it up lazily).
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "r1zero", "train", f"output_dir={out}",
+                        "num_generations=0"], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert "r1zero: error: config: 'num_generations' must be at least 1" in r.stderr.splitlines()
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert {"torch", "r1zero.rollout.engine"} <= imported
+    assert "torch._dynamo" not in imported
+
+
 def test_saved_config_round_trips(tmp_path):
     from r1zero.config import save_config
 

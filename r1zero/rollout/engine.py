@@ -22,10 +22,10 @@ What it does differently from transformers' ``generate`` (the models stay transf
   place (r1zero.rollout.kv_cache), instead of transformers' copy of the whole cache at every step.
 - Sampling (temperature, top-k, top-p, applied in transformers' order and with its tie rules) runs
   on the model's device, in one pass over the vocabulary when nothing is filtered (``draw``), and its
-  randomness is counter-based: the uniform number that picks row
-  r's token at step t is a hash of (seed, prompt index, sample index, t). What a row draws
-  therefore depends neither on ``batch_size`` nor on which other rows are still running (issue 6,
-  distributed rollouts, needs exactly this), and the global RNG is never touched.
+  randomness is counter-based: the uniform number that picks row r's token at step t is a hash of
+  (seed, prompt index, sample index, t). What a row draws therefore depends neither on ``batch_size``
+  nor on which other rows are still running (issue 6, distributed rollouts, needs exactly this), and
+  the global RNG is never touched.
 - Greedy decoding (temperature 0) is the plain argmax, token-identical to ``generate``.
 - ``cache="static"``: a preallocated KV cache (transformers' StaticCache) so every decode step has
   the same shapes; on CUDA the decode step is compiled with ``torch.compile(mode="reduce-overhead")``
@@ -47,9 +47,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 
 import torch
-from torch._dynamo.exc import TorchDynamoException
 from transformers import DynamicCache, StaticCache
 
 from r1zero.host_memory import keep_freed_memory
@@ -476,10 +476,11 @@ def _decode_static(model, prompts, G, max_new_tokens, eos, temperature, top_p, t
                        cache_position=cache_position, use_cache=True, **{kw: pkv})
         try:
             logits = decode(**step_kw).logits[:, -1, :vocab]
-        except TorchDynamoException as e:
-            # A compiler failure must not end a training run: decode eagerly. Only compiler errors:
-            # an out-of-memory or CUDA error is the run's to see.
-            if decode is model:
+        except Exception as e:  # noqa: BLE001
+            # A compiler failure must not end a training run: decode eagerly. Only compiler errors (torch._dynamo's,
+            # looked up, not imported: ~1 s of start-up); an out-of-memory or CUDA error is the run's to see.
+            exc = sys.modules.get("torch._dynamo.exc")
+            if decode is model or exc is None or not isinstance(e, exc.TorchDynamoException):
                 raise
             log.warning("compiled decode step failed (%s); decoding eagerly", str(e).splitlines()[0][:200])
             decode = model
