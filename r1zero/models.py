@@ -224,7 +224,7 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
         raise ModelError(f"model_name_or_path: {name_or_path} is quantized; give a float checkpoint (dequantize it first)")
     model.to(device)
     if trainable and device.type == "cpu":
-        _own_memory(model)
+        own_memory(model)
     use_cpu_attention(model, device)
     fold_head_input(model)
     if not trainable:
@@ -236,15 +236,21 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
     return model
 
 
-def _own_memory(model) -> None:
-    """Each weight copied into the process's own memory, once, before training writes it.
+def own_memory(model) -> None:
+    """Each weight copied into the process's own memory, once, before training writes it (every
+    model a run trains on a CPU: the policy, PPO's critic).
 
     transformers 5 leaves the weights it loads from a safetensors file in a private mapping of the
     file. The first write to each 4 KB page then copies it (a page fault each: 132K for the 135M
     embedded model, 3 s of its first optimizer step on the 2-core VM here), and the trained
-    weights stay in 4 KB pages, where the heap gets huge pages (r1zero.host_memory). A
-    model that is only read (a reference, an evaluation) stays mapped. Tied weights stay tied
-    (one Parameter)."""
+    weights stay in 4 KB pages, where the heap gets huge pages (r1zero.host_memory). There a
+    weight starts wherever the file's layout puts it, and a float32 product with one output (PPO's
+    value head: a matrix-vector product) sums in another order when its weight is not 16-byte
+    aligned (measured: up to 2.9e-6 apart at 576 inputs). A critic loaded from a checkpoint then
+    computed other last bits from the same weights than the run that saved it, and the resumed run
+    drifted. A copy is 64-byte aligned. A model that is only read (a reference, an
+    evaluation) stays mapped: it always comes from the same file. Tied weights stay tied (one
+    Parameter)."""
     with torch.no_grad():
         for p in model.parameters():
             p.data = p.data.clone()

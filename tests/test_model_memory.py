@@ -1,5 +1,5 @@
 """A model loaded to be trained on a CPU holds its weights in the process's own memory, not in the
-private mapping of the safetensors file transformers loads from (r1zero.models._own_memory): there
+private mapping of the safetensors file transformers loads from (r1zero.models.own_memory): there
 the first optimizer step would copy every 4 KB page on its first write, and the weights would stay
 in 4 KB pages. A model that is only read stays mapped (no second copy)."""
 from pathlib import Path
@@ -39,3 +39,20 @@ def test_trained_weights_leave_the_file_mapping(tiny_qwen2):
         assert torch.equal(a, b)
     if trained.config.tie_word_embeddings:
         assert trained.lm_head.weight is trained.get_input_embeddings().weight
+
+
+@pytest.mark.skipif(not MAPS.exists(), reason="reads the process's mappings from /proc (Linux)")
+def test_a_critic_holds_its_weights_in_own_aligned_memory(tiny_qwen2, tmp_path):
+    """PPO's critic is trained like the policy, and its weights start on 64-byte boundaries whichever
+    file it came from: a critic read from a checkpoint then computes what the saved one computed."""
+    from r1zero.algorithms.ppo import load_critic
+
+    first = load_critic(str(tiny_qwen2), torch.device("cpu"))
+    first.save_pretrained(tmp_path / "critic")
+    again = load_critic(str(tmp_path / "critic"), torch.device("cpu"))
+    for critic, folder in ((first, Path(tiny_qwen2)), (again, tmp_path / "critic")):
+        assert _in_mapping(critic, _file_mappings((folder / "model.safetensors").resolve())) == 0
+        assert [p.data_ptr() % 64 for p in critic.parameters()] == [0] * len(list(critic.parameters()))
+    x = torch.randint(0, first.config.vocab_size, (2, 37))
+    with torch.no_grad():
+        assert torch.equal(first(input_ids=x).logits, again(input_ids=x).logits)

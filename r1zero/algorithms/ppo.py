@@ -26,7 +26,7 @@ from r1zero.algorithms.base import RolloutBatch, register
 from r1zero.algorithms.reward_kl import RewardKLAlgorithm
 from r1zero.algorithms.tensors import AllSum, masked_mean, masked_whiten
 from r1zero.errors import need
-from r1zero.models import ModelError, disable_dropout, resolve_model_path
+from r1zero.models import ModelError, disable_dropout, own_memory, resolve_model_path
 from r1zero.observe import metrics as metric_names
 from r1zero.rollout.layout import position_ids_from_mask
 
@@ -95,7 +95,6 @@ def load_critic(name_or_path: str, device: torch.device, *, trust_remote_code: b
     """A causal LM's backbone with a fresh scalar head (``*ForTokenClassification``, 1 label)."""
     from transformers import AutoModelForTokenClassification
 
-
     path = resolve_model_path(name_or_path)
     try:
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
@@ -104,6 +103,8 @@ def load_critic(name_or_path: str, device: torch.device, *, trust_remote_code: b
         raise ModelError(f"critic_model_name_or_path: could not load {name_or_path} as a critic "
                          f"({str(e).splitlines()[0]}); give a causal LM folder or hub id") from None
     model.to(device)
+    if device.type == "cpu":
+        own_memory(model)  # as the policy's: aligned (the same last bits after a resume) and writable without faults
     model.train()
     disable_dropout(model)  # deterministic values, as for the policy
     return model
