@@ -131,6 +131,11 @@ def matmul_rate(cfg, rows: int, dtype: torch.dtype, repeats: int = 3, inner: int
     return rows * flops_per_token(cfg) / seconds
 
 
+def product_seconds(cfg, rows: int, dtype: torch.dtype, repeats: int = 3, inner: int = 4) -> float:
+    """Seconds the model's matrix products take for one forward step of ``rows`` token rows in ``dtype``."""
+    return rows * flops_per_token(cfg) / matmul_rate(cfg, rows, dtype, repeats, inner)
+
+
 def floor_rates(cfg, rows: int) -> dict:
     """{"fp32": FLOP/s, "bf16": FLOP/s} of the model's matrix products at ``rows`` rows, and "best"."""
     rates = {"fp32": matmul_rate(cfg, rows, torch.float32), "bf16": matmul_rate(cfg, rows, torch.bfloat16)}

@@ -7,8 +7,14 @@ are compared token for token (in fp32). Beside each engine's tokens/s, the fract
 floor it reached: 2 x (the weights a token is multiplied by) FLOPs per generated token (attention's
 score and value products left out, the prompt's prefill not credited) over the matrix-product rate
 measured in the same run at the model's own shapes with the batch's row count, the faster of fp32
-and bf16 (on a CPU without native bf16, fp32). Last line: ``greedy_identical=<bool>
-speedup_at_<B>=<ratio> floor_fraction_at_<B>=<r1zero's fraction>`` for the largest batch.
+and bf16 (on a CPU without native bf16, fp32). That floor assumes all B rows in every step; the
+engine drops a row once it finishes, and a product of few rows runs far below the rate of 64. So
+two more columns give the bound of r1zero's own rollout: its weight products alone, run as its decode
+step runs them (fused, packed) in the sampling dtype at the row count of each of its decode steps
+(the rows still running), plus the prefill's (prompts x prompt width rows), as tokens/s, and the
+fraction of it r1zero reached: what is left once every other operation of a step is free. Last line:
+``greedy_identical=<bool> speedup_at_<B>=<ratio> floor_fraction_at_<B>=<r1zero's fraction>`` for
+the largest batch.
 
     python benchmarks/rollout.py                      # CPU: embedded SmolLM2-135M, batches 8, 64
     python benchmarks/rollout.py --precision bf16     # the sampling copy in bf16 (the GPU default)
@@ -40,10 +46,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import Timer, floor_rates, flops_per_token, host_description, print_table  # noqa: E402
+from common import Timer, floor_rates, flops_per_token, host_description, print_table, product_seconds  # noqa: E402
 
 from r1zero.models import eos_token_ids, load_model, load_tokenizer, resolve_model_path  # noqa: E402
 from r1zero.rollout.baseline import hf_generate  # noqa: E402
+from r1zero.rollout.packed_linear import linear, pack  # noqa: E402
 from r1zero.rollout.sampling import encode_prompts, generate  # noqa: E402
 from r1zero.tasks import get_task  # noqa: E402
 
@@ -59,6 +66,49 @@ def prompts_for(tok, n: int) -> list[list[int]]:
                     max_number=20, operators="+", train_size=max(n, 1), test_size=1)
     rows = task.load_split("train")[:n]
     return encode_prompts(task, tok, rows)[1]
+
+
+def rows_per_step(completion_mask: torch.Tensor, drops_rows: bool) -> list[int]:
+    """The decode batch's row count at each step after the prefill (whose logits give token 0): step
+    t (from 1) feeds token t - 1, so it runs the rows whose completion is longer than t tokens when
+    finished rows leave the batch (the CPU engine), else every row until the longest ends."""
+    lengths = completion_mask.sum(-1)
+    steps = range(1, int(lengths.max()))
+    return [int((lengths > t).sum()) for t in steps] if drops_rows else [len(lengths)] * len(steps)
+
+
+def decode_product_seconds(cfg, rows: int, dtype: torch.dtype, repeats: int = 2) -> float:
+    """Seconds of one decode step's weight products at ``rows`` rows as the lean step runs them
+    (r1zero.rollout.lean_decode: q|k|v and gate|up as one product each, weights packed where
+    oneDNN packs them), on random weights of the model's shapes; the best of ``repeats``."""
+    h, heads, kv = cfg.hidden_size, cfg.num_attention_heads, cfg.num_key_value_heads
+    d = getattr(cfg, "head_dim", None) or h // heads
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    gen = torch.Generator().manual_seed(0)
+    shapes = [((heads + 2 * kv) * d, h), (h, heads * d), (2 * cfg.intermediate_size, h), (h, cfg.intermediate_size)]
+    weights = [pack(torch.randn(o, i, generator=gen).to(dev, dtype)) for o, i in shapes]
+    head = pack(torch.randn(cfg.vocab_size, h, generator=gen).to(dev, dtype))
+    inputs = [torch.randn(rows, i, generator=gen).to(dev, dtype) for _, i in shapes + [(0, h)]]
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first pass warms up
+        with Timer() as t:
+            for _ in range(cfg.num_hidden_layers):
+                for x, w in zip(inputs, weights):
+                    linear(x, w)
+            linear(inputs[-1], head)
+        best = min(best, t.s)
+    return best
+
+
+def products_bound(cfg, prompt_ids: list[list[int]], completion_mask: torch.Tensor, dtype: torch.dtype,
+                   drops_rows: bool) -> float:
+    """Seconds a rollout's weight products alone take at its own row counts: the prefill of the
+    prompts (prompts x width rows, left-padded, through transformers' forward: the model's separate
+    products) and each decode step's running rows (the lean step's products), each count timed once."""
+    steps = rows_per_step(completion_mask, drops_rows)
+    seconds = {r: decode_product_seconds(cfg, r, dtype) for r in set(steps)}
+    prefill = product_seconds(cfg, len(prompt_ids) * max(map(len, prompt_ids)), dtype, repeats=2, inner=1)
+    return prefill + sum(seconds[r] for r in steps)
 
 
 def checkout_engine(ref: str, dest: Path) -> Path:
@@ -144,7 +194,7 @@ def main(argv=None) -> int:
         token_flops = flops_per_token(model.config)
         for B in spec["batches"]:
             ids = prompts_for(tok, max(1, B // G))
-            cell = {}
+            cell, kept = {}, {}
             for engine, sample in (("r1zero", generate), ("hf", hf_generate)):
                 best = None
                 for r in range(a.repeats + (1 if device.type == "cuda" else 0)):  # GPU: one warm-up (graph capture)
@@ -154,14 +204,19 @@ def main(argv=None) -> int:
                     tps = float(out.completion_mask.sum()) / t.s
                     if device.type == "cuda" and r == 0 and a.repeats > 0:
                         continue
-                    best = tps if best is None else max(best, tps)
+                    if best is None or tps > best:
+                        best, kept[engine] = tps, out.completion_mask
                 cell[engine] = best
             speed[B] = cell["r1zero"] / cell["hf"]
             rates = floor_rates(model.config, B)
             floor_tps = rates["best"] / token_flops  # tokens/s if every FLOP ran at the matmul rate
             floor[B] = cell["r1zero"] / floor_tps
+            mask = kept["r1zero"]
+            bound_tps = float(mask.sum()) / products_bound(model.config, ids, mask, autocast or torch.float32,
+                                                           drops_rows=device.type == "cpu")
             rows.append([f"{len(ids)} x {G}", B, cell["r1zero"], cell["hf"], speed[B], rates["fp32"] / 1e9,
-                         rates["bf16"] / 1e9, floor_tps, floor[B], cell["hf"] / floor_tps])
+                         rates["bf16"] / 1e9, floor_tps, floor[B], cell["hf"] / floor_tps, bound_tps,
+                         cell["r1zero"] / bound_tps])
             if old_tree:
                 job = dict(model=path, prompts=ids, generations=G, length=L, eos=stop, precision=precision,
                            repeats=a.repeats)
@@ -171,12 +226,13 @@ def main(argv=None) -> int:
                 print(f"batch {B}: {a.baseline_ref}'s engine {old:.1f} tok/s, this tree's {new:.1f} tok/s "
                       f"(each in its own process)", flush=True)
             print(f"batch {B}: r1zero {cell['r1zero']:.1f} tok/s, generate {cell['hf']:.1f} tok/s, "
-                  f"floor {floor_tps:.0f} tok/s", flush=True)
+                  f"floor {floor_tps:.0f} tok/s, its products alone at its row counts {bound_tps:.0f} tok/s", flush=True)
         print_table(f"{Path(path).name}: generated tokens/s, sampling (T=1) in {precision}, up to {L} new tokens"
                     f"{' (fixed length)' if spec['fixed_length'] else ', stop on EOS'}; floor: "
                     f"{token_flops / 1e6:.0f} MFLOP per token at the faster matmul rate",
                     ["prompts x G", "batch", "r1zero tok/s", "generate tok/s", "ratio", "fp32 GFLOP/s",
-                     "bf16 GFLOP/s", "floor tok/s", "r1zero floor fraction", "generate floor fraction"]
+                     "bf16 GFLOP/s", "floor tok/s", "r1zero floor fraction", "generate floor fraction",
+                     "products-only tok/s", "r1zero fraction of it"]
                     + ([f"{a.baseline_ref} tok/s", "this tree tok/s", f"vs {a.baseline_ref}"] if old_tree else []), rows)
     B = spec["batches"][-1]
     print(f"greedy_identical={identical} speedup_at_{B}={speed[B]:.3f} floor_fraction_at_{B}={floor[B]:.3f}"

@@ -60,6 +60,19 @@ def test_rollout_benchmark_toy(tiny_qwen2, capsys):
     cells = [c.strip() for c in row.split("|")[1:-1]]
     assert float(cells[8]) == pytest.approx(float(cells[2]) / float(cells[7]), rel=0.02)
     assert 0 < float(m.group(2)) < 1
+    # The bound of its own rollout (its products alone, at its row counts) and the fraction reached
+    # (above 1 possible here: a tiny model's products time their calls' overhead, not arithmetic).
+    assert float(cells[11]) == pytest.approx(float(cells[2]) / float(cells[10]), rel=0.02)
+    assert float(cells[10]) > 0
+
+
+def test_rollout_rows_per_step_follow_the_rows_still_running():
+    import rollout
+
+    # Completions of 3, 1, 4 and 4 tokens: the prefill gives token 0; step t feeds token t - 1.
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]])
+    assert rollout.rows_per_step(mask, drops_rows=True) == [3, 3, 2]
+    assert rollout.rows_per_step(mask, drops_rows=False) == [4, 4, 4]
 
 
 def test_rollout_benchmark_times_an_older_engine(tiny_qwen2, capsys):
