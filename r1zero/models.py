@@ -8,6 +8,7 @@ convert it once to a plain float checkpoint in the cache folder and load that fr
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
@@ -36,6 +37,21 @@ def unsafe_globals(path: str | os.PathLike) -> str:
         return ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
     except Exception:
         return "unknown objects"
+
+
+@contextlib.contextmanager
+def _loading(key: str, name: str, path: str):
+    """A failed load of ``name`` (from ``path``) as the one line that names ``key``: a folder or id
+    that is not there, or a model that would run code to load (``_refusal``); other errors pass."""
+    try:
+        yield
+    except OSError as e:
+        raise ModelError(f"{key}: could not load {name} ({str(e).splitlines()[0]}); check the id/path and your "
+                         "connection") from None
+    except (ValueError, pickle.UnpicklingError) as e:
+        if (refused := _refusal(key, name, path, e)) is None:
+            raise
+        raise refused from None
 
 
 def _refusal(key: str, name: str, path: str, e: Exception) -> ModelError | None:
@@ -120,22 +136,23 @@ def gguf_tokenizer(path: Path):
     return tok
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """Hub id or local folder as given; the embedded alias becomes its converted folder."""
+def resolve_model_path(name_or_path: str, key: str = "model_name_or_path") -> str:
+    """Hub id or local folder as given; the embedded alias becomes its converted folder. A local
+    folder that holds no model is refused in one line naming ``key`` (the config key it came from)."""
     if name_or_path in (EMBEDDED_MODEL, "embedded"):
         return str(embedded_model_path())
     p = Path(os.path.expanduser(name_or_path))
     if p.exists():
         if not (p / "config.json").is_file() and (p / "adapter" / "adapter_config.json").is_file():
             # A LoRA checkpoint (r1zero.training.lora) before the run's last: the adapter alone.
-            raise ModelError(f"model_name_or_path: {p} holds a LoRA adapter without merged weights (only a run's last "
+            raise ModelError(f"{key}: {p} holds a LoRA adapter without merged weights (only a run's last "
                              f"checkpoint has them); give that one, or load {p / 'adapter'} with "
                              "peft.PeftModel.from_pretrained onto the base model")
         if not (p / "config.json").is_file():
-            raise ModelError(f"model_name_or_path: {p} has no config.json; give a Hugging Face model folder or hub id")
+            raise ModelError(f"{key}: {p} has no config.json; give a Hugging Face model folder or hub id")
         return str(p)
     if name_or_path.startswith((".", "/", "~")):
-        raise ModelError(f"model_name_or_path: no such folder {name_or_path}; check the path")
+        raise ModelError(f"{key}: no such folder {name_or_path}; check the path")
     return name_or_path  # a hub id
 
 
@@ -183,18 +200,18 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, key: str = "tokenizer_name_or_path"):
+    """The tokenizer of ``name_or_path`` (``key``: the config key it came from, named by a refusal)."""
     from transformers import AutoTokenizer
 
-    path = resolve_model_path(name_or_path)
-    try:
+    path = resolve_model_path(name_or_path, key)
+    with _loading(key, name_or_path, path):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise ModelError(f"tokenizer: could not load {name_or_path} ({str(e).splitlines()[0]}); check the id/path and your connection") from None
-    except (ValueError, pickle.UnpicklingError) as e:
-        if (refused := _refusal("tokenizer", name_or_path, path, e)) is None:
-            raise
-        raise refused from None
+    # transformers 5 builds a tokenizer without a vocabulary from a folder with a config but no
+    # tokenizer files: every prompt would encode to nothing and the first forward pass would fail.
+    if not tok("The answer is 42.", add_special_tokens=False).input_ids:
+        raise ModelError(f"{key}: {name_or_path} has no tokenizer files (tokenizer.json, or a vocabulary and "
+                         "merges); give a model folder or hub id that has them")
     if tok.pad_token is None:
         # Padding is always masked out; any token id serves.
         tok.pad_token = tok.eos_token
@@ -212,14 +229,8 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
     from r1zero.attention import use_cpu_attention
 
     path = resolve_model_path(name_or_path)
-    try:
+    with _loading("model_name_or_path", name_or_path, path):
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
-    except OSError as e:
-        raise ModelError(f"model_name_or_path: could not load {name_or_path} ({str(e).splitlines()[0]}); check the id/path and your connection") from None
-    except (ValueError, pickle.UnpicklingError) as e:
-        if (refused := _refusal("model_name_or_path", name_or_path, path, e)) is None:
-            raise
-        raise refused from None
     if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
         raise ModelError(f"model_name_or_path: {name_or_path} is quantized; give a float checkpoint (dequantize it first)")
     model.to(device)

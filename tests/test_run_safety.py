@@ -424,3 +424,22 @@ def test_a_pickled_model_with_a_payload_and_a_model_needing_its_own_code_are_one
     assert errors(err) == [
         f"r1zero: error: model_name_or_path: {remote} needs Python code from its own repository to load; set "
         "trust_remote_code=true only if you trust that code, or choose another model"]
+
+
+def test_a_tokenizer_that_cannot_load_is_one_line_naming_its_key(tiny_qwen2, tmp_path, capsys):
+    """tokenizer_name_or_path, when set, is the key a refusal names: a folder that is not there, and
+    one with a config but no tokenizer files (transformers 5 builds a tokenizer without a vocabulary
+    from it, and the first forward pass crashed on the empty prompts)."""
+    config_only = tmp_path / "config-only"
+    config_only.mkdir()
+    shutil.copy(tiny_qwen2 / "config.json", config_only / "config.json")
+    path = tmp_path / "run.yaml"
+    for tok, expected in ((tmp_path / "absent", f"no such folder {tmp_path / 'absent'}; check the path"),
+                          (config_only, f"{config_only} has no tokenizer files (tokenizer.json, or a vocabulary and "
+                                        "merges); give a model folder or hub id that has them")):
+        path.write_text(yaml.safe_dump(recipe(tiny_qwen2, tmp_path / "out", tokenizer_name_or_path=str(tok))))
+        rc, err = train(path, capsys=capsys)
+        assert rc == 2
+        [line] = errors(err)
+        assert line.startswith(f"r1zero: error: tokenizer_name_or_path: {expected}"), line
+        assert not (tmp_path / "out").exists()

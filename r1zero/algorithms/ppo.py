@@ -95,7 +95,7 @@ def load_critic(name_or_path: str, device: torch.device, *, trust_remote_code: b
     """A causal LM's backbone with a fresh scalar head (``*ForTokenClassification``, 1 label)."""
     from transformers import AutoModelForTokenClassification
 
-    path = resolve_model_path(name_or_path)
+    path = resolve_model_path(name_or_path, "critic_model_name_or_path")
     try:
         model = AutoModelForTokenClassification.from_pretrained(path, num_labels=1, dtype=torch.float32,
                                                                 trust_remote_code=trust_remote_code)
