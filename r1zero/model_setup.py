@@ -34,8 +34,7 @@ def load_generator(name_or_path: str, device: str | torch.device = "auto", *, bf
     with the tokenizer before the weights load, so what it refuses (an evaluation's prompt that does
     not fit: r1zero.observe.evaluate.Evaluation.check_prompts) is refused without loading them."""
     dev = choose_device(device) if isinstance(device, str) else device
-    tok = load_tokenizer(tokenizer or name_or_path, trust_remote_code,
-                         "tokenizer_name_or_path" if tokenizer else "model_name_or_path")
+    tok = load_tokenizer(name_or_path, trust_remote_code, tokenizer=tokenizer)
     if check is not None:
         check(tok)
     model = load_model(name_or_path, dev, trust_remote_code=trust_remote_code, trainable=False)

@@ -200,10 +200,13 @@ def synchronize(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, key: str = "tokenizer_name_or_path"):
-    """The tokenizer of ``name_or_path`` (``key``: the config key it came from, named by a refusal)."""
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False, *, tokenizer: str | None = None):
+    """The tokenizer of ``tokenizer`` when given (a run's tokenizer_name_or_path), else of the model
+    ``name_or_path``; a refusal names the config key of the one it loads."""
     from transformers import AutoTokenizer
 
+    key = "tokenizer_name_or_path" if tokenizer else "model_name_or_path"
+    name_or_path = tokenizer or name_or_path
     path = resolve_model_path(name_or_path, key)
     with _loading(key, name_or_path, path):
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -234,7 +237,7 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
     if getattr(model, "is_quantized", False) or getattr(model.config, "quantization_config", None):
         raise ModelError(f"model_name_or_path: {name_or_path} is quantized; give a float checkpoint (dequantize it first)")
     model.to(device)
-    if trainable and device.type == "cpu":
+    if trainable:
         own_memory(model)
     use_cpu_attention(model, device)
     fold_head_input(model)
@@ -248,8 +251,8 @@ def load_model(name_or_path: str, device: torch.device, *, trust_remote_code: bo
 
 
 def own_memory(model) -> None:
-    """Each weight copied into the process's own memory, once, before training writes it (every
-    model a run trains on a CPU: the policy, PPO's critic).
+    """On a CPU, each weight copied into the process's own memory, once, before training writes it
+    (every model a run trains: the policy, PPO's critic). Elsewhere ``to(device)`` made the copy.
 
     transformers 5 leaves the weights it loads from a safetensors file in a private mapping of the
     file. The first write to each 4 KB page then copies it (a page fault each: 132K for the 135M
@@ -264,7 +267,8 @@ def own_memory(model) -> None:
     Parameter)."""
     with torch.no_grad():
         for p in model.parameters():
-            p.data = p.data.clone()
+            if p.device.type == "cpu":
+                p.data = p.data.clone()
 
 
 def _contiguous_input(module, args):

@@ -103,8 +103,7 @@ def load_critic(name_or_path: str, device: torch.device, *, trust_remote_code: b
         raise ModelError(f"critic_model_name_or_path: could not load {name_or_path} as a critic "
                          f"({str(e).splitlines()[0]}); give a causal LM folder or hub id") from None
     model.to(device)
-    if device.type == "cpu":
-        own_memory(model)  # as the policy's: aligned (the same last bits after a resume) and writable without faults
+    own_memory(model)  # as the policy's: aligned (the same last bits after a resume) and writable without faults
     model.train()
     disable_dropout(model)  # deterministic values, as for the policy
     return model

@@ -116,8 +116,7 @@ class Trainer:
             raise ConfigError("config: 'fsdp_cpu_offload' moves shards from GPU to CPU memory; on device "
                               f"{self.device.type} the weights are in CPU memory already: remove it")
         self.autocast_dtype = autocast_dtype(cfg.bf16, self.device)
-        self.tokenizer = load_tokenizer(cfg.tokenizer_name_or_path or cfg.model_name_or_path, cfg.trust_remote_code,
-                                        "tokenizer_name_or_path" if cfg.tokenizer_name_or_path else "model_name_or_path")
+        self.tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, tokenizer=cfg.tokenizer_name_or_path)
         lora.check(cfg, self.resume_from)  # LoRA modules the model lacks, a checkpoint of the other kind
         # Prompts that do not fit are refused now, not at step 500: the first 256 train rows (all
         # rows would cost minutes on a 300k-row set); a longer one further in stops the run when its
